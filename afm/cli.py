@@ -1,0 +1,320 @@
+"""Command line: `python -m afm train|evaluate|download|sample|info`.
+
+Contract (the app, the benchmarks and outside scripts rely on it): progress goes to stderr, the
+last stdout line is one JSON object, and bad arguments or data exit with code 2 and one clear
+line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from afm.errors import AFMError, ConfigError
+from afm.jsonsafe import finite
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr, exit code 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _dropouts(text: str) -> tuple[float, float]:
+    """`--dropout B` (pooled only) or `--dropout A,B` (attention weights, pooled vector)."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected B or A,B with numbers in [0, 1), got {text!r}") from None
+    if len(values) == 1:
+        values = [0.0, values[0]]
+    if len(values) != 2 or not all(0.0 <= v < 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected B or A,B with numbers in [0, 1), got {text!r}")
+    return values[0], values[1]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+# The Frappe recipes (authors' README, their issues #7 and #18): the CLI's defaults.
+MODEL_DEFAULTS = {
+    "fm": {"lr": 0.01, "dropout": (0.0, 0.2), "l2_attention": 0.0},
+    "fwfm": {"lr": 0.01, "dropout": (0.0, 0.2), "l2_attention": 0.0},
+    "afm": {"lr": 0.015, "dropout": (0.0, 0.2), "l2_attention": 16.0},
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="afm", description="Attentional Factorization Machines: train, evaluate, inspect.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def data_arguments(sub):
+        sub.add_argument("--data", required=True,
+                         help="registry name (sample, frappe, ml-tag), a directory of libfm splits, "
+                              "a .libfm file or a .csv file")
+        sub.add_argument("--data-dir", default=None,
+                         help="where registry datasets live (else $AFM_DATA_DIR, ./data, ../shared/data)")
+        sub.add_argument("--label", default=None, help="label column of a CSV (default: label/target/... or last)")
+        sub.add_argument("--split-seed", type=int, default=0, help="seed of the 70/20/10 split for unsplit data")
+
+    train = commands.add_parser("train", help="train FM, FwFM or AFM and save a checkpoint")
+    data_arguments(train)
+    train.add_argument("--model", choices=("fm", "fwfm", "afm"), default="afm")
+    train.add_argument("--init-from", default=None, metavar="CKPT",
+                       help="start from this checkpoint's embeddings and biases (FM pretraining)")
+    train.add_argument("--task", choices=("regression", "binary"), default="regression")
+    train.add_argument("--k", type=_positive_int, default=256, help="embedding size (paper: 256)")
+    train.add_argument("--t", type=_positive_int, default=256, help="attention size (paper: 256)")
+    train.add_argument("--epochs", type=_non_negative_int, default=20)
+    train.add_argument("--batch-size", type=_positive_int, default=128)
+    train.add_argument("--lr", type=_positive_float, default=None, help="default: 0.01 FM/FwFM, 0.015 AFM")
+    train.add_argument("--optimizer", choices=("adagrad", "adam"), default="adagrad")
+    train.add_argument("--l2-attention", type=_non_negative_float, default=None,
+                       help="L2 on AFM's attention W, the authors' lamda_attention (default 16)")
+    train.add_argument("--dropout", type=_dropouts, default=None, metavar="A,B",
+                       help="dropout on attention weights and on the pooled vector; 1 - the authors' keep "
+                            "(default 0,0.2 = keep [1.0, 0.8]); one number sets the pooled one")
+    train.add_argument("--patience", type=_positive_int, default=5,
+                       help="early stop after this many epochs without a better validation score")
+    train.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--deterministic", action="store_true", help="bit-reproducible (slower) kernels")
+    train.add_argument("--out", required=True, metavar="CKPT", help="checkpoint path (.safetensors)")
+    train.add_argument("--quiet", action="store_true", help="no per-epoch progress on stderr")
+
+    evaluate = commands.add_parser("evaluate", help="score a checkpoint on a split")
+    evaluate.add_argument("--checkpoint", required=True)
+    data_arguments(evaluate)
+    evaluate.add_argument("--split", choices=("train", "valid", "test"), default="test")
+    evaluate.add_argument("--device", default="auto")
+
+    download = commands.add_parser("download", help="fetch a public dataset (the AFM authors' copies)")
+    download.add_argument("dataset", choices=("frappe", "ml-tag"))
+    download.add_argument("--dest", required=True, help="directory; files go to DEST/DATASET/")
+    download.add_argument("--base-url", default=None, help="mirror to download from instead of the default")
+    download.add_argument("--timeout", type=_positive_float, default=60.0, help="seconds per connection attempt")
+
+    sample = commands.add_parser("sample", help="generate the synthetic sample dataset")
+    sample.add_argument("--out", default=None, help="directory (default: the bundled sample_data/)")
+    sample.add_argument("--rows", type=_positive_int, default=None)
+    sample.add_argument("--seed", type=int, default=None)
+
+    info = commands.add_parser("info", help="summarise a dataset")
+    data_arguments(info)
+    return parser
+
+
+# --------------------------------------------------------------------------- commands
+
+
+class _ProgressLog:
+    """Per-epoch lines (and a batch counter on a terminal) on stderr."""
+
+    def __init__(self, task: str, stream=None):
+        self.stream = stream or sys.stderr
+        self.metric = "rmse" if task == "regression" else "auc"
+        self.interactive = self.stream.isatty()
+        self.last_draw = 0.0
+
+    def on_batch_end(self, epoch: int, batch: int, num_batches: int) -> None:
+        now = time.monotonic()
+        if self.interactive and (now - self.last_draw > 0.2 or batch == num_batches):
+            self.last_draw = now
+            width = 30
+            filled = int(width * batch / num_batches)
+            self.stream.write(f"\repoch {epoch} [{'#' * filled}{'.' * (width - filled)}] {batch}/{num_batches}")
+            self.stream.flush()
+
+    def on_epoch_end(self, record: dict) -> None:
+        if self.interactive:
+            self.stream.write("\r" + " " * 60 + "\r")
+        m = self.metric
+        train_part = f"train_rmse={record['train_rmse']:.4f} " if record.get("train_rmse") is not None else ""
+        self.stream.write(
+            f"epoch {record['epoch']} [{record.get('seconds', 0):.1f} s, {record.get('samples_per_second', 0):,.0f}"
+            f" samples/s] {train_part}valid_{m}={record[f'valid_{m}']:.4f} "
+            f"test_{m}={record.get(f'test_{m}', float('nan')):.4f}\n")
+        self.stream.flush()
+
+
+def _load_data(args):
+    from afm.data import load_dataset
+
+    return load_dataset(args.data, data_dir=args.data_dir, seed=args.split_seed, label=args.label)
+
+
+def command_train(args) -> dict:
+    from afm.checkpoint import load_checkpoint, save_checkpoint
+    from afm.models import ModelConfig, build_model
+    from afm.train import TrainConfig, resolve_device, seed_everything, train_model
+
+    defaults = MODEL_DEFAULTS[args.model]
+    dropout_attention, dropout_pooled = args.dropout or defaults["dropout"]
+    if args.model != "afm" and dropout_attention:
+        raise ConfigError(f"--dropout A,B: attention dropout A applies to AFM only, not {args.model}")
+    out = Path(args.out)
+    if out.exists() and out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give a file path such as {out / 'model.safetensors'}")
+    train_config = TrainConfig(
+        task=args.task, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr if args.lr is not None else defaults["lr"], optimizer=args.optimizer,
+        l2_attention=args.l2_attention if args.l2_attention is not None else defaults["l2_attention"],
+        patience=args.patience, seed=args.seed, device=args.device, deterministic=args.deterministic)
+    resolve_device(args.device)  # fail on a missing GPU before any work
+    dataset = _load_data(args)
+    seed_everything(args.seed, args.deterministic)
+    config = ModelConfig(model=args.model, num_features=dataset.schema.num_features,
+                         num_fields=dataset.schema.num_fields, embedding_dim=args.k, attention_dim=args.t,
+                         dropout_attention=dropout_attention, dropout_pooled=dropout_pooled)
+    model = build_model(config)
+    if args.init_from:
+        pretrained = load_checkpoint(args.init_from)
+        for warning in pretrained.check_fits(dataset):
+            print(f"afm: warning: {warning}", file=sys.stderr)
+        model.init_from(pretrained.model)
+    callbacks = [] if args.quiet else [_ProgressLog(args.task)]
+    if not args.quiet:
+        print(f"afm: {args.model} on {dataset.name} ({len(dataset.train):,} train rows, "
+              f"{dataset.schema.num_fields} fields, {dataset.schema.num_features:,} features), "
+              f"k={args.k}" + (f", t={args.t}" if args.model == "afm" else ""), file=sys.stderr)
+    result = train_model(model, dataset, train_config, callbacks=callbacks)
+    saved_config = {**train_config.to_dict(), "best_epoch": result.best_epoch, "stop_reason": result.stop_reason,
+                    "init_from": str(args.init_from) if args.init_from else None, "device_used": result.device}
+    save_checkpoint(out, result.model, train_config=saved_config, history=result.history,
+                    schema=dataset.schema, dataset=_dataset_info(dataset))
+    best = result.best
+    summary = {"model": args.model, "task": args.task, "dataset": dataset.name,
+               "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+               "stop_reason": result.stop_reason}
+    summary.update({key: value for key, value in best.items() if key.startswith(("valid_", "test_"))})
+    summary.update({"seconds": round(result.seconds, 3), "samples_per_second": round(result.samples_per_second, 1),
+                    "device": result.device, "checkpoint": str(out)})
+    return summary
+
+
+def _dataset_info(dataset) -> dict:
+    return {"name": dataset.name, "source": dataset.source, "fingerprint": dataset.fingerprint,
+            "label_range": list(dataset.label_range), "rows": {n: len(s) for n, s in dataset.splits.items()}}
+
+
+def command_evaluate(args) -> dict:
+    import torch
+
+    from afm.checkpoint import load_checkpoint
+    from afm.metrics import evaluate_predictions
+    from afm.train import predict, resolve_device
+
+    device = resolve_device(args.device)
+    checkpoint = load_checkpoint(args.checkpoint, device=device)
+    dataset = _load_data(args)
+    for warning in checkpoint.check_fits(dataset):
+        print(f"afm: warning: {warning}", file=sys.stderr)
+    split = dataset.splits[args.split]
+    task = checkpoint.train_config.get("task", "regression")
+    label_range = tuple(checkpoint.dataset.get("label_range") or dataset.label_range)
+    predictions = predict(checkpoint.model, torch.from_numpy(split.feature_ids).to(device),
+                          torch.from_numpy(split.feature_values).to(device))
+    metrics = evaluate_predictions(predictions, split.labels, task, label_range)
+    return {"model": checkpoint.model_config.model, "task": task, "dataset": dataset.name, "split": args.split,
+            **metrics, "rows": len(split), "device": str(device)}
+
+
+def command_download(args) -> dict:
+    from afm.download import download_dataset
+
+    directory = download_dataset(args.dataset, args.dest, base_url=args.base_url, timeout=args.timeout)
+    return {"dataset": args.dataset, "directory": str(directory)}
+
+
+def command_sample(args) -> dict:
+    from afm.data import SAMPLE_DIR
+    from afm.synthetic import SyntheticConfig, write_sample
+
+    config = SyntheticConfig()
+    if args.rows is not None:
+        config.num_rows = args.rows
+    if args.seed is not None:
+        config.seed = args.seed
+    directory = write_sample(args.out or SAMPLE_DIR, config)
+    return {"directory": str(directory), "rows": config.num_rows}
+
+
+def command_info(args) -> dict:
+    return _load_data(args).summary()
+
+
+COMMANDS = {"train": command_train, "evaluate": command_evaluate, "download": command_download,
+            "sample": command_sample, "info": command_info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        summary = COMMANDS[args.command](args)
+    except AFMError as exc:
+        print(f"afm {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"afm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print(f"afm {args.command}: error: out of memory; lower --batch-size or --k", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, details on request
+        if type(exc).__name__ == "OutOfMemoryError":
+            print(f"afm {args.command}: error: out of GPU memory; lower --batch-size or --k, or use --device cpu",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        if os.environ.get("AFM_DEBUG"):
+            traceback.print_exc()
+        print(f"afm {args.command}: internal error: {type(exc).__name__}: {exc} "
+              "(set AFM_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+    print(json.dumps(finite(summary), allow_nan=False))
+    return 0

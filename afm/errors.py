@@ -1,0 +1,39 @@
+"""Errors a user can cause. Each carries one readable line: what file, where, what is wrong.
+
+The CLI turns any `AFMError` into exit code 2 and that line on stderr; the app shows it in
+`st.error`. Anything else escaping is a bug in this package, not a user mistake.
+"""
+
+from __future__ import annotations
+
+
+class AFMError(Exception):
+    """Base class for errors caused by the user's input (data, arguments, checkpoints)."""
+
+
+class DataError(AFMError):
+    """A data file or directory that cannot be read as a dataset."""
+
+    def __init__(self, source: object, problem: str, line: int | None = None):
+        self.source = str(source)
+        self.line = line
+        self.problem = problem
+        where = f"{self.source}, line {line}" if line is not None else self.source
+        super().__init__(f"{where}: {problem}")
+
+
+class CheckpointError(AFMError):
+    """A checkpoint that is not ours, is damaged, or does not fit the data."""
+
+    def __init__(self, source: object, problem: str):
+        self.source = str(source)
+        self.problem = problem
+        super().__init__(f"{self.source}: {problem}")
+
+
+class ConfigError(AFMError):
+    """Hyperparameters or options that make no sense together."""
+
+
+class DownloadError(AFMError):
+    """A dataset download that failed (offline, wrong size, wrong checksum)."""

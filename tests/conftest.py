@@ -1,0 +1,52 @@
+"""Shared fixtures. Data-dependent tests skip with a reason when the data is absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from afm.data import Dataset, FieldSchema, Split, resolve_dataset_dir
+from afm.errors import DataError
+
+
+def frappe_dir() -> Path | None:
+    try:
+        return resolve_dataset_dir("frappe")
+    except DataError:
+        return None
+
+
+requires_frappe = pytest.mark.skipif(
+    frappe_dir() is None, reason="Frappe data not found (set AFM_DATA_DIR or put ../shared/data/frappe beside)")
+
+
+def random_dataset(num_rows=400, field_sizes=(5, 4, 3, 6), seed=0, real_valued=False) -> Dataset:
+    """A small random dataset with contiguous field ranges and a learnable label."""
+    rng = np.random.default_rng(seed)
+    offsets = np.concatenate(([0], np.cumsum(field_sizes)[:-1]))
+    ids = np.stack([rng.integers(0, s, num_rows) for s in field_sizes], axis=1) + offsets
+    values = rng.uniform(0.5, 1.5, ids.shape).astype(np.float32) if real_valued else np.ones(ids.shape, np.float32)
+    weights = rng.normal(size=sum(field_sizes))
+    labels = (weights[ids] * values).sum(1) + 0.5 * weights[ids[:, 0]] * weights[ids[:, 1]]
+    labels = labels.astype(np.float32)
+    feature_field = np.repeat(np.arange(len(field_sizes)), field_sizes)
+    schema = FieldSchema(tuple(f"f{i}" for i in range(len(field_sizes))), tuple(feature_field.tolist()))
+    cut1, cut2 = int(0.7 * num_rows), int(0.85 * num_rows)
+    everything = Split(ids.astype(np.int64), values, labels)
+    splits = {"train": everything.take(np.arange(cut1)), "valid": everything.take(np.arange(cut1, cut2)),
+              "test": everything.take(np.arange(cut2, num_rows))}
+    return Dataset("random", schema, splits, "memory")
+
+
+@pytest.fixture
+def tiny_dataset() -> Dataset:
+    return random_dataset()
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield

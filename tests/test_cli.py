@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from afm.checkpoint import load_checkpoint
+from afm.cli import main
+from afm.data import PROJECT_ROOT
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_train_prints_the_json_contract_and_saves_a_checkpoint(tmp_path, capsys):
+    out = tmp_path / "fm.safetensors"
+    code, stdout, stderr = run(capsys, "train", "--data", "sample", "--model", "fm", "--k", "8", "--epochs", "2",
+                               "--lr", "0.2", "--batch-size", "512", "--out", str(out))
+    assert code == 0, stderr
+    summary = last_json(stdout)
+    for key in ("model", "epochs_run", "best_epoch", "valid_rmse", "test_rmse", "seconds", "samples_per_second",
+                "device"):
+        assert key in summary, key
+    assert summary["model"] == "fm" and summary["epochs_run"] == 2 and summary["device"] == "cpu"
+    assert "epoch 1" in stderr and "epoch 2" in stderr  # progress goes to stderr
+    checkpoint = load_checkpoint(out)
+    assert checkpoint.train_config["best_epoch"] == summary["best_epoch"]
+    assert [r["epoch"] for r in checkpoint.history] == [0, 1, 2]
+
+    # AFM initialised from that FM (the authors' pretraining recipe), then evaluated.
+    afm = tmp_path / "afm.safetensors"
+    code, stdout, stderr = run(capsys, "train", "--data", "sample", "--model", "afm", "--init-from", str(out),
+                               "--k", "8", "--t", "8", "--epochs", "1", "--batch-size", "512", "--out", str(afm))
+    assert code == 0, stderr
+    init_rmse = load_checkpoint(afm).history[0]["valid_rmse"]
+    assert init_rmse < 2.0  # it starts from FM's embeddings, not from scratch
+
+    code, stdout, stderr = run(capsys, "evaluate", "--checkpoint", str(afm), "--data", "sample", "--split", "valid")
+    assert code == 0, stderr
+    result = last_json(stdout)
+    assert result["rows"] == 3000 and result["split"] == "valid"
+    checkpoint = load_checkpoint(afm)
+    best = next(r for r in checkpoint.history if r["epoch"] == checkpoint.best_epoch)
+    assert result["rmse"] == pytest.approx(best["valid_rmse"], rel=1e-5)  # the best epoch's weights were saved
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--data", "sample", "--out", "x.safetensors", "--k", "0"], "positive integer"),
+    (["train", "--data", "sample", "--out", "x.safetensors", "--dropout", "0.5,2"], "numbers in [0, 1)"),
+    (["train", "--data", "sample", "--out", "x.safetensors", "--model", "nfm"], "invalid choice"),
+    (["train", "--data", "nowhere", "--out", "x.safetensors"], "not a dataset name"),
+    (["train", "--data", "sample", "--out", "x.safetensors", "--device", "cuda:0"], None),
+    (["evaluate", "--checkpoint", "missing.safetensors", "--data", "sample"], "cannot read"),
+    (["train", "--data", "sample"], "required"),
+    (["train", "--data", "sample", "--model", "fm", "--dropout", "0.1,0.2", "--out", "x.safetensors"],
+     "attention dropout"),
+])
+def test_bad_arguments_exit_2_with_one_line(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    try:
+        code, stdout, stderr = run(capsys, *argv)
+    except SystemExit as exc:  # argparse errors exit directly
+        code, captured = exc.code, capsys.readouterr()
+        stdout, stderr = captured.out, captured.err
+    if message is None:  # cuda: fine on a GPU machine, a clean error elsewhere
+        import torch
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is present")
+        message = "no CUDA GPU"
+    assert code == 2
+    assert stdout == ""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], stderr
+    assert "Traceback" not in stderr
+
+
+def test_bad_data_file_names_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "bad.libfm"
+    bad.write_text("1 0:1 3:1\n" * 5 + "1 0:1 3:one\n")
+    code, _, stderr = run(capsys, "info", "--data", str(bad))
+    assert code == 2
+    assert f"{bad}, line 6" in stderr and "id:value" in stderr
+
+
+def test_wrong_checkpoint_for_the_data(tmp_path, capsys):
+    other = tmp_path / "other.libfm"
+    other.write_text("".join(f"1 {i % 4}:1 {4 + i % 3}:1 {7 + i % 2}:1\n" for i in range(40)))
+    out = tmp_path / "m.safetensors"
+    assert run(capsys, "train", "--data", str(other), "--model", "fm", "--k", "4", "--epochs", "1",
+               "--out", str(out))[0] == 0
+    code, _, stderr = run(capsys, "evaluate", "--checkpoint", str(out), "--data", "sample")
+    assert code == 2 and "expects 3 fields" in stderr
+
+
+def test_module_entry_point_end_to_end(tmp_path):
+    """The real `python -m afm` process: exit codes and streams as outside scripts see them."""
+    command = [sys.executable, "-m", "afm", "info", "--data", "sample"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
+    assert done.returncode == 0 and last_json(done.stdout)["fields"] == 10
+    done = subprocess.run([sys.executable, "-m", "afm", "train", "--data", "sample", "--out", str(tmp_path / "x"),
+                           "--batch-size", "-1"], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and done.stdout == ""

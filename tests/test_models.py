@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from afm.errors import ConfigError
+from afm.models import AFM, FM, ModelConfig, build_model
+
+
+def make(model="afm", num_features=30, num_fields=5, k=6, t=4, **kwargs):
+    config = ModelConfig(model=model, num_features=num_features, num_fields=num_fields, embedding_dim=k,
+                         attention_dim=t, **kwargs)
+    return build_model(config).double()
+
+
+def batch(num_rows=7, num_features=30, num_fields=5, real_valued=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, num_features, (num_rows, num_fields), generator=g)
+    values = torch.rand(num_rows, num_fields, generator=g, dtype=torch.float64) + 0.5 if real_valued \
+        else torch.ones(num_rows, num_fields, dtype=torch.float64)
+    return ids, values
+
+
+def randomise(model, scale=0.5):
+    """Untrained models have tiny embeddings; make every term matter."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, scale)
+    return model
+
+
+@pytest.mark.parametrize("name", ["fm", "fwfm", "afm"])
+def test_output_shape_and_finite_gradients(name):
+    model = randomise(make(name))
+    ids, values = batch()
+    out = model(ids, values)
+    assert out.shape == (7,)
+    out.square().sum().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
+def brute_force_pairwise(model, ids, values):
+    """sum_{i<j} <e_i, e_j>, one pair at a time."""
+    e = model.embedding(ids) * values.unsqueeze(-1)
+    total = torch.zeros(ids.shape[0], dtype=e.dtype)
+    for i in range(ids.shape[1]):
+        for j in range(i + 1, ids.shape[1]):
+            total += (e[:, i] * e[:, j]).sum(-1)
+    return total
+
+
+def test_fm_sum_of_squares_equals_explicit_pairwise_sum():
+    model = randomise(make("fm")).eval()
+    ids, values = batch()
+    embedded = model.embed(ids, values)
+    torch.testing.assert_close(model.interaction(embedded), brute_force_pairwise(model, ids, values))
+
+
+def test_pair_index_matches_a_loop_over_pairs():
+    model = randomise(make("afm")).eval()
+    ids, values = batch()
+    products = model.pair_products(model.embed(ids, values))  # (B, P, k)
+    e = model.embed(ids, values)
+    expected = torch.stack([e[:, i] * e[:, j] for i in range(5) for j in range(i + 1, 5)], dim=1)
+    torch.testing.assert_close(products, expected)
+
+
+def test_attention_weights_sum_to_one_over_pairs():
+    model = randomise(make("afm")).eval()
+    ids, values = batch()
+    _, attention = model.forward_with_attention(ids, values)
+    assert attention.shape == (7, 10)
+    assert (attention >= 0).all()
+    torch.testing.assert_close(attention.sum(1), torch.ones(7, dtype=torch.float64))
+
+
+def test_afm_matches_a_loop_implementation_of_eq_1_to_5():
+    model = randomise(make("afm")).eval()
+    ids, values = batch()
+    e = model.embed(ids, values)
+    W, b, h, p = model.attention.weight, model.attention.bias, model.attention_h, model.projection
+    expected = []
+    for r in range(ids.shape[0]):
+        scores, products = [], []
+        for i in range(5):
+            for j in range(i + 1, 5):
+                prod = e[r, i] * e[r, j]
+                scores.append(h @ torch.relu(W @ prod + b))
+                products.append(prod)
+        a = torch.softmax(torch.stack(scores), 0)
+        pooled = sum(a_ij * prod for a_ij, prod in zip(a, products))
+        linear = (model.linear(ids[r]).squeeze(-1) * values[r]).sum()
+        expected.append(model.bias + linear + p @ pooled)
+    torch.testing.assert_close(model(ids, values), torch.stack(expected))
+
+
+def test_afm_with_uniform_attention_is_fm_scaled_by_one_over_p():
+    """With h = 0 every a_ij = 1/P, and with p = 1 AFM's interaction is FM's divided by P."""
+    afm, fm = randomise(make("afm")).eval(), make("fm").eval()
+    fm.init_from(afm)
+    with torch.no_grad():
+        afm.attention_h.zero_()
+        afm.projection.fill_(1.0)
+    ids, values = batch()
+    embedded = afm.embed(ids, values)
+    torch.testing.assert_close(afm.interaction(embedded), fm.interaction(embedded) / 10)
+    # ... and p scales it: p = c * 1 gives c times that.
+    with torch.no_grad():
+        afm.projection.fill_(3.0)
+    torch.testing.assert_close(afm.interaction(embedded), 3 * fm.interaction(embedded) / 10)
+
+
+def test_fwfm_with_unit_weights_equals_fm():
+    fwfm, fm = randomise(make("fwfm")).eval(), make("fm").eval()
+    with torch.no_grad():
+        fwfm.field_pair_weights.fill_(1.0)
+    fm.init_from(fwfm)
+    ids, values = batch()
+    torch.testing.assert_close(fwfm(ids, values), fm(ids, values))
+
+
+@pytest.mark.parametrize("name", ["fm", "fwfm", "afm"])
+def test_decomposition_sums_to_the_prediction(name):
+    model = randomise(make(name, dropout_attention=0.3 if name == "afm" else 0.0, dropout_pooled=0.4))
+    model.eval()
+    ids, values = batch()
+    terms = model.decompose(ids, values)
+    torch.testing.assert_close(terms.prediction, model(ids, values))
+    torch.testing.assert_close(terms.bias + terms.first_order.sum(1) + terms.pair_terms.sum(1), terms.prediction)
+    torch.testing.assert_close(terms.pair_terms, terms.pair_weights * terms.pair_values)
+    # decompose ignores dropout even when the model is left in training mode.
+    model.train()
+    torch.testing.assert_close(model.decompose(ids, values).prediction, terms.prediction)
+
+
+def test_dropout_only_in_training():
+    model = randomise(make("afm", dropout_attention=0.5, dropout_pooled=0.5))
+    ids, values = batch()
+    model.eval()
+    assert torch.equal(model(ids, values), model(ids, values))
+    model.train()
+    torch.manual_seed(1)
+    first = model(ids, values)
+    torch.manual_seed(2)
+    assert not torch.equal(first, model(ids, values))
+
+
+def test_softmax_is_stable_for_huge_scores():
+    model = randomise(make("afm").float()).eval()
+    with torch.no_grad():
+        model.attention_h.fill_(1e4)  # scores in the thousands: a hand-made exp would overflow
+    ids, values = batch()
+    _, attention = model.forward_with_attention(ids, values.float())
+    assert torch.isfinite(attention).all()
+    torch.testing.assert_close(attention.sum(1), torch.ones(7))
+
+
+def test_authors_initialisation():
+    model = AFM(ModelConfig(model="afm", num_features=2000, num_fields=4, embedding_dim=64, attention_dim=32))
+    assert abs(model.embedding.weight.std().item() - 0.01) < 0.001
+    assert model.linear.weight.abs().max() == 0 and model.bias.item() == 0
+    assert torch.equal(model.projection.detach(), torch.ones(64))
+    glorot = (2 / (64 + 32)) ** 0.5
+    assert abs(model.attention.weight.std().item() - glorot) < 0.1 * glorot
+
+
+def test_init_from_copies_embeddings_and_checks_shapes():
+    fm = randomise(FM(ModelConfig(model="fm", num_features=30, num_fields=5, embedding_dim=6)))
+    afm = AFM(ModelConfig(model="afm", num_features=30, num_fields=5, embedding_dim=6, attention_dim=4))
+    afm.init_from(fm)
+    assert torch.equal(afm.embedding.weight, fm.embedding.weight) and torch.equal(afm.bias, fm.bias)
+    other = AFM(ModelConfig(model="afm", num_features=30, num_fields=5, embedding_dim=8, attention_dim=4))
+    with pytest.raises(ConfigError, match="cannot initialise"):
+        other.init_from(fm)
+
+
+@pytest.mark.parametrize("bad", [dict(model="nfm"), dict(num_fields=1), dict(embedding_dim=0),
+                                 dict(dropout_pooled=1.0), dict(num_features=-3)])
+def test_config_validation(bad):
+    args = dict(model="afm", num_features=30, num_fields=5) | bad
+    with pytest.raises(ConfigError):
+        ModelConfig(**args)
+
+
+def test_config_round_trip():
+    config = ModelConfig(model="fwfm", num_features=30, num_fields=5, embedding_dim=6, dropout_pooled=0.0)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="unknown"):
+        ModelConfig.from_dict(config.to_dict() | {"exec": "rm -rf /"})

@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from afm.data import Dataset, Split, load_dataset
+from afm.errors import ConfigError
+from afm.metrics import auc, log_loss, rmse
+from afm.models import ModelConfig, build_model
+from afm.train import TrainConfig, TrainingDiverged, seed_everything, train_model
+from tests.conftest import random_dataset
+
+
+def build(dataset, name="afm", k=8, t=8, seed=0, **kwargs):
+    seed_everything(seed)
+    config = ModelConfig(model=name, num_features=dataset.schema.num_features, num_fields=dataset.schema.num_fields,
+                         embedding_dim=k, attention_dim=t, **kwargs)
+    return build_model(config)
+
+
+class Recorder:
+    def __init__(self, stop_after_batches=None):
+        self.batches, self.epochs = 0, []
+
+    def on_batch_end(self, epoch, batch, num_batches):
+        self.batches += 1
+
+    def on_epoch_end(self, record):
+        self.epochs.append(record["epoch"])
+
+
+@pytest.mark.parametrize("name", ["fm", "fwfm", "afm"])
+def test_training_on_the_sample_lowers_validation_rmse(name):
+    data = load_dataset("sample")
+    model = build(data, name, k=16, t=16)
+    result = train_model(model, data, TrainConfig(epochs=4, lr=0.2, batch_size=256, l2_attention=0.0))
+    first, best = result.history[0]["valid_rmse"], result.best["valid_rmse"]
+    assert best < 0.8 * first, (first, best)
+    assert result.best_epoch >= 1 and result.stop_reason == "completed"
+    assert set(result.history[1]) >= {"epoch", "train_loss", "train_rmse", "valid_rmse", "valid_rmse_unclipped",
+                                      "test_rmse", "seconds", "samples_per_second"}
+
+
+def test_best_epoch_weights_are_restored(tiny_dataset):
+    model = build(tiny_dataset)
+    result = train_model(model, tiny_dataset, TrainConfig(epochs=6, lr=0.3, batch_size=32, patience=10))
+    from afm.train import DeviceSplit, evaluate_split
+    metrics = evaluate_split(result.model, DeviceSplit(tiny_dataset.valid, torch.device("cpu"), "regression"),
+                             "regression", tiny_dataset.label_range)
+    assert metrics["rmse"] == pytest.approx(result.best["valid_rmse"], rel=1e-6)
+
+
+def test_early_stopping_and_callbacks(tiny_dataset):
+    recorder = Recorder()
+    model = build(tiny_dataset)
+    # A large learning rate overfits the tiny set fast; patience 1 stops at the first worse epoch.
+    result = train_model(model, tiny_dataset, TrainConfig(epochs=50, lr=1.0, batch_size=16, patience=1),
+                         callbacks=[recorder])
+    assert result.stop_reason == "early_stopping"
+    assert result.epochs_run == result.best_epoch + 1 < 50
+    assert recorder.epochs == list(range(1, result.epochs_run + 1))
+    assert recorder.batches == result.epochs_run * int(np.ceil(len(tiny_dataset.train) / 16))
+
+
+def test_stop_request_keeps_the_best_full_epoch(tiny_dataset):
+    calls = {"n": 0}
+
+    def should_stop():
+        calls["n"] += 1
+        return calls["n"] > 40  # during the third epoch (18 batches an epoch)
+
+    model = build(tiny_dataset)
+    result = train_model(model, tiny_dataset, TrainConfig(epochs=10, lr=0.1, batch_size=16), should_stop=should_stop)
+    assert result.stop_reason == "stop_requested"
+    assert result.epochs_run == 2
+
+
+def test_same_seed_same_result(tiny_dataset):
+    runs = []
+    for _ in range(2):
+        model = build(tiny_dataset, seed=5, dropout_pooled=0.3)
+        runs.append(train_model(model, tiny_dataset, TrainConfig(epochs=2, lr=0.1, batch_size=32, seed=5)))
+    assert runs[0].history[-1]["valid_rmse"] == runs[1].history[-1]["valid_rmse"]
+    for a, b in zip(runs[0].model.parameters(), runs[1].model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_divergence_is_reported_with_the_best_model(tiny_dataset):
+    # Labels of 1e25 make the float32 squared loss overflow at once.
+    tiny_dataset.train.labels[:] = 1e25
+    model = build(tiny_dataset, name="fm", k=8)
+    with pytest.raises(TrainingDiverged) as info:
+        train_model(model, tiny_dataset, TrainConfig(epochs=3, lr=0.1, batch_size=8))
+    assert "learning rate" in str(info.value)
+    assert info.value.result.best_epoch == 0  # nothing better than the start
+
+
+def test_l2_attention_shrinks_attention_weights(tiny_dataset):
+    norms = []
+    for l2 in (0.0, 50.0):
+        model = build(tiny_dataset, seed=1)
+        train_model(model, tiny_dataset, TrainConfig(epochs=3, lr=0.1, batch_size=32, l2_attention=l2))
+        norms.append(model.attention.weight.norm().item())
+    assert norms[1] < 0.5 * norms[0]
+
+
+def test_binary_task_reports_auc_and_logloss():
+    data = random_dataset(num_rows=600)
+    for split in data.splits.values():
+        split.labels[:] = np.where(split.labels > np.median(split.labels), 1.0, -1.0)
+    model = build(data, name="fm")
+    result = train_model(model, data, TrainConfig(task="binary", epochs=5, lr=0.1, batch_size=32))
+    best = result.best
+    assert best["valid_auc"] > 0.75 and best["valid_logloss"] < result.history[0]["valid_logloss"]
+    assert result.history[1]["train_rmse"] is None
+
+
+def test_binary_task_refuses_real_valued_labels(tiny_dataset):
+    with pytest.raises(ConfigError, match="binary"):
+        train_model(build(tiny_dataset), tiny_dataset, TrainConfig(task="binary", epochs=1))
+
+
+@pytest.mark.parametrize("bad", [dict(batch_size=0), dict(lr=-1.0), dict(optimizer="sgd"), dict(task="rank"),
+                                 dict(device="tpu"), dict(patience=0)])
+def test_train_config_validation(bad):
+    with pytest.raises(ConfigError):
+        TrainConfig(**bad)
+
+
+def test_metrics_against_brute_force():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=60).round(1)  # ties on purpose
+    targets = (rng.uniform(size=60) < 0.4).astype(float)
+    pos, neg = scores[targets == 1], scores[targets == 0]
+    pairs = [(1.0 if p > n else 0.5 if p == n else 0.0) for p in pos for n in neg]
+    assert auc(scores, targets) == pytest.approx(np.mean(pairs))
+    probs = 1 / (1 + np.exp(-scores))
+    expected = -np.mean(targets * np.log(probs) + (1 - targets) * np.log(1 - probs))
+    assert log_loss(scores, targets) == pytest.approx(expected)
+    assert log_loss(np.array([1000.0, -1000.0]), np.array([1.0, 0.0])) == pytest.approx(0.0)
+    assert rmse(np.array([2.0, -3.0]), np.array([1.0, -1.0]), clip=(-1, 1)) == 0.0
+
+
+def test_empty_validation_split_is_refused(tiny_dataset):
+    empty = tiny_dataset.valid.take(np.array([], dtype=np.int64))
+    data = Dataset("x", tiny_dataset.schema, {"train": tiny_dataset.train, "valid": empty, "test": tiny_dataset.test},
+                   "memory")
+    with pytest.raises(ConfigError, match="must not be empty"):
+        train_model(build(data), data, TrainConfig(epochs=1))
+    assert isinstance(empty, Split)
