@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="summarise a dataset")
     data_arguments(info)
+
+    history = commands.add_parser("history", help="print a checkpoint's per-epoch history")
+    history.add_argument("--checkpoint", required=True)
+    history.add_argument("--format", choices=("csv", "markdown"), default="csv")
     return parser
 
 
@@ -289,8 +293,36 @@ def command_info(args) -> dict:
     return _load_data(args).summary()
 
 
+def command_history(args) -> dict:
+    """The table goes to stdout before the JSON summary line."""
+    import pandas as pd
+
+    from afm.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    table = pd.DataFrame(checkpoint.history)
+    columns = [c for c in ("epoch", "train_rmse", "valid_rmse", "test_rmse", "valid_auc", "valid_logloss",
+                           "test_auc", "test_logloss", "seconds", "samples_per_second") if c in table]
+    table = table[columns]
+    if args.format == "markdown":
+        header = "| " + " | ".join(columns) + " |"
+        rows = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+        print("\n".join([header, "|" + "---|" * len(columns), *rows]))
+    else:
+        print(table.to_csv(index=False), end="")
+    return {"checkpoint": str(args.checkpoint), "epochs": len(table) - 1, "best_epoch": checkpoint.best_epoch}
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4f}"
+    return str(value)
+
+
 COMMANDS = {"train": command_train, "evaluate": command_evaluate, "download": command_download,
-            "sample": command_sample, "info": command_info}
+            "sample": command_sample, "info": command_info, "history": command_history}
 
 
 def main(argv: list[str] | None = None) -> int:
