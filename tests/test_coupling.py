@@ -1,0 +1,162 @@
+"""Closed-form gradients and coupling measures against autograd, in float64."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from afm.analysis.coupling import (
+    autograd_embedding_gradient,
+    coupling_summary,
+    embedding_gradient_parts,
+    hessian_coupling,
+    information_abundance,
+    predict_from_embeddings,
+    relative_error,
+    seed_formula_error_by_scale,
+    seed_formula_gradient,
+)
+from afm.models import ModelConfig, build_model
+
+FIELDS, FEATURES, K, T = 4, 20, 5, 3
+
+
+def model_and_batch(name, rows=6, scale=0.7, seed=0, dropout=0.3):
+    torch.manual_seed(seed)
+    # Dropout is set on purpose: every analysis must use the dropout-free function.
+    config = ModelConfig(model=name, num_features=FEATURES, num_fields=FIELDS, embedding_dim=K, attention_dim=T,
+                         dropout_attention=dropout if name == "afm" else 0.0, dropout_pooled=dropout)
+    model = build_model(config).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, scale)
+    model.train()
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, FEATURES, (rows, FIELDS), generator=g)
+    values = torch.rand(rows, FIELDS, generator=g, dtype=torch.float64) * 1.5 + 0.25  # real-valued x
+    targets = torch.randn(rows, generator=g, dtype=torch.float64)
+    return model, ids, values, targets
+
+
+@pytest.mark.parametrize("task", ["regression", "binary"])
+@pytest.mark.parametrize("name", ["fm", "fwfm", "afm"])
+def test_closed_form_gradient_matches_autograd(name, task):
+    for seed in range(3):
+        model, ids, values, targets = model_and_batch(name, seed=seed)
+        if task == "binary":
+            targets = (targets > 0).double()
+        reference = autograd_embedding_gradient(model, ids, values, targets, task)
+        parts = embedding_gradient_parts(model, ids, values, targets, task)
+        assert relative_error(parts.gradient(), reference) < 1e-9
+        # The per-partner parts sum exactly to the gradient.
+        torch.testing.assert_close(parts.by_partner().sum(2), parts.gradient(), rtol=0, atol=1e-12)
+
+
+def test_fm_gradient_is_eq_7():
+    """∂L/∂v_i = ℓ' x_i (s - x_i v_i), s = Σ_j x_j v_j: depends only on the other embeddings."""
+    model, ids, values, targets = model_and_batch("fm")
+    v = model.embedding(ids).detach()
+    s = (v * values.unsqueeze(-1)).sum(1, keepdim=True)
+    predictions = predict_from_embeddings(model, v, ids, values).detach()
+    expected = (predictions - targets).view(-1, 1, 1) * values.unsqueeze(-1) * (s - values.unsqueeze(-1) * v)
+    torch.testing.assert_close(autograd_embedding_gradient(model, ids, values, targets), expected)
+
+
+def test_seed_formula_is_wrong_for_afm_and_right_only_for_tiny_embeddings():
+    model, ids, values, targets = model_and_batch("afm", rows=32, scale=1.0)
+    with torch.no_grad():
+        model.attention.bias.abs_()  # active ReLU units even for tiny embeddings: the terms exist
+    reference = autograd_embedding_gradient(model, ids, values, targets)
+    assert relative_error(seed_formula_gradient(model, ids, values, targets), reference) > 0.05
+    errors = seed_formula_error_by_scale(model, ids, values, targets, scales=[1e-3, 1e-1, 1.0])
+    assert 0 < errors[0] < 1e-4 < errors[2]
+    assert errors[0] < errors[1] < errors[2]
+
+
+def exact_block_norms(model, ids, values, targets, task="regression"):
+    """||∂²L/∂v_f∂v_g||_F for each row from the full autograd Hessian; RMS over rows, (F, F)."""
+    squares = []
+    for r in range(ids.shape[0]):
+        def loss(flat, r=r):
+            v = flat.view(1, FIELDS, K)
+            y = predict_from_embeddings(model, v, ids[r:r + 1], values[r:r + 1])
+            if task == "binary":
+                return torch.nn.functional.binary_cross_entropy_with_logits(y, targets[r:r + 1], reduction="sum")
+            return 0.5 * (y - targets[r]).square().sum()
+        v0 = model.embedding(ids[r:r + 1]).detach().reshape(-1)
+        hessian = torch.autograd.functional.hessian(loss, v0).view(FIELDS, K, FIELDS, K)
+        squares.append(hessian.square().sum((1, 3)))
+    return torch.stack(squares).mean(0).sqrt().numpy()
+
+
+@pytest.mark.parametrize("name", ["fm", "fwfm", "afm"])
+def test_hessian_blocks_match_the_full_autograd_hessian(name):
+    model, ids, values, targets = model_and_batch(name, rows=4)
+    probes = "exact" if name == "afm" else 8
+    result = hessian_coupling(model, ids, values, targets, probes=probes)
+    np.testing.assert_allclose(result.total, exact_block_norms(model, ids, values, targets), rtol=1e-8, atol=1e-10)
+
+
+def test_hessian_parts_for_fm_are_the_closed_forms():
+    model, ids, values, targets = model_and_batch("fm", rows=5)
+    result = hessian_coupling(model, ids, values, targets)
+    predictions = predict_from_embeddings(model, model.embedding(ids).detach(), ids, values).detach()
+    first = (predictions - targets).abs()
+    x = values
+    expected = np.sqrt(((first.view(-1, 1, 1) * x.unsqueeze(2) * x.unsqueeze(1)) ** 2 * K).mean(0).numpy())
+    off = ~np.eye(FIELDS, dtype=bool)
+    np.testing.assert_allclose(result.model_part[off], expected[off], rtol=1e-10)
+    assert result.method == "closed form"
+
+
+def test_hutchinson_estimate_is_close_and_states_its_error():
+    model, ids, values, targets = model_and_batch("afm", rows=64)
+    exact = hessian_coupling(model, ids, values, targets, probes="exact")
+    estimate = hessian_coupling(model, ids, values, targets, probes=16)
+    off = ~np.eye(FIELDS, dtype=bool)
+    relative = np.abs(estimate.model_part - exact.model_part)[off] / exact.model_part[off]
+    # Within four stated standard errors (and the stated errors are small, not vacuous).
+    assert np.all(relative <= 4 * estimate.relative_stderr[off] + 1e-12)
+    assert estimate.relative_stderr[off].max() < 0.2
+    assert "Hutchinson" in estimate.method
+
+
+def test_coupling_summary_shares_cosines_and_cancellation():
+    model, ids, values, targets = model_and_batch("afm", rows=40)
+    summary = coupling_summary(model, ids, values, targets, chunk=7)  # uneven chunks on purpose
+    off = ~np.eye(FIELDS, dtype=bool)
+    np.testing.assert_allclose(np.nansum(summary.share, axis=1), 1.0)
+    assert np.all(summary.share[off] > 0) and np.all(np.isnan(np.diag(summary.share)))
+    assert np.all(np.abs(summary.cosine[off]) <= 1 + 1e-12)
+    assert np.all((summary.cancellation >= -1e-12) & (summary.cancellation <= 1))
+    # Brute force for row 0 / field 0 from the explicit parts.
+    parts = embedding_gradient_parts(model, ids, values, targets).by_partner()
+    norms = parts.norm(dim=-1)
+    expected_share = norms.sum(0)[0, 1:] / norms.sum(0)[0].sum()
+    np.testing.assert_allclose(summary.share[0, 1:], expected_share.numpy(), rtol=1e-10)
+    cancel = (1 - parts.sum(2).norm(dim=-1) / norms.sum(2)).mean(0)
+    np.testing.assert_allclose(summary.cancellation, cancel.numpy(), rtol=1e-10)
+
+
+def test_single_partner_has_no_cancellation():
+    """With two fields each embedding has one partner: its part is the whole gradient."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(model="fm", num_features=6, num_fields=2, embedding_dim=4)).double()
+    ids = torch.tensor([[0, 3], [1, 4], [2, 5]])
+    values = torch.ones(3, 2, dtype=torch.float64)
+    summary = coupling_summary(model, ids, values, torch.ones(3, dtype=torch.float64))
+    np.testing.assert_allclose(summary.cancellation, 0.0, atol=1e-12)
+    np.testing.assert_allclose(summary.cosine[0, 1], 1.0)
+
+
+def test_information_abundance_counts_directions():
+    model, *_ = model_and_batch("fm")
+    with torch.no_grad():
+        model.embedding.weight.zero_()
+        model.embedding.weight[:, 0] = 1.0  # rank one
+    assert information_abundance(model) == pytest.approx(1.0)
+    with torch.no_grad():
+        model.embedding.weight.zero_()
+        model.embedding.weight[:K] = torch.eye(K, dtype=torch.float64)  # K equal directions
+    assert information_abundance(model) == pytest.approx(K)
