@@ -176,6 +176,8 @@ class _ProgressLog:
             self.stream.flush()
 
     def on_epoch_end(self, record: dict) -> None:
+        if record["epoch"] == 0:
+            return
         if self.interactive:
             self.stream.write("\r" + " " * 60 + "\r")
         m = self.metric

@@ -209,6 +209,8 @@ def train_model(model: PairwiseModel, dataset: Dataset, config: TrainConfig,
         return value < best if lower_is_better else value > best
 
     history = [evaluate_all({"epoch": 0})]
+    for callback in callbacks:  # the starting point, so live curves and trackers begin at epoch 0
+        callback.on_epoch_end(history[0])
     best_epoch, best_value = 0, history[0][f"valid_{metric_name}"]
     best_state = copy.deepcopy(model.state_dict())
     train_seconds, samples_seen, stop_reason = 0.0, 0, "completed"

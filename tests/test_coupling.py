@@ -160,3 +160,28 @@ def test_information_abundance_counts_directions():
         model.embedding.weight.zero_()
         model.embedding.weight[:K] = torch.eye(K, dtype=torch.float64)  # K equal directions
     assert information_abundance(model) == pytest.approx(K)
+
+
+def test_tracker_records_coupling_into_the_history(tmp_path):
+    from afm.analysis.coupling import CouplingTracker
+    from afm.checkpoint import load_checkpoint, save_checkpoint
+    from afm.data import load_dataset
+    from afm.train import TrainConfig, train_model
+
+    data = load_dataset("sample")
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(model="afm", num_features=data.schema.num_features,
+                                    num_fields=data.schema.num_fields, embedding_dim=8, attention_dim=8))
+    probe = [torch.from_numpy(a[:128]) for a in (data.valid.feature_ids, data.valid.feature_values,
+                                                  data.valid.labels)]
+    tracker = CouplingTracker(model, *probe, epochs={0, 2}, hessian_probes=2)
+    result = train_model(model, data, TrainConfig(epochs=2, lr=0.2, batch_size=512), callbacks=[tracker])
+    tracked = [r["epoch"] for r in result.history if "coupling" in r]
+    assert tracked == [0, 2]
+    measures = result.history[2]["coupling"]
+    assert len(measures["share"]) == 10 and len(measures["cancellation"]) == 10
+    assert 0 < measures["seed_formula_error"] and 1 <= measures["information_abundance"] <= 8
+    assert len(measures["hessian_model_part"]) == 10
+    path = save_checkpoint(tmp_path / "m.safetensors", result.model, train_config={}, history=result.history,
+                           schema=data.schema, dataset={})
+    assert load_checkpoint(path).history[2]["coupling"]["share"] == measures["share"]

@@ -59,7 +59,7 @@ def test_early_stopping_and_callbacks(tiny_dataset):
                          callbacks=[recorder])
     assert result.stop_reason == "early_stopping"
     assert result.epochs_run == result.best_epoch + 1 < 50
-    assert recorder.epochs == list(range(1, result.epochs_run + 1))
+    assert recorder.epochs == list(range(0, result.epochs_run + 1))
     assert recorder.batches == result.epochs_run * int(np.ceil(len(tiny_dataset.train) / 16))
 
 

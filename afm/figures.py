@@ -1,0 +1,180 @@
+"""Pure Plotly figure builders: arrays and tables in, `go.Figure` out. No Streamlit here, so
+every figure is testable on its own and the app's pages only wire widgets to these."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from afm.analysis.attention import PairSummary, pair_matrix
+
+SEQUENTIAL = "Blues"
+DIVERGING = "RdBu"
+MODEL_COLORS = {"fm": "#1f77b4", "fwfm": "#2ca02c", "afm": "#d62728"}
+SPLIT_DASH = {"train": "dot", "valid": "solid", "test": "dash"}
+
+
+def _heatmap(matrix: np.ndarray, names, *, diverging: bool, hover: np.ndarray | None = None,
+             colorbar: str = "", zmax: float | None = None, showscale: bool = True) -> go.Heatmap:
+    finite = matrix[np.isfinite(matrix)]
+    bound = zmax if zmax is not None else (float(np.abs(finite).max()) if finite.size else 1.0)
+    limits = dict(zmin=-bound, zmax=bound, zmid=0) if diverging else dict(zmin=0, zmax=bound)
+    return go.Heatmap(z=matrix, x=list(names), y=list(names), colorscale=DIVERGING if diverging else SEQUENTIAL,
+                      reversescale=diverging, text=hover, hoverinfo="text" if hover is not None else "x+y+z",
+                      hoverongaps=False, colorbar=dict(title=colorbar), showscale=showscale, **limits)
+
+
+def field_pair_heatmap(matrix: np.ndarray, field_names, title: str, colorbar: str = "", diverging: bool = False,
+                       hover: np.ndarray | None = None) -> go.Figure:
+    """A field x field heatmap (F, F); NaN cells (the diagonal) stay blank."""
+    figure = go.Figure(_heatmap(matrix, field_names, diverging=diverging, hover=hover, colorbar=colorbar))
+    figure.update_layout(title=title, yaxis=dict(autorange="reversed"), margin=dict(l=10, r=10, t=50, b=10),
+                         height=480)
+    return figure
+
+
+ATTENTION_MODES = {
+    "attention": ("Mean attention a_ij", "attention_mean", False),
+    "contribution": ("Mean signed contribution a_ij·pᵀ(e_i⊙e_j)", "contribution_mean", True),
+    "magnitude": ("Mean |contribution|", "contribution_abs_mean", False),
+}
+
+
+def attention_heatmap(summary: PairSummary, field_names, mode: str = "attention", model_name: str = "afm") -> go.Figure:
+    """Field x field view of a `PairSummary`; hover shows the pair, a_ij's mean and spread and
+    the pair's mean contribution to the prediction."""
+    title, attribute, diverging = ATTENTION_MODES[mode]
+    fields = len(field_names)
+    if model_name != "afm" and mode == "attention":
+        title = "Pair weight (1 for every FM pair)" if model_name == "fm" else "Field-pair weight r_fg (FwFM)"
+    matrices = {name: pair_matrix(getattr(summary, name), fields)
+                for name in ("attention_mean", "attention_std", "contribution_mean", "contribution_abs_mean")}
+    hover = np.full((fields, fields), "", dtype=object)
+    for i in range(fields):
+        for j in range(fields):
+            if i != j:
+                hover[i, j] = (f"{field_names[i]} x {field_names[j]}<br>"
+                               f"attention {matrices['attention_mean'][i, j]:.4f} ± "
+                               f"{matrices['attention_std'][i, j]:.4f}<br>"
+                               f"contribution {matrices['contribution_mean'][i, j]:+.4f} "
+                               f"(|·| {matrices['contribution_abs_mean'][i, j]:.4f})")
+    return field_pair_heatmap(matrices[attribute], field_names, f"{title} over {summary.rows:,} rows",
+                              colorbar=mode, diverging=diverging, hover=hover)
+
+
+def planted_heatmap(planted: list[tuple[str, str, float]], field_names) -> go.Figure:
+    """The synthetic sample's ground truth: the strength of each planted pair, 0 elsewhere."""
+    index = {name: i for i, name in enumerate(field_names)}
+    matrix = np.zeros((len(field_names), len(field_names)))
+    np.fill_diagonal(matrix, np.nan)
+    for a, b, strength in planted:
+        matrix[index[a], index[b]] = matrix[index[b], index[a]] = strength
+    return field_pair_heatmap(matrix, field_names, "Planted interactions (ground truth)", colorbar="strength")
+
+
+def top_pairs_figure(table: pd.DataFrame, by: str = "attention_mean") -> go.Figure:
+    """Horizontal bars of `afm.analysis.attention.top_feature_pairs` output, best on top."""
+    ordered = table.iloc[::-1]
+    figure = go.Figure(go.Bar(
+        x=ordered[by], y=ordered["pair"], orientation="h",
+        customdata=np.stack([ordered["support"], ordered["contribution_mean"]], axis=1),
+        hovertemplate="%{y}<br>" + by + " %{x:.4f}<br>rows %{customdata[0]}<br>"
+                      "mean contribution %{customdata[1]:+.4f}<extra></extra>"))
+    figure.update_layout(title=f"Top feature-value pairs by {by.replace('_', ' ')}", height=max(300, 28 * len(table)),
+                         margin=dict(l=10, r=10, t=50, b=10), xaxis_title=by.replace("_", " "))
+    return figure
+
+
+def decomposition_figure(table: pd.DataFrame, prediction: float, label: float | None = None,
+                         max_terms: int = 15) -> go.Figure:
+    """Waterfall of one row's prediction: bias, first-order terms, pair terms (the largest
+    `max_terms` by size; the rest summed into one bar). The bars end at the prediction."""
+    ordered = table.reindex(table["value"].abs().sort_values(ascending=False).index)
+    shown = pd.concat([table[table.kind == "bias"], ordered[ordered.kind != "bias"].head(max_terms)])
+    rest = table["value"].sum() - shown["value"].sum()
+    names = list(shown["term"]) + ([f"{len(table) - len(shown)} smaller terms"] if len(table) > len(shown) else [])
+    values = list(shown["value"]) + ([rest] if len(table) > len(shown) else [])
+    figure = go.Figure(go.Waterfall(
+        orientation="h", y=names + ["prediction"], x=values + [prediction],
+        measure=["relative"] * len(values) + ["total"], connector=dict(line=dict(width=1)),
+        hovertemplate="%{y}: %{x:+.4f}<extra></extra>"))
+    title = f"Prediction {prediction:+.4f}" + (f" (label {label:+g})" if label is not None else "")
+    figure.update_layout(title=title, yaxis=dict(autorange="reversed"), height=max(350, 26 * (len(names) + 1)),
+                         margin=dict(l=10, r=10, t=50, b=10))
+    return figure
+
+
+def side_by_side_heatmaps(matrices: dict[str, np.ndarray], field_names, title: str, diverging: bool = False,
+                          colorbar: str = "") -> go.Figure:
+    """One field x field heatmap per model on a shared colour scale (FM | FwFM | AFM)."""
+    names = list(matrices)
+    figure = make_subplots(rows=1, cols=len(names), subplot_titles=[n.upper() for n in names],
+                           horizontal_spacing=0.04)
+    finite = np.concatenate([m[np.isfinite(m)] for m in matrices.values()])
+    bound = float(np.abs(finite).max()) if finite.size else 1.0
+    for column, name in enumerate(names, start=1):
+        figure.add_trace(_heatmap(matrices[name], field_names, diverging=diverging, zmax=bound, colorbar=colorbar,
+                                  showscale=column == len(names)), row=1, col=column)
+        figure.update_yaxes(autorange="reversed", showticklabels=column == 1, row=1, col=column)
+    figure.update_layout(title=title, height=420, margin=dict(l=10, r=10, t=70, b=10))
+    return figure
+
+
+def per_field_bars(values: dict[str, np.ndarray], field_names, title: str, yaxis: str) -> go.Figure:
+    """Grouped bars, one group per field, one bar per model."""
+    figure = go.Figure([go.Bar(name=name.upper(), x=list(field_names), y=np.asarray(v),
+                               marker_color=MODEL_COLORS.get(name)) for name, v in values.items()])
+    figure.update_layout(title=title, barmode="group", yaxis_title=yaxis, height=380,
+                         margin=dict(l=10, r=10, t=50, b=10))
+    return figure
+
+
+def seed_error_by_scale_figure(scales, errors, title="Seed eq. (11) vs autograd") -> go.Figure:
+    figure = go.Figure(go.Scatter(x=list(scales), y=list(errors), mode="lines+markers",
+                                  hovertemplate="scale %{x:g}: relative error %{y:.3g}<extra></extra>"))
+    figure.update_layout(title=title, xaxis=dict(type="log", title="embedding scale (v multiplied by)"),
+                         yaxis=dict(type="log", title="||seed − autograd|| / ||autograd||"), height=380,
+                         margin=dict(l=10, r=10, t=50, b=10))
+    return figure
+
+
+def metric_over_epochs(histories: dict[str, list[dict]], key: str, title: str, yaxis: str,
+                       nested: str | None = "coupling") -> go.Figure:
+    """A per-epoch scalar for several runs: `record[nested][key]` (or `record[key]`)."""
+    figure = go.Figure()
+    for name, history in histories.items():
+        points = [(r["epoch"], (r.get(nested) or {}).get(key) if nested else r.get(key)) for r in history]
+        points = [(e, v) for e, v in points if v is not None]
+        if points:
+            epochs, values = zip(*points)
+            figure.add_trace(go.Scatter(x=epochs, y=values, mode="lines+markers", name=name,
+                                        line=dict(color=MODEL_COLORS.get(name.split(" ")[0].lower()))))
+    figure.update_layout(title=title, xaxis_title="epoch", yaxis_title=yaxis, height=360,
+                         margin=dict(l=10, r=10, t=50, b=10))
+    return figure
+
+
+def learning_curves(runs: dict[str, list[dict]], metric: str = "rmse", splits=("train", "valid", "test"),
+                    references: dict[str, float] | None = None) -> go.Figure:
+    """Per-epoch metric of every run (colour: run, dash: split), with horizontal reference lines
+    (e.g. the paper's Frappe test RMSE: FM 0.3385, AFM 0.3102)."""
+    figure = go.Figure()
+    palette = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    for index, (name, history) in enumerate(runs.items()):
+        color = palette[index % len(palette)]
+        for split in splits:
+            points = [(r["epoch"], r.get(f"{split}_{metric}")) for r in history]
+            points = [(e, v) for e, v in points if v is not None and np.isfinite(v)]
+            if points:
+                epochs, values = zip(*points)
+                figure.add_trace(go.Scatter(x=epochs, y=values, mode="lines+markers", name=f"{name} · {split}",
+                                            line=dict(color=color, dash=SPLIT_DASH.get(split, "solid")),
+                                            hovertemplate=f"{name} {split} epoch %{{x}}: %{{y:.4f}}<extra></extra>"))
+    for label, value in (references or {}).items():
+        figure.add_hline(y=value, line=dict(color="grey", dash="dashdot", width=1), annotation_text=label,
+                         annotation_position="top right")
+    figure.update_layout(title=f"{metric.upper()} per epoch", xaxis_title="epoch", yaxis_title=metric.upper(),
+                         height=460, margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.2))
+    return figure

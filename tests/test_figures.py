@@ -1,0 +1,71 @@
+"""Figure builders are pure: check what they draw without a browser."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+
+from afm import figures
+from afm.analysis.attention import PairSummary, decompose_split, row_decomposition, top_feature_pairs
+from afm.data import load_dataset
+from afm.models import ModelConfig, build_model
+
+NAMES = ["a", "b", "c"]
+
+
+def summary():
+    return PairSummary(pair_names=["a x b", "a x c", "b x c"], attention_mean=np.array([0.5, 0.3, 0.2]),
+                       attention_std=np.array([0.1, 0.1, 0.05]), contribution_mean=np.array([0.4, -0.2, 0.0]),
+                       contribution_abs_mean=np.array([0.5, 0.25, 0.1]), rows=100)
+
+
+def test_attention_heatmap_modes_and_hover():
+    for mode in ("attention", "contribution", "magnitude"):
+        figure = figures.attention_heatmap(summary(), NAMES, mode)
+        heat = figure.data[0]
+        assert isinstance(heat, go.Heatmap) and np.asarray(heat.z).shape == (3, 3)
+        assert np.isnan(np.asarray(heat.z, dtype=float)[0, 0])
+    figure = figures.attention_heatmap(summary(), NAMES, "contribution")
+    z = np.asarray(figure.data[0].z, dtype=float)
+    assert z[0, 2] == z[2, 0] == -0.2 and figure.data[0].zmid == 0  # signed: diverging around 0
+    assert "a x c" in figure.data[0].text[0][2] and "0.3000 ± 0.1000" in figure.data[0].text[0][2]
+
+
+def test_planted_heatmap_marks_only_planted_pairs():
+    z = np.asarray(figures.planted_heatmap([("a", "c", 0.7)], NAMES).data[0].z, dtype=float)
+    assert z[0, 2] == z[2, 0] == 0.7 and z[0, 1] == 0
+
+
+def test_decomposition_waterfall_ends_at_the_prediction():
+    data = load_dataset("sample")
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(model="afm", num_features=data.schema.num_features, num_fields=10,
+                                    embedding_dim=4, attention_dim=4)).eval()
+    terms = decompose_split(model, data.test, rows=np.arange(3))
+    table = row_decomposition(terms, 0, data.schema, data.test.feature_ids[0])
+    figure = figures.decomposition_figure(table, float(terms.prediction[0]), label=1.0, max_terms=8)
+    waterfall = figure.data[0]
+    assert waterfall.measure[-1] == "total" and len(waterfall.x) == 1 + 8 + 1 + 1
+    assert np.isclose(sum(waterfall.x[:-1]), waterfall.x[-1], atol=1e-5)
+    top = top_feature_pairs(terms, data.test, data.schema, rows=np.arange(3), min_support=1, top=4)
+    assert len(figures.top_pairs_figure(top).data[0].y) == 4
+
+
+def test_side_by_side_and_bars_and_curves():
+    matrices = {"fm": np.eye(3), "afm": np.ones((3, 3))}
+    figure = figures.side_by_side_heatmaps(matrices, NAMES, "share")
+    assert len(figure.data) == 2 and figure.data[0].zmax == figure.data[1].zmax == 1.0
+    bars = figures.per_field_bars({"fm": [0.1, 0.2, 0.3], "afm": [0.3, 0.2, 0.1]}, NAMES, "t", "y")
+    assert [b.name for b in bars.data] == ["FM", "AFM"]
+    history = [{"epoch": 0, "valid_rmse": 1.0, "test_rmse": 1.0},
+               {"epoch": 1, "train_rmse": 0.5, "valid_rmse": 0.4, "test_rmse": 0.41, "coupling": {"x": 2.0}}]
+    curves = figures.learning_curves({"afm": history}, references={"paper AFM": 0.3102})
+    assert {t.name for t in curves.data} == {"afm · train", "afm · valid", "afm · test"}
+    assert curves.layout.shapes[0].y0 == 0.3102
+    over = figures.metric_over_epochs({"afm": history}, "x", "t", "y")
+    assert list(over.data[0].x) == [1] and list(over.data[0].y) == [2.0]
+    scale = figures.seed_error_by_scale_figure([0.1, 1], [1e-3, 0.5])
+    assert scale.layout.xaxis.type == "log"
+    assert isinstance(pd.DataFrame(history), pd.DataFrame)
