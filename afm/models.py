@@ -154,7 +154,9 @@ class PairwiseModel(nn.Module):
         values = self.pair_products(embedded) @ projection  # (B, P)
         terms = weights * values  # (B, P)
         prediction = self.bias + first_order.sum(1) + terms.sum(1)  # (B,)
-        return PredictionTerms(prediction, self.bias.detach().clone(), first_order, values, weights, terms)
+        # Detached: views of parameters (FwFM's r, AFM's p) would otherwise still require grad.
+        return PredictionTerms(*(t.detach() for t in (prediction, self.bias.clone(), first_order, values, weights,
+                                                      terms)))
 
     def init_from(self, other: PairwiseModel) -> None:
         """Start from another model's embeddings and biases (the authors' FM pretraining)."""

@@ -50,6 +50,8 @@ def test_fm_weights_every_pair_equally_and_afm_does_not():
     data = random_dataset()
     fm_summary = summarize_pairs(decompose_split(random_model(data, "fm"), data.valid), data.schema)
     assert np.all(fm_summary.attention_mean == 1) and np.all(fm_summary.attention_std == 0)
+    fwfm_summary = summarize_pairs(decompose_split(random_model(data, "fwfm"), data.valid), data.schema)
+    assert np.all(fwfm_summary.attention_std == 0)  # one weight r_fg per field pair, the same in every row
     afm_summary = summarize_pairs(decompose_split(random_model(data, "afm"), data.valid), data.schema)
     assert np.isclose(afm_summary.attention_mean.sum(), 1.0) and afm_summary.attention_std.max() > 0
     assert afm_summary.pair_names[0] == "f0 x f1" and len(afm_summary.ranking()) == 6
