@@ -82,12 +82,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-# The Frappe recipes (authors' README, their issues #7 and #18): the CLI's defaults.
-MODEL_DEFAULTS = {
-    "fm": {"lr": 0.01, "dropout": (0.0, 0.2), "l2_attention": 0.0},
-    "fwfm": {"lr": 0.01, "dropout": (0.0, 0.2), "l2_attention": 0.0},
-    "afm": {"lr": 0.015, "dropout": (0.0, 0.2), "l2_attention": 16.0},
-}
+def _model_defaults(model: str) -> dict:
+    """Defaults of the options not given: the paper's Frappe recipe for that model."""
+    from afm.presets import preset
+
+    values = preset("paper", model)
+    return {"lr": values["lr"], "dropout": (values["dropout_attention"], values["dropout_pooled"]),
+            "l2_attention": values["l2_attention"]}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,13 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--t", type=_positive_int, default=256, help="attention size (paper: 256)")
     train.add_argument("--epochs", type=_non_negative_int, default=20)
     train.add_argument("--batch-size", type=_positive_int, default=128)
-    train.add_argument("--lr", type=_positive_float, default=None, help="default: 0.01 FM/FwFM, 0.015 AFM")
+    train.add_argument("--lr", type=_positive_float, default=None, help="default: 0.05 FM/FwFM, 0.015 AFM")
     train.add_argument("--optimizer", choices=("adagrad", "adam"), default="adagrad")
     train.add_argument("--l2-attention", type=_non_negative_float, default=None,
                        help="L2 on AFM's attention W, the authors' lamda_attention (default 16)")
     train.add_argument("--dropout", type=_dropouts, default=None, metavar="A,B",
                        help="dropout on attention weights and on the pooled vector; 1 - the authors' keep "
-                            "(default 0,0.2 = keep [1.0, 0.8]); one number sets the pooled one")
+                            "(default AFM 0,0.2 = keep [1.0, 0.8]; FM 0.5); one number sets the pooled one")
     train.add_argument("--patience", type=_positive_int, default=5,
                        help="early stop after this many epochs without a better validation score")
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -144,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", default=None, help="directory (default: the bundled sample_data/)")
     sample.add_argument("--rows", type=_positive_int, default=None)
     sample.add_argument("--seed", type=int, default=None)
+    sample.add_argument("--checkpoints", action="store_true",
+                        help="also train the bundled FM, FwFM and AFM sample checkpoints")
 
     info = commands.add_parser("info", help="summarise a dataset")
     data_arguments(info)
@@ -200,7 +203,7 @@ def command_train(args) -> dict:
     from afm.models import ModelConfig, build_model
     from afm.train import TrainConfig, resolve_device, seed_everything, train_model
 
-    defaults = MODEL_DEFAULTS[args.model]
+    defaults = _model_defaults(args.model)
     dropout_attention, dropout_pooled = args.dropout or defaults["dropout"]
     if args.model != "afm" and dropout_attention:
         raise ConfigError(f"--dropout A,B: attention dropout A applies to AFM only, not {args.model}")
@@ -233,7 +236,7 @@ def command_train(args) -> dict:
     saved_config = {**train_config.to_dict(), "best_epoch": result.best_epoch, "stop_reason": result.stop_reason,
                     "init_from": str(args.init_from) if args.init_from else None, "device_used": result.device}
     save_checkpoint(out, result.model, train_config=saved_config, history=result.history,
-                    schema=dataset.schema, dataset=_dataset_info(dataset))
+                    schema=dataset.schema, dataset=dataset.info())
     best = result.best
     summary = {"model": args.model, "task": args.task, "dataset": dataset.name,
                "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
@@ -242,11 +245,6 @@ def command_train(args) -> dict:
     summary.update({"seconds": round(result.seconds, 3), "samples_per_second": round(result.samples_per_second, 1),
                     "device": result.device, "checkpoint": str(out)})
     return summary
-
-
-def _dataset_info(dataset) -> dict:
-    return {"name": dataset.name, "source": dataset.source, "fingerprint": dataset.fingerprint,
-            "label_range": list(dataset.label_range), "rows": {n: len(s) for n, s in dataset.splits.items()}}
 
 
 def command_evaluate(args) -> dict:
@@ -288,7 +286,12 @@ def command_sample(args) -> dict:
     if args.seed is not None:
         config.seed = args.seed
     directory = write_sample(args.out or SAMPLE_DIR, config)
-    return {"directory": str(directory), "rows": config.num_rows}
+    summary = {"directory": str(directory), "rows": config.num_rows}
+    if args.checkpoints:
+        from afm.bundled import train_sample_checkpoints
+
+        summary["checkpoints"] = {name: str(path) for name, path in train_sample_checkpoints(directory).items()}
+    return summary
 
 
 def command_info(args) -> dict:

@@ -205,6 +205,11 @@ class Dataset:
                 h.update(np.ascontiguousarray(array).tobytes())
         return h.hexdigest()[:32]
 
+    def info(self) -> dict:
+        """What a checkpoint records about its training data."""
+        return {"name": self.name, "source": self.source, "fingerprint": self.fingerprint,
+                "label_range": list(self.label_range), "rows": {n: len(s) for n, s in self.splits.items()}}
+
     def summary(self) -> dict:
         return {
             "name": self.name,

@@ -1,0 +1,37 @@
+"""Curves: train/valid/test metrics per epoch for every run of the session."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from afm.figures import learning_curves
+from afm.jobs import histories_frame, runs_table
+from pages import common
+
+common.init_state()
+st.title("Curves")
+runs = st.session_state.runs
+if not runs:
+    st.info("No runs yet: train or load a model on the Data & model page.")
+    st.stop()
+names = st.multiselect("Runs", list(runs), default=list(runs))
+picked = {name: runs[name] for name in names}
+has_binary = any(run.task == "binary" for run in picked.values())
+metric = st.radio("Metric", ["rmse", "auc", "logloss"] if has_binary else ["rmse"], horizontal=True)
+splits = st.multiselect("Splits", ["train", "valid", "test"], default=["train", "valid", "test"])
+st.caption("Train RMSE is the running value over each epoch's batches (dropout on); valid and test are measured "
+           "after the epoch with dropout off. Model selection uses validation only; epoch 0 is the starting point.")
+references = {}
+if metric == "rmse" and any(run.dataset.get("name") == "frappe" for run in picked.values()):
+    references = {"paper FM 0.3385": 0.3385, "paper AFM 0.3102": 0.3102}
+figure = learning_curves({name: run.history for name, run in picked.items()}, metric, tuple(splits), references)
+st.plotly_chart(figure, config={**common.PLOTLY_CONFIG,
+                                "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "afm-curves"}})
+st.caption("PNG: the camera icon on the chart. HTML and CSV: the buttons below.")
+st.subheader("Run comparison")
+st.dataframe(runs_table(picked), hide_index=True)
+left, right = st.columns(2)
+left.download_button("Figure as HTML", figure.to_html(include_plotlyjs=True), file_name="afm-curves.html",
+                     mime="text/html")
+right.download_button("History as CSV", histories_frame(picked).to_csv(index=False), file_name="afm-history.csv",
+                      mime="text/csv")

@@ -1,0 +1,209 @@
+"""Data & model: choose a dataset, then train a model (live progress) or load a checkpoint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+from afm.analysis.coupling import CouplingTracker
+from afm.checkpoint import load_checkpoint
+from afm.errors import AFMError
+from afm.figures import learning_curves
+from afm.jobs import Run, TrainingJob
+from afm.models import ModelConfig
+from afm.presets import PRESETS, preset
+from afm.train import TrainConfig
+from pages import common
+
+common.init_state()
+st.title("Data & model")
+st.caption("Pick the data, then train FM, FwFM or AFM on it, or load a saved checkpoint. "
+           "The other pages inspect the *active* model.")
+
+# ----------------------------------------------------------------------------- data
+SOURCES = {"Bundled sample (synthetic)": "sample", "Frappe": "frappe", "MovieLens tag (ml-tag)": "ml-tag",
+           "Upload a file": "upload"}
+labels = list(SOURCES)
+current = next((k for k, v in SOURCES.items() if v == st.session_state.dataset_spec), "Upload a file")
+source = st.radio("Dataset", labels, index=labels.index(current), horizontal=True)
+if SOURCES[source] in ("frappe", "ml-tag"):
+    st.session_state.data_dir = st.text_input(
+        "Data directory (holds frappe/ or ml-tag/)", value=st.session_state.data_dir,
+        help="Get the data with `python -m afm download frappe --dest data`. Licensed for research use only.")
+    st.session_state.dataset_spec = SOURCES[source]
+elif SOURCES[source] == "sample":
+    st.session_state.dataset_spec = "sample"
+else:
+    uploaded = st.file_uploader("A CSV with a header row, or a libfm file (`label id:value ...`)",
+                                type=["csv", "libfm", "txt"])
+    if uploaded is not None:
+        st.session_state.dataset_spec = str(common.save_upload(uploaded))
+        if uploaded.name.lower().endswith(".csv"):
+            st.session_state.label_column = st.text_input(
+                "Label column (empty: label/target/y/rating/click, else the last column)",
+                value=st.session_state.label_column or "") or None
+    elif st.session_state.dataset_spec in ("sample", "frappe", "ml-tag"):
+        st.info("Upload a file to use it; until then the bundled sample stays loaded.")
+        st.session_state.dataset_spec = "sample"
+
+dataset = common.current_dataset()
+if dataset is None:
+    st.stop()
+columns = st.columns(5)
+for column, (name, value) in zip(columns, [("train rows", len(dataset.train)), ("valid rows", len(dataset.valid)),
+                                           ("test rows", len(dataset.test)), ("fields", dataset.schema.num_fields),
+                                           ("features", dataset.schema.num_features)]):
+    column.metric(name, f"{value:,}")
+with st.expander("Preview (first training rows, decoded)"):
+    st.dataframe(common.preview_frame(dataset), hide_index=True)
+    for note in dataset.notes:
+        st.caption(note)
+
+# ----------------------------------------------------------------------------- model
+train_tab, load_tab = st.tabs(["Train a model", "Load a checkpoint"])
+
+with train_tab:
+    cuda = torch.cuda.is_available()
+    left, middle, right = st.columns(3)
+    model_name = left.selectbox("Model", ["afm", "fm", "fwfm"], format_func=str.upper)
+    preset_name = middle.selectbox("Preset", list(PRESETS), format_func=lambda n: {
+        "quick": "Quick (k = 16, seconds on CPU)", "paper": "Paper (k = 256, Frappe recipe)"}.get(n, n))
+    devices = ["cpu", "cuda"] if cuda else ["cpu"]
+    device = right.selectbox("Device", devices, index=len(devices) - 1,
+                             help=f"Detected: {torch.cuda.get_device_name(0) if cuda else 'no CUDA GPU, CPU only'}")
+    values = preset(preset_name, model_name)
+    fm_runs = [n for n, r in st.session_state.runs.items() if r.model_config.model == "fm"
+               and common.run_fits(r, dataset) is None and r.model_config.embedding_dim == values["embedding_dim"]]
+    with st.form("train_form"):
+        a, b, c, d = st.columns(4)
+        k = a.number_input("Embedding size k", 1, 1024, values["embedding_dim"], key=f"k_{preset_name}")
+        t = b.number_input("Attention size t", 1, 1024, values["attention_dim"], key=f"t_{preset_name}",
+                           disabled=model_name != "afm")
+        epochs = c.number_input("Epochs (at most)", 1, 500, values["epochs"], key=f"ep_{preset_name}")
+        batch = d.number_input("Batch size", 1, 65536, values["batch_size"], key=f"bs_{preset_name}")
+        a, b, c, d = st.columns(4)
+        lr = a.number_input("Learning rate", 1e-5, 10.0, values["lr"], format="%.4f",
+                            key=f"lr_{preset_name}_{model_name}")
+        optimizer = b.selectbox("Optimizer", ["adagrad", "adam"], key=f"opt_{preset_name}")
+        l2 = c.number_input("L2 on attention W", 0.0, 1000.0, values["l2_attention"],
+                            key=f"l2_{preset_name}_{model_name}", disabled=model_name != "afm")
+        seed = d.number_input("Seed", 0, 2**31 - 1, 0)
+        a, b, c, d = st.columns(4)
+        drop_attention = a.slider("Dropout on a_ij", 0.0, 0.9, values["dropout_attention"], 0.05,
+                                  key=f"da_{preset_name}_{model_name}", disabled=model_name != "afm")
+        drop_pooled = b.slider("Dropout on the pooled vector", 0.0, 0.9, values["dropout_pooled"], 0.05,
+                               key=f"dp_{preset_name}_{model_name}")
+        init_from = c.selectbox("Start from (FM pretraining)", ["random initialisation"] + fm_runs,
+                                disabled=model_name == "fm",
+                                help="The authors' recipe: AFM starts from a trained FM's embeddings and biases.")
+        track = d.checkbox("Record gradient coupling each epoch", value=k <= 64,
+                           help="Measures coupling on 512 validation rows after every epoch (Gradient coupling page).")
+        task = "regression"
+        if dataset.is_binary:
+            task = st.radio("Task", ["regression", "binary"], horizontal=True,
+                            help="Regression: squared loss and RMSE, as the paper. Binary: log loss, AUC.")
+        busy = st.session_state.job is not None and not st.session_state.job.finished
+        submitted = st.form_submit_button("Train", type="primary", disabled=busy)
+    if submitted:
+        try:
+            config = ModelConfig(model=model_name, num_features=dataset.schema.num_features,
+                                 num_fields=dataset.schema.num_fields, embedding_dim=int(k), attention_dim=int(t),
+                                 dropout_attention=float(drop_attention) if model_name == "afm" else 0.0,
+                                 dropout_pooled=float(drop_pooled))
+            train_config = TrainConfig(task=task, epochs=int(epochs), batch_size=int(batch), lr=float(lr),
+                                       optimizer=optimizer, l2_attention=float(l2) if model_name == "afm" else 0.0,
+                                       seed=int(seed), device=device, patience=values["patience"])
+            probe_rows = np.arange(min(512, len(dataset.valid)))
+            probe = common.tensors(dataset.valid, probe_rows)
+            trackers = [lambda m: CouplingTracker(m, *probe, task=task)] if track else []
+            start = st.session_state.runs[init_from].model if init_from in st.session_state.runs else None
+            name = f"{model_name.upper()} k={int(k)} on {dataset.name} #{len(st.session_state.runs) + 1}"
+            st.session_state.job = TrainingJob(name, dataset, config, train_config, init_from=start,
+                                               callbacks=trackers).start()
+            st.session_state.job_collected = False
+        except AFMError as exc:
+            st.error(f"Cannot start training: {exc}")
+
+    run_every = 1.0 if st.session_state.job is not None and not st.session_state.job.finished else None
+
+    @st.fragment(run_every=run_every)
+    def job_panel() -> None:
+        job = st.session_state.job
+        if job is None:
+            return
+        snapshot = job.snapshot()
+        epoch, batch_number, batches = snapshot["progress"]
+        history = snapshot["history"]
+        if not job.finished:
+            total = job.train_config.epochs
+            done = (max(epoch - 1, 0) + (batch_number / batches if batches else 0)) / total
+            st.progress(min(done, 1.0), text=f"{job.name}: epoch {epoch}/{total}, batch {batch_number}/{batches} "
+                                             f"({snapshot['elapsed']:.0f} s)")
+            st.button("Stop training", on_click=job.request_stop,
+                      help="Stops after the current batch; the best epoch so far is kept.")
+        if len(history) > 1 or job.finished:
+            metric = "rmse" if job.train_config.task == "regression" else "auc"
+            st.plotly_chart(learning_curves({job.name: history}, metric), config=common.PLOTLY_CONFIG,
+                            key=f"live_{job.name}_{len(history)}")
+            table = pd.DataFrame(history)
+            st.dataframe(table[[c for c in table.columns if c != "coupling"]], hide_index=True)
+        if job.finished and not st.session_state.get("job_collected"):
+            st.session_state.job_collected = True
+            if job.run is not None:
+                common.add_run(job.run)
+            st.rerun()
+        if job.finished:
+            if snapshot["status"] == "failed":
+                st.error(f"Training stopped: {snapshot['error']}")
+            elif job.run is not None:
+                best = job.run.best
+                verb = "stopped early at your request" if snapshot["status"] == "stopped" else "finished"
+                metric = "valid_rmse" if job.run.task == "regression" else "valid_auc"
+                st.success(f"{job.name} {verb}: best epoch {job.run.best_epoch}, {metric} "
+                           f"{best.get(metric, float('nan')):.4f}. It is now the active model.")
+
+    job_panel()
+
+with load_tab:
+    uploaded_checkpoint = st.file_uploader("A checkpoint saved by this tool (.safetensors)", type=["safetensors"])
+    saved = sorted(str(p.relative_to(common.PROJECT_ROOT)) for folder in common.SAVED_CHECKPOINT_DIRS
+                   if folder.is_dir() for p in folder.glob("**/*.safetensors"))
+    picked = st.selectbox("…or one saved on this machine", ["(none)"] + saved)
+    if st.button("Load checkpoint"):
+        try:
+            if uploaded_checkpoint is not None:
+                checkpoint = load_checkpoint(uploaded_checkpoint.getvalue(), name=uploaded_checkpoint.name)
+                label = uploaded_checkpoint.name
+            elif picked != "(none)":
+                path = common.PROJECT_ROOT / picked
+                checkpoint = common.cached_checkpoint(str(path), path.stat().st_mtime)
+                label = picked
+            else:
+                raise AFMError("choose a file to upload or a saved checkpoint first")
+            for warning in checkpoint.check_fits(dataset):
+                st.warning(warning)
+            common.add_run(Run.from_checkpoint(checkpoint, f"{checkpoint.model_config.model.upper()} from {label}",
+                                               f"loaded: {label}"))
+            st.success(f"Loaded {label}; it is now the active model.")
+        except AFMError as exc:
+            st.error(f"Cannot use this checkpoint: {exc}")
+
+# ----------------------------------------------------------------------------- runs
+st.subheader("Models in this session")
+if st.session_state.runs:
+    rows = [{"name": name, "model": run.model_config.model.upper(), "k": run.model_config.embedding_dim,
+             "data": run.dataset.get("name"), "best epoch": run.best_epoch,
+             "valid": run.best.get("valid_rmse", run.best.get("valid_auc")),
+             "test": run.best.get("test_rmse", run.best.get("test_auc")), "source": run.source}
+            for name, run in st.session_state.runs.items()]
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    common.run_picker("Active model")
+    run = common.active_run()
+    problem = common.run_fits(run, dataset)
+    if problem:
+        st.warning(f"The active model cannot score this dataset: {problem}.")
+    st.download_button("Download the active model's checkpoint", data=run.checkpoint_bytes(),
+                       file_name=f"{run.name.replace(' ', '_').replace('/', '_')}.safetensors",
+                       mime="application/octet-stream")
