@@ -157,13 +157,18 @@ def metric_over_epochs(histories: dict[str, list[dict]], key: str, title: str, y
 
 
 def learning_curves(runs: dict[str, list[dict]], metric: str = "rmse", splits=("train", "valid", "test"),
-                    references: dict[str, float] | None = None) -> go.Figure:
+                    references: dict[str, float] | None = None, models: dict[str, str] | None = None,
+                    log_y: bool = False) -> go.Figure:
     """Per-epoch metric of every run (colour: run, dash: split), with horizontal reference lines
-    (e.g. the paper's Frappe test RMSE: FM 0.3385, AFM 0.3102)."""
+    (e.g. the paper's Frappe test RMSE: FM 0.3385, AFM 0.3102). `models` (run -> fm/fwfm/afm)
+    gives the first run of each model its usual colour."""
     figure = go.Figure()
-    palette = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    palette = ["#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
+    used: set[str] = set()
     for index, (name, history) in enumerate(runs.items()):
-        color = palette[index % len(palette)]
+        usual = MODEL_COLORS.get((models or {}).get(name, ""))
+        color = usual if usual and usual not in used else palette[index % len(palette)]
+        used.add(color)
         for split in splits:
             points = [(r["epoch"], r.get(f"{split}_{metric}")) for r in history]
             points = [(e, v) for e, v in points if v is not None and np.isfinite(v)]
@@ -176,5 +181,6 @@ def learning_curves(runs: dict[str, list[dict]], metric: str = "rmse", splits=("
         figure.add_hline(y=value, line=dict(color="grey", dash="dashdot", width=1), annotation_text=label,
                          annotation_position="top right")
     figure.update_layout(title=f"{metric.upper()} per epoch", xaxis_title="epoch", yaxis_title=metric.upper(),
+                         yaxis_type="log" if log_y else "linear",
                          height=460, margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.2))
     return figure

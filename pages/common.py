@@ -140,10 +140,19 @@ def require_run_and_data() -> tuple[Run, Dataset]:
 
 
 def run_picker(label: str = "Model", key: str = "picker_active_run") -> None:
+    """Choose the active run. `active_run` is the one source of truth: the widget is synced from
+    it before drawing (widget keys vanish on pages that do not draw them) and writes back on change."""
     names = list(st.session_state.runs)
-    if names:
-        current = st.session_state.active_run if st.session_state.active_run in names else names[0]
-        st.session_state.active_run = st.selectbox(label, names, index=names.index(current), key=key)
+    if not names:
+        return
+    if st.session_state.active_run not in names:
+        st.session_state.active_run = names[0]
+    st.session_state[key] = st.session_state.active_run
+
+    def chosen() -> None:
+        st.session_state.active_run = st.session_state[key]
+
+    st.selectbox(label, names, key=key, on_change=chosen)
 
 
 @st.cache_data(show_spinner="Decomposing predictions…", max_entries=24)

@@ -18,13 +18,16 @@ names = st.multiselect("Runs", list(runs), default=list(runs))
 picked = {name: runs[name] for name in names}
 has_binary = any(run.task == "binary" for run in picked.values())
 metric = st.radio("Metric", ["rmse", "auc", "logloss"] if has_binary else ["rmse"], horizontal=True)
-splits = st.multiselect("Splits", ["train", "valid", "test"], default=["train", "valid", "test"])
+left, right = st.columns([3, 1])
+splits = left.multiselect("Splits", ["train", "valid", "test"], default=["train", "valid", "test"])
+log_y = right.checkbox("Log scale", value=False, help="Spreads out the late epochs, where the runs differ.")
 st.caption("Train RMSE is the running value over each epoch's batches (dropout on); valid and test are measured "
            "after the epoch with dropout off. Model selection uses validation only; epoch 0 is the starting point.")
 references = {}
 if metric == "rmse" and any(run.dataset.get("name") == "frappe" for run in picked.values()):
     references = {"paper FM 0.3385": 0.3385, "paper AFM 0.3102": 0.3102}
-figure = learning_curves({name: run.history for name, run in picked.items()}, metric, tuple(splits), references)
+figure = learning_curves({name: run.history for name, run in picked.items()}, metric, tuple(splits), references,
+                         models={name: run.model_config.model for name, run in picked.items()}, log_y=log_y)
 st.plotly_chart(figure, config={**common.PLOTLY_CONFIG,
                                 "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "afm-curves"}})
 st.caption("PNG: the camera icon on the chart. HTML and CSV: the buttons below.")

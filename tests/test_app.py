@@ -1,0 +1,126 @@
+"""One AppTest per page (Streamlit's headless runner), plus training through the Data page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 120
+
+
+def app() -> AppTest:
+    return AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+
+
+def no_errors(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def charts(at: AppTest) -> list:
+    return at.get("plotly_chart")
+
+
+def test_data_page_opens_with_the_sample_and_a_ready_model():
+    at = app().run()
+    no_errors(at)
+    assert at.title[0].value == "Data & model"
+    assert at.radio[0].options[0].startswith("Bundled sample")
+    assert [m.label for m in at.metric][:3] == ["train rows", "valid rows", "test rows"]
+    assert at.metric[0].value == "10,500"
+    # The bundled FM, FwFM and AFM sample runs are there and AFM is active.
+    assert set(at.session_state["runs"]) == {"sample FM", "sample FWFM", "sample AFM"}
+    assert at.session_state["active_run"] == "sample AFM"
+    assert any(b.label == "Train" for b in at.get("form_submit_button"))
+
+
+def test_attention_page():
+    at = app()
+    at.switch_page("pages/attention.py").run()
+    no_errors(at)
+    assert len(charts(at)) >= 4  # heatmap, ground truth, top pairs, row waterfall
+    assert any("Ground truth" in m.value for m in at.markdown)
+    assert any("3 of 3 recovered" in m.value for m in at.markdown)
+    at.radio[1].set_value("contribution").run()
+    no_errors(at)
+    at.number_input[1].set_value(7).run()  # another row
+    no_errors(at)
+
+
+def test_coupling_page_and_autograd_check():
+    at = app()
+    at.switch_page("pages/coupling.py").run()
+    no_errors(at)
+    assert [s.label for s in at.selectbox][:3] == ["FM", "FWFM", "AFM"]
+    assert len(charts(at)) >= 6
+    assert at.get("latex")
+    at.button[0].click().run()  # "Verify against autograd"
+    no_errors(at)
+    reports = [m.value for m in at.markdown if "max |closed form − autograd|" in m.value]
+    assert len(reports) == 3
+    for report in reports:
+        error = float(report.split("= ")[1].split(" ")[0])
+        assert error < 1e-9
+
+
+def test_curves_page():
+    at = app()
+    at.switch_page("pages/curves.py").run()
+    no_errors(at)
+    assert len(charts(at)) == 1
+    assert [d.label for d in at.get("download_button")] == ["Figure as HTML", "History as CSV"]
+    assert len(at.dataframe[0].value) == 3  # three bundled runs
+
+
+def test_training_from_the_data_page_fills_the_curves_page():
+    at = app().run()
+    at.selectbox[0].set_value("fm")  # model
+    at.number_input(key="ep_quick").set_value(2)
+    at.get("form_submit_button")[0].click().run()
+    no_errors(at)
+    job = at.session_state["job"]
+    job.join(timeout=TIMEOUT)
+    assert job.status == "done", job.error
+    at.run()  # the progress panel collects the finished run
+    at.run()
+    no_errors(at)
+    new = [name for name in at.session_state["runs"] if name.startswith("FM k=16")]
+    assert len(new) == 1 and at.session_state["active_run"] == new[0]
+    assert [r["epoch"] for r in at.session_state["runs"][new[0]].history] == [0, 1, 2]
+    at.switch_page("pages/curves.py").run()
+    no_errors(at)
+    assert len(at.dataframe[0].value) == 4
+    assert any(new[0] in trace.name for trace in _figure(at).data)
+
+
+def test_bad_upload_shows_a_clear_error(tmp_path):
+    at = app().run()
+    bad = tmp_path / "bad.libfm"
+    bad.write_text("1 0:1 3:1\n1 0:1 three:1\n")
+    at.session_state["dataset_spec"] = str(bad)
+    at.radio[0].set_value("Upload a file")
+    at.run()
+    assert not at.exception
+    assert any("line 2" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def _figure(at: AppTest):
+    import json
+
+    import plotly.graph_objects as go
+    return go.Figure(json.loads(charts(at)[0].proto.spec))
+
+
+@pytest.mark.parametrize("page", ["pages/attention.py", "pages/coupling.py"])
+def test_model_that_does_not_fit_the_data_is_explained(page, tmp_path):
+    data = tmp_path / "three.libfm"
+    data.write_text("".join(f"{i % 2} {i % 4}:1 {4 + i % 3}:1 {7 + i % 2}:1\n" for i in range(60)))
+    at = app().run()
+    at.session_state["dataset_spec"] = str(data)
+    at.switch_page(page).run()
+    assert not at.exception
+    messages = [e.value for e in at.error] + [i.value for i in at.info]
+    assert any("fields" in m or "fits this dataset" in m for m in messages), messages
