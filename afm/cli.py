@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", choices=("fm", "fwfm", "afm"), default="afm")
     train.add_argument("--init-from", default=None, metavar="CKPT",
                        help="start from this checkpoint's embeddings and biases (FM pretraining)")
+    train.add_argument("--match-fm", action="store_true",
+                       help="with --init-from, start AFM's projection at p = P (pairs) so the AFM starts as "
+                            "the FM with uniform attention (default: p = 1, as the authors)")
     train.add_argument("--task", choices=("regression", "binary"), default="regression")
     train.add_argument("--k", type=_positive_int, default=256, help="embedding size (paper: 256)")
     train.add_argument("--t", type=_positive_int, default=256, help="attention size (paper: 256)")
@@ -207,6 +210,8 @@ def command_train(args) -> dict:
     dropout_attention, dropout_pooled = args.dropout or defaults["dropout"]
     if args.model != "afm" and dropout_attention:
         raise ConfigError(f"--dropout A,B: attention dropout A applies to AFM only, not {args.model}")
+    if args.match_fm and (args.model != "afm" or not args.init_from):
+        raise ConfigError("--match-fm needs --model afm and --init-from an FM checkpoint")
     out = Path(args.out)
     if out.exists() and out.is_dir():
         raise ConfigError(f"--out {out} is a directory; give a file path such as {out / 'model.safetensors'}")
@@ -226,7 +231,7 @@ def command_train(args) -> dict:
         pretrained = load_checkpoint(args.init_from)
         for warning in pretrained.check_fits(dataset):
             print(f"afm: warning: {warning}", file=sys.stderr)
-        model.init_from(pretrained.model)
+        model.init_from(pretrained.model, match_sum=args.match_fm)
     callbacks = [] if args.quiet else [_ProgressLog(args.task)]
     if not args.quiet:
         print(f"afm: {args.model} on {dataset.name} ({len(dataset.train):,} train rows, "
@@ -234,7 +239,8 @@ def command_train(args) -> dict:
               f"k={args.k}" + (f", t={args.t}" if args.model == "afm" else ""), file=sys.stderr)
     result = train_model(model, dataset, train_config, callbacks=callbacks)
     saved_config = {**train_config.to_dict(), "best_epoch": result.best_epoch, "stop_reason": result.stop_reason,
-                    "init_from": str(args.init_from) if args.init_from else None, "device_used": result.device}
+                    "init_from": str(args.init_from) if args.init_from else None, "match_fm": args.match_fm,
+                    "device_used": result.device}
     save_checkpoint(out, result.model, train_config=saved_config, history=result.history,
                     schema=dataset.schema, dataset=dataset.info())
     best = result.best

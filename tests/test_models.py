@@ -188,3 +188,13 @@ def test_config_round_trip():
     assert ModelConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ConfigError, match="unknown"):
         ModelConfig.from_dict(config.to_dict() | {"exec": "rm -rf /"})
+
+
+def test_match_sum_starts_afm_as_the_fm_with_uniform_attention():
+    fm = randomise(make("fm")).eval()
+    afm = make("afm").eval()
+    afm.init_from(fm, match_sum=True)
+    with torch.no_grad():
+        afm.attention_h.zero_()  # exactly uniform attention
+    ids, values = batch()
+    torch.testing.assert_close(afm(ids, values), fm(ids, values))
