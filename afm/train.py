@@ -52,9 +52,11 @@ class TrainConfig:
             (self.task in TASKS, f"task must be one of {TASKS}"),
             (isinstance(self.epochs, int) and 0 <= self.epochs <= 10_000, "epochs must be in 0..10000"),
             (isinstance(self.batch_size, int) and 1 <= self.batch_size <= 1_000_000, "batch size must be in 1..1e6"),
-            (isinstance(self.lr, float) and 0 < self.lr < 100 and math.isfinite(self.lr), "lr must be in (0, 100)"),
+            (isinstance(self.lr, (int, float)) and 0 < self.lr < 100 and math.isfinite(self.lr),
+             "lr must be in (0, 100)"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
-            (self.l2_attention >= 0 and math.isfinite(self.l2_attention), "l2_attention must be >= 0"),
+            (isinstance(self.l2_attention, (int, float)) and self.l2_attention >= 0
+             and math.isfinite(self.l2_attention), "l2_attention must be >= 0"),
             (isinstance(self.patience, int) and self.patience >= 1, "patience must be >= 1"),
             (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
              "device must be auto, cpu or cuda"),

@@ -1,0 +1,220 @@
+"""Training and inference throughput of this project's FM/AFM against torchfm 0.7.0 and
+DeepCTR-Torch 0.3.0 on the same workload (Frappe's 10 fields and 5,382 features).
+
+    python bench/train_throughput.py --k 64 --batches 4096,128 --threads 2 [--impls ...] [--device cpu]
+
+Each (implementation, batch size) is measured in a child process of this one command, so peak
+memory is its own and one library's state (threads, compile caches) cannot leak into another's;
+the children run back to back on the same machine. Peers are skipped with a note when their
+package is not installed (`pip install -r bench/requirements.txt`). Prints one JSON line per
+measurement and a ratio table (ours / peer) at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FRAPPE_FIELD_SIZES = [957, 4082, 7, 7, 2, 3, 2, 9, 80, 233]
+IMPLS = ("afm", "afm-compiled", "fm", "torchfm-afm", "deepctr-afm")
+
+
+def workload(rows: int, seed: int = 0):
+    """Frappe's training rows when the data is present, else random rows with its field sizes."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT))
+    try:
+        from afm.data import load_dataset
+
+        data = load_dataset("frappe")
+        ids, labels = data.train.feature_ids[:rows], data.train.labels[:rows]
+        source = "frappe"
+    except Exception:  # noqa: BLE001 - any reason the data is missing: use the synthetic stand-in
+        rng = np.random.default_rng(seed)
+        offsets = np.concatenate(([0], np.cumsum(FRAPPE_FIELD_SIZES)[:-1]))
+        ids = np.stack([rng.integers(0, s, rows) for s in FRAPPE_FIELD_SIZES], axis=1) + offsets
+        labels = np.where(rng.random(rows) < 0.33, 1.0, -1.0).astype("float32")
+        source = "random"
+    return ids.astype("int64"), labels.astype("float32"), source
+
+
+def measure(impl: str, k: int, batch: int, steps: int, warmup: int, threads: int, device: str) -> dict:
+    """Runs in the child process."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    rows = max(batch * (steps + warmup), 20_000)
+    ids, labels, source = workload(rows)
+    offsets = np.concatenate(([0], np.cumsum(FRAPPE_FIELD_SIZES)[:-1]))
+    dev = torch.device(device)
+    x = torch.from_numpy(ids).to(dev)
+    y = torch.from_numpy(labels).to(dev)
+    ones = torch.ones_like(x, dtype=torch.float32)
+    compile_seconds = 0.0
+
+    if impl == "deepctr-afm":
+        return measure_deepctr(ids - offsets, labels, k, batch, steps, warmup, device, source)
+    if impl.startswith("torchfm"):
+        np.long = np.int64  # torchfm 0.7.0 still uses np.long, gone in NumPy 2
+        from torchfm.model.afm import AttentionalFactorizationMachineModel
+
+        # Dropouts at 0: torchfm applies them at eval time too.
+        model = AttentionalFactorizationMachineModel(FRAPPE_FIELD_SIZES, k, k, (0.0, 0.0)).to(dev)
+        local = x - torch.from_numpy(offsets).to(dev)
+
+        def forward(rows_):
+            return model(local[rows_])
+    else:
+        from afm.models import ModelConfig, build_model
+
+        name = "fm" if impl == "fm" else "afm"
+        model = build_model(ModelConfig(model=name, num_features=int(sum(FRAPPE_FIELD_SIZES)), num_fields=10,
+                                        embedding_dim=k, attention_dim=k, dropout_pooled=0.0)).to(dev)
+        call = model
+        if impl.endswith("compiled"):
+            call = torch.compile(model)
+
+        def forward(rows_):
+            return call(x[rows_], ones[rows_])
+
+    optimizer = torch.optim.Adagrad(model.parameters(), lr=0.01, initial_accumulator_value=1e-8)
+
+    def step(rows_):
+        loss = 0.5 * (forward(rows_) - y[rows_]).square().sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    order = torch.randperm(x.shape[0], device=dev)
+    start = time.perf_counter()
+    for i in range(warmup):
+        step(order[i * batch:(i + 1) * batch])
+    sync()
+    compile_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        step(order[(i * batch) % (x.shape[0] - batch):][:batch])
+    sync()
+    train_seconds = time.perf_counter() - start
+    model.eval()
+    with torch.no_grad():
+        forward(order[:batch])
+        sync()
+        start = time.perf_counter()
+        for i in range(steps):
+            forward(order[(i * batch) % (x.shape[0] - batch):][:batch])
+        sync()
+        infer_seconds = time.perf_counter() - start
+    return result(impl, k, batch, steps, threads, device, source, steps * batch / train_seconds,
+                  steps * batch / infer_seconds, compile_seconds)
+
+
+def measure_deepctr(local_ids, labels, k, batch, steps, warmup, device, source) -> dict:
+    from deepctr_torch.inputs import SparseFeat
+    from deepctr_torch.models import AFM
+
+    names = [f"f{i}" for i in range(10)]
+    columns = [SparseFeat(n, size, embedding_dim=k) for n, size in zip(names, FRAPPE_FIELD_SIZES)]
+    model = AFM(columns, columns, attention_factor=k, afm_dropout=0.0, task="regression", device=device)
+    model.compile("adagrad", "mse")
+    rows = batch * (steps + warmup)
+    inputs = {n: local_ids[:rows, i] for i, n in enumerate(names)}
+    warm = {n: v[:batch * warmup] for n, v in inputs.items()}
+    model.fit(warm, labels[:batch * warmup], batch_size=batch, epochs=1, verbose=0)  # its own fit loop
+    timed = {n: v[batch * warmup:] for n, v in inputs.items()}
+    start = time.perf_counter()
+    model.fit(timed, labels[batch * warmup:rows], batch_size=batch, epochs=1, verbose=0)
+    train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    model.predict(timed, batch_size=batch)
+    infer_seconds = time.perf_counter() - start
+    return result("deepctr-afm", k, batch, steps, torch_threads(), device, source, steps * batch / train_seconds,
+                  steps * batch / infer_seconds, 0.0)
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def result(impl, k, batch, steps, threads, device, source, train_sps, infer_sps, compile_seconds) -> dict:
+    import torch
+
+    record = {"impl": impl, "k": k, "t": k, "batch": batch, "steps": steps, "threads": threads, "device": device,
+              "data": source, "train_samples_per_s": round(train_sps, 1), "infer_samples_per_s": round(infer_sps, 1),
+              "warmup_seconds": round(compile_seconds, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
+              "torch": torch.__version__}
+    if device.startswith("cuda"):
+        record["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        record["gpu"] = torch.cuda.get_device_name(0)
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--impls", default=",".join(IMPLS))
+    parser.add_argument("--k", type=int, default=64)
+    parser.add_argument("--batches", default="4096,128")
+    parser.add_argument("--steps", type=int, default=0, help="timed steps (default: about 60k samples)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        impl, batch = args.impls, int(args.batches)
+        print(json.dumps(measure(impl, args.k, batch, args.steps, args.warmup, args.threads, args.device)))
+        return
+    records = []
+    for batch in (int(b) for b in args.batches.split(",")):
+        steps = args.steps or max(5, 60_000 // batch)
+        for impl in args.impls.split(","):
+            command = [sys.executable, __file__, "--child", "--impls", impl, "--batches", str(batch), "--k",
+                       str(args.k), "--steps", str(steps), "--warmup", str(args.warmup), "--threads",
+                       str(args.threads), "--device", args.device]
+            env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads)}
+            done = subprocess.run(command, capture_output=True, text=True, env=env)
+            if done.returncode != 0:
+                reason = (done.stderr.strip().splitlines() or ["failed"])[-1]
+                print(json.dumps({"impl": impl, "batch": batch, "skipped": reason}), flush=True)
+                continue
+            record = json.loads(done.stdout.strip().splitlines()[-1])
+            records.append(record)
+            print(json.dumps(record), flush=True)
+    by_key = {(r["impl"], r["batch"]): r for r in records}
+    for batch in sorted({r["batch"] for r in records}):
+        for ours in ("afm", "afm-compiled"):
+            for peer in ("torchfm-afm", "deepctr-afm"):
+                a, b = by_key.get((ours, batch)), by_key.get((peer, batch))
+                if a and b:
+                    print(f"k={args.k} batch={batch}: {ours} / {peer} training "
+                          f"{a['train_samples_per_s'] / b['train_samples_per_s']:.2f}x, inference "
+                          f"{a['infer_samples_per_s'] / b['infer_samples_per_s']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
