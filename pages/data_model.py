@@ -17,6 +17,18 @@ from afm.presets import PRESETS, preset
 from afm.train import TrainConfig
 from pages import common
 
+
+def epoch_table(history: list[dict]) -> pd.DataFrame:
+    """The per-epoch numbers a person reads, in a sensible order, rounded."""
+    table = pd.DataFrame(history)
+    wanted = ["epoch", "train_rmse", "valid_rmse", "test_rmse", "valid_auc", "test_auc", "valid_logloss",
+              "test_logloss", "seconds", "samples_per_second"]
+    table = table[[c for c in wanted if c in table.columns]].round(4)
+    if "samples_per_second" in table:
+        table["samples_per_second"] = table["samples_per_second"].round(0)
+    return table
+
+
 common.init_state()
 st.title("Data & model")
 st.caption("Pick the data, then train FM, FwFM or AFM on it, or load a saved checkpoint. "
@@ -147,8 +159,7 @@ with train_tab:
             metric = "rmse" if job.train_config.task == "regression" else "auc"
             st.plotly_chart(learning_curves({job.name: history}, metric), config=common.PLOTLY_CONFIG,
                             key=f"live_{job.name}_{len(history)}")
-            table = pd.DataFrame(history)
-            st.dataframe(table[[c for c in table.columns if c != "coupling"]], hide_index=True)
+            st.dataframe(epoch_table(history), hide_index=True)
         if job.finished and not st.session_state.get("job_collected"):
             st.session_state.job_collected = True
             if job.run is not None:

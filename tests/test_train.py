@@ -149,3 +149,19 @@ def test_empty_validation_split_is_refused(tiny_dataset):
     with pytest.raises(ConfigError, match="must not be empty"):
         train_model(build(data), data, TrainConfig(epochs=1))
     assert isinstance(empty, Split)
+
+
+@pytest.mark.parametrize("name", ["fm", "afm"])
+def test_sparse_embedding_gradients_give_the_same_training(name, tiny_dataset):
+    """The fast path (sparse Adagrad on the embedding tables) computes the same updates."""
+    results = []
+    for sparse in (False, True):
+        model = build(tiny_dataset, name=name, seed=3).double()
+        for split in tiny_dataset.splits.values():
+            split.feature_values = split.feature_values.astype(np.float64)
+        result = train_model(model, tiny_dataset, TrainConfig(epochs=2, lr=0.1, batch_size=16, seed=3,
+                                                               sparse_embeddings=sparse, l2_attention=1.0))
+        results.append(result)
+    assert not results[1].model.embedding.sparse  # switched back after training
+    for a, b in zip(results[0].model.parameters(), results[1].model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
