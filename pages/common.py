@@ -66,7 +66,9 @@ def add_run(run: Run, make_active: bool = True) -> None:
 @st.cache_data(show_spinner="Loading the dataset…", max_entries=6)
 def cached_dataset(spec: str, data_dir: str | None, label: str | None, stamp: float) -> Dataset:
     """`stamp` (the file's modification time) makes an edited file load afresh."""
-    return load_dataset(spec, data_dir=data_dir or None, label=label or None)
+    dataset = load_dataset(spec, data_dir=data_dir or None, label=label or None)
+    _ = dataset.fingerprint  # hash once here; the cached copies carry it
+    return dataset
 
 
 @st.cache_resource(max_entries=16)
