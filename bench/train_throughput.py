@@ -60,6 +60,7 @@ def measure(impl: str, k: int, batch: int, steps: int, warmup: int, threads: int
     y = torch.from_numpy(labels).to(dev)
     ones = torch.ones_like(x, dtype=torch.float32)
     compile_seconds = 0.0
+    baseline_mb = reset_peak_rss()  # the data is loaded: count only what training adds
 
     if impl == "deepctr-afm":
         return measure_deepctr(ids - offsets, labels, k, batch, steps, warmup, device, source)
@@ -119,7 +120,7 @@ def measure(impl: str, k: int, batch: int, steps: int, warmup: int, threads: int
         sync()
         infer_seconds = time.perf_counter() - start
     return result(impl, k, batch, steps, threads, device, source, steps * batch / train_seconds,
-                  steps * batch / infer_seconds, compile_seconds)
+                  steps * batch / infer_seconds, compile_seconds, baseline_mb)
 
 
 def measure_deepctr(local_ids, labels, k, batch, steps, warmup, device, source) -> dict:
@@ -128,6 +129,7 @@ def measure_deepctr(local_ids, labels, k, batch, steps, warmup, device, source) 
 
     names = [f"f{i}" for i in range(10)]
     columns = [SparseFeat(n, size, embedding_dim=k) for n, size in zip(names, FRAPPE_FIELD_SIZES)]
+    baseline_mb = reset_peak_rss()
     model = AFM(columns, columns, attention_factor=k, afm_dropout=0.0, task="regression", device=device)
     model.compile("adagrad", "mse")
     rows = batch * (steps + warmup)
@@ -142,13 +144,25 @@ def measure_deepctr(local_ids, labels, k, batch, steps, warmup, device, source) 
     model.predict(timed, batch_size=batch)
     infer_seconds = time.perf_counter() - start
     return result("deepctr-afm", k, batch, steps, torch_threads(), device, source, steps * batch / train_seconds,
-                  steps * batch / infer_seconds, 0.0)
+                  steps * batch / infer_seconds, 0.0, baseline_mb)
 
 
 def torch_threads() -> int:
     import torch
 
     return torch.get_num_threads()
+
+
+def reset_peak_rss() -> float:
+    """Reset the kernel's peak-RSS counter (Linux: clear_refs 5) and return the current RSS in MB."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def peak_rss_mb() -> float:
@@ -161,12 +175,14 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def result(impl, k, batch, steps, threads, device, source, train_sps, infer_sps, compile_seconds) -> dict:
+def result(impl, k, batch, steps, threads, device, source, train_sps, infer_sps, compile_seconds,
+           baseline_mb) -> dict:
     import torch
 
     record = {"impl": impl, "k": k, "t": k, "batch": batch, "steps": steps, "threads": threads, "device": device,
               "data": source, "train_samples_per_s": round(train_sps, 1), "infer_samples_per_s": round(infer_sps, 1),
-              "warmup_seconds": round(compile_seconds, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
+              "warmup_seconds": round(compile_seconds, 2),
+              "peak_rss_added_mb": round(peak_rss_mb() - baseline_mb, 1),
               "torch": torch.__version__}
     if device.startswith("cuda"):
         record["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
