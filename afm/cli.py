@@ -138,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     history = commands.add_parser("history", help="print a checkpoint's per-epoch history")
     history.add_argument("--checkpoint", required=True)
     history.add_argument("--format", choices=("csv", "markdown"), default="csv")
+    history.add_argument("--every", type=_positive_int, default=1,
+                         help="only every Nth epoch (the first, best and last are always shown)")
     return parser
 
 
@@ -296,13 +298,17 @@ def command_history(args) -> dict:
     columns = [c for c in ("epoch", "train_rmse", "valid_rmse", "test_rmse", "valid_auc", "valid_logloss",
                            "test_auc", "test_logloss", "seconds", "samples_per_second") if c in table]
     table = table[columns]
+    keep = (table["epoch"] % args.every == 0) | (table["epoch"] == checkpoint.best_epoch)
+    keep.iloc[[0, -1]] = True
+    table = table[keep]
     if args.format == "markdown":
         header = "| " + " | ".join(columns) + " |"
         rows = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
         print("\n".join([header, "|" + "---|" * len(columns), *rows]))
     else:
         print(table.to_csv(index=False), end="")
-    return {"checkpoint": str(args.checkpoint), "epochs": len(table) - 1, "best_epoch": checkpoint.best_epoch}
+    return {"checkpoint": str(args.checkpoint), "epochs": int(max(r["epoch"] for r in checkpoint.history)),
+            "best_epoch": checkpoint.best_epoch}
 
 
 def _cell(value) -> str:

@@ -109,3 +109,14 @@ def test_module_entry_point_end_to_end(tmp_path):
     done = subprocess.run([sys.executable, "-m", "afm", "train", "--data", "sample", "--out", str(tmp_path / "x"),
                            "--batch-size", "-1"], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and done.stdout == ""
+
+
+def test_history_table(capsys):
+    code, stdout, _ = run(capsys, "history", "--checkpoint", str(PROJECT_ROOT / "sample_data" / "sample_afm.safetensors"),
+                          "--format", "markdown", "--every", "5")
+    assert code == 0
+    lines = stdout.strip().splitlines()
+    assert lines[0].startswith("| epoch | train_rmse | valid_rmse")
+    assert [line.split("|")[1].strip() for line in lines[2:-1]] == ["0", "5", "10", "15"]
+    assert last_json(stdout) == {"checkpoint": str(PROJECT_ROOT / "sample_data" / "sample_afm.safetensors"),
+                                 "epochs": 15, "best_epoch": 15}
