@@ -112,11 +112,10 @@ def test_module_entry_point_end_to_end(tmp_path):
 
 
 def test_history_table(capsys):
-    code, stdout, _ = run(capsys, "history", "--checkpoint", str(PROJECT_ROOT / "sample_data" / "sample_afm.safetensors"),
-                          "--format", "markdown", "--every", "5")
+    path = str(PROJECT_ROOT / "sample_data" / "sample_afm.safetensors")
+    code, stdout, _ = run(capsys, "history", "--checkpoint", path, "--format", "markdown", "--every", "5")
     assert code == 0
     lines = stdout.strip().splitlines()
     assert lines[0].startswith("| epoch | train_rmse | valid_rmse")
     assert [line.split("|")[1].strip() for line in lines[2:-1]] == ["0", "5", "10", "15"]
-    assert last_json(stdout) == {"checkpoint": str(PROJECT_ROOT / "sample_data" / "sample_afm.safetensors"),
-                                 "epochs": 15, "best_epoch": 15}
+    assert last_json(stdout) == {"checkpoint": path, "epochs": 15, "best_epoch": 15}
