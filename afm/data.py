@@ -617,10 +617,11 @@ REGISTRY = {
 
 
 def data_root_candidates(data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Where registry datasets are looked for, first match wins."""
-    candidates = []
+    """Where registry datasets are looked for, first match wins. An explicit directory is the
+    only place looked at: a user who names one does not want a copy found elsewhere."""
     if data_dir:
-        candidates.append(Path(data_dir))
+        return [Path(data_dir)]
+    candidates = []
     if os.environ.get("AFM_DATA_DIR"):
         candidates.append(Path(os.environ["AFM_DATA_DIR"]))
     candidates += [Path.cwd() / "data", PROJECT_ROOT / "data", PROJECT_ROOT.parent / "shared" / "data"]

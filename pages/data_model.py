@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -9,6 +11,7 @@ import torch
 
 from afm.analysis.coupling import CouplingTracker
 from afm.checkpoint import load_checkpoint
+from afm.download import download_dataset
 from afm.errors import AFMError
 from afm.figures import learning_curves
 from afm.jobs import Run, TrainingJob
@@ -62,6 +65,15 @@ else:
 
 dataset = common.current_dataset()
 if dataset is None:
+    spec = st.session_state.dataset_spec
+    if spec in ("frappe", "ml-tag") and st.button(f"Download {spec} (the AFM authors' public copy) into "
+                                                  f"{st.session_state.data_dir}"):
+        try:
+            with st.spinner(f"Downloading {spec}…"):
+                download_dataset(spec, st.session_state.data_dir, progress=io.StringIO())
+            st.rerun()
+        except AFMError as exc:
+            st.error(f"Download failed: {exc}")
     st.stop()
 columns = st.columns(5)
 for column, (name, value) in zip(columns, [("train rows", len(dataset.train)), ("valid rows", len(dataset.valid)),

@@ -124,3 +124,24 @@ def test_model_that_does_not_fit_the_data_is_explained(page, tmp_path):
     assert not at.exception
     messages = [e.value for e in at.error] + [i.value for i in at.info]
     assert any("fields" in m or "fits this dataset" in m for m in messages), messages
+
+
+def test_missing_frappe_offers_a_download_that_fails_clearly_offline(tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nobody listens on: like being offline
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("AFM_DOWNLOAD_BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AFM_DATA_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    at = app().run()
+    at.session_state["data_dir"] = str(tmp_path)
+    at.radio[0].set_value("Frappe").run()
+    assert not at.exception
+    assert any("dataset not found" in e.value for e in at.error)
+    download = [b for b in at.button if b.label.startswith("Download frappe")]
+    assert download
+    download[0].click().run()
+    assert not at.exception
+    assert any("Download failed" in e.value and "cannot connect" in e.value for e in at.error)

@@ -191,3 +191,9 @@ def test_frappe_splits_and_fields():
     assert np.array_equal(fields, np.broadcast_to(np.arange(10), fields.shape))
     assert data.is_binary and data.label_range == (-1.0, 1.0)
     assert frappe_dir() is not None
+
+
+def test_an_explicit_data_dir_is_the_only_place_looked_at(tmp_path):
+    with pytest.raises(DataError) as info:
+        load_dataset("frappe", data_dir=tmp_path)
+    assert str(tmp_path) in str(info.value) and "download frappe" in str(info.value)
