@@ -143,6 +143,16 @@ class PairwiseModel(nn.Module):
         """(weight_ij (B, P), p (k,)) without dropout, for `decompose`."""
         raise NotImplementedError
 
+    @torch.no_grad()
+    def inference(self, feature_ids: torch.Tensor, feature_values: torch.Tensor) -> torch.Tensor:
+        """Predictions for evaluation: no dropout, no autograd graph. (B,)"""
+        was_training = self.training
+        self.eval()
+        try:
+            return self(feature_ids, feature_values)
+        finally:
+            self.train(was_training)
+
     def pair_weights_and_values(self, feature_ids, feature_values, embedded) -> tuple[torch.Tensor, torch.Tensor]:
         """(weight_ij, p^T(e_i ⊙ e_j)), each (B, P), without dropout."""
         weights, projection = self.pair_weights_and_projection(embedded)  # (B, P), (k,)
@@ -258,6 +268,13 @@ class AFM(PairwiseModel):
 
     def pair_weights_and_projection(self, embedded):
         return self.attention_weights(self.pair_products(embedded)), self.projection
+
+    @torch.no_grad()
+    def inference(self, feature_ids: torch.Tensor, feature_values: torch.Tensor) -> torch.Tensor:
+        """One-hot rows go through `decompose`, which scores each distinct feature pair once."""
+        if bool((feature_values == 1).all()):
+            return self.decompose(feature_ids, feature_values).prediction
+        return super().inference(feature_ids, feature_values)
 
     def pair_weights_and_values(self, feature_ids, feature_values, embedded):
         """With one-hot rows (every x = 1) a pair's score a'_ij and value depend only on its two

@@ -108,12 +108,9 @@ class DeviceSplit:
 @torch.no_grad()
 def predict(model: PairwiseModel, feature_ids: torch.Tensor, feature_values: torch.Tensor,
             batch_size: int = 16384) -> np.ndarray:
-    """Raw model outputs in eval mode (no dropout), batched."""
-    was_training = model.training
-    model.eval()
-    outputs = [model(feature_ids[i:i + batch_size], feature_values[i:i + batch_size])
+    """Raw model outputs without dropout, batched."""
+    outputs = [model.inference(feature_ids[i:i + batch_size], feature_values[i:i + batch_size])
                for i in range(0, feature_ids.shape[0], batch_size)]
-    model.train(was_training)
     return torch.cat(outputs).float().cpu().numpy() if outputs else np.zeros(0, dtype=np.float32)
 
 

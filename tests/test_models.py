@@ -213,3 +213,15 @@ def test_afm_distinct_pair_path_equals_the_general_path():
         torch.testing.assert_close(a, b)
     terms = model.decompose(ids, ones)
     torch.testing.assert_close(terms.prediction, model(ids, ones))
+
+
+@pytest.mark.parametrize("name", ["fm", "fwfm", "afm"])
+def test_inference_equals_eval_forward_and_keeps_the_mode(name):
+    model = randomise(make(name, dropout_pooled=0.5))
+    ids, values = batch(num_features=30)
+    for x in (values, torch.ones_like(values)):  # real-valued and one-hot rows
+        model.eval()
+        expected = model(ids, x)
+        model.train()
+        torch.testing.assert_close(model.inference(ids, x), expected)
+        assert model.training
