@@ -68,8 +68,9 @@ def main() -> None:
         start = time.perf_counter()
         hessian = hessian_coupling(model, ids[subset], values[subset], targets[subset], probes=args.probes)
         hessian_seconds = time.perf_counter() - start
-        hessian_rows.append([label, float(off_diagonal(hessian.model_part).mean()),
-                             float(off_diagonal(hessian.curvature_part).mean()),
+        model_part = float(off_diagonal(hessian.model_part).mean())
+        curvature_part = float(off_diagonal(hessian.curvature_part).mean())
+        hessian_rows.append([label, model_part, curvature_part, model_part / curvature_part,
                              float(off_diagonal(hessian.total).mean()),
                              f"{hessian.method} on {hessian.rows} rows"
                              + (f", rel. s.e. ≤ {np.nanmax(off_diagonal(hessian.relative_stderr)):.1%}"
@@ -81,7 +82,8 @@ def main() -> None:
     print("### Pair-contribution shares\n")
     print(table(["model", "mean largest share", "share entropy (1 = even)", "information abundance"], share_rows))
     print("\n### Cross-field Hessian blocks (mean over off-diagonal field pairs)\n")
-    print(table(["model", "model-coupling part", "loss-curvature part", "total", "method"], hessian_rows))
+    print(table(["model", "model-coupling part", "loss-curvature part", "ratio (scale-free)", "total", "method"],
+                hessian_rows))
     print("\n### Tug-of-war\n")
     print(table(["model", "mean cancellation", "mean cosine(partner, total)", "cancellation per field"], tug_rows))
     if "afm" in models:
