@@ -117,7 +117,7 @@ def test_train_the_sample_model_through_the_ui(server, page):
     epochs.fill("3")
     epochs.press("Tab")
     page.get_by_role("button", name="Train", exact=True).click()
-    page.get_by_text("It is now the active model", exact=False).wait_for(timeout=120_000)
+    page.get_by_text("It is now the active model", exact=False).wait_for(timeout=300_000)
     assert_healthy(page)
     page.locator(".js-plotly-plot").first.wait_for()
     page.screenshot(path=str(SCREENSHOTS / "training.png"), full_page=True)
