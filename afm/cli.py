@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--deterministic", action="store_true", help="bit-reproducible (slower) kernels")
+    train.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                       help="torch.compile the training step (auto: on CUDA, or CPU batches >= 1024, for runs "
+                            "of 1M+ samples)")
     train.add_argument("--out", required=True, metavar="CKPT", help="checkpoint path (.safetensors)")
     train.add_argument("--quiet", action="store_true", help="no per-epoch progress on stderr")
 
@@ -202,7 +205,8 @@ def command_train(args) -> dict:
         task=args.task, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr if args.lr is not None else defaults["lr"], optimizer=args.optimizer,
         l2_attention=args.l2_attention if args.l2_attention is not None else defaults["l2_attention"],
-        patience=args.patience, seed=args.seed, device=args.device, deterministic=args.deterministic)
+        patience=args.patience, seed=args.seed, device=args.device, deterministic=args.deterministic,
+        compile=args.compile)
     resolve_device(args.device)  # fail on a missing GPU before any work
     dataset = _load_data(args)
     seed_everything(args.seed, args.deterministic)
@@ -232,7 +236,7 @@ def command_train(args) -> dict:
                "stop_reason": result.stop_reason}
     summary.update({key: value for key, value in best.items() if key.startswith(("valid_", "test_"))})
     summary.update({"seconds": round(result.seconds, 3), "samples_per_second": round(result.samples_per_second, 1),
-                    "device": result.device, "checkpoint": str(out)})
+                    "device": result.device, "compiled": result.compiled, "checkpoint": str(out)})
     return summary
 
 

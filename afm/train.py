@@ -50,6 +50,10 @@ class TrainConfig:
     # features instead of the whole table. Same updates as dense Adagrad (a zero gradient row
     # changes neither its accumulator nor its weights); much faster for big tables.
     sparse_embeddings: bool = True
+    # torch.compile the training step's forward: "on", "off", or "auto" = when it pays, i.e. on
+    # CUDA, or on the CPU for batches of 1,024+ (elementwise work dominates there), and only for
+    # runs of a million samples or more (compiling costs 5-20 s up front). See docs/benchmarks.md.
+    compile: str = "auto"
 
     def __post_init__(self):
         checks = [
@@ -65,6 +69,7 @@ class TrainConfig:
             (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
              "device must be auto, cpu or cuda"),
             (isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1, "eval batch size must be >= 1"),
+            (self.compile in ("auto", "on", "off"), "compile must be auto, on or off"),
         ]
         for ok, message in checks:
             if not ok:
@@ -138,6 +143,7 @@ class TrainResult:
     seconds: float  # wall time of the training epochs (evaluation excluded)
     samples_per_second: float  # training samples per second of training time
     config: TrainConfig = field(repr=False, default=None)
+    compiled: bool = False  # whether the training forward ran through torch.compile
 
     @property
     def best(self) -> dict:
@@ -154,6 +160,17 @@ class TrainingDiverged(AFMError):
     def __init__(self, message: str, result: TrainResult):
         super().__init__(message)
         self.result = result
+
+
+COMPILE_MIN_CPU_BATCH = 1024
+COMPILE_MIN_SAMPLES = 1_000_000
+
+
+def should_compile(config: TrainConfig, device: torch.device, train_rows: int) -> bool:
+    if config.compile != "auto":
+        return config.compile == "on"
+    long_run = config.epochs * train_rows >= COMPILE_MIN_SAMPLES
+    return long_run and (device.type == "cuda" or config.batch_size >= COMPILE_MIN_CPU_BATCH)
 
 
 def make_optimizer(model: PairwiseModel, config: TrainConfig) -> torch.optim.Optimizer:
@@ -194,7 +211,10 @@ def train_model(model: PairwiseModel, dataset: Dataset, config: TrainConfig,
         raise ConfigError("training and validation splits must not be empty")
     label_range = dataset.label_range
     metric_name, lower_is_better = SELECTION_METRIC[config.task]
-    sparse = config.sparse_embeddings and config.optimizer == "adagrad"
+    compiled = should_compile(config, device, len(splits["train"]))
+    # Sparse gradients do not go through the compiler; a compiled step keeps dense ones.
+    sparse = config.sparse_embeddings and config.optimizer == "adagrad" and not compiled
+    forward = torch.compile(model) if compiled else model
     if sparse:
         torch.sparse.check_sparse_tensor_invariants.disable()  # the default, said explicitly: no warning
     model.embedding.sparse = model.linear.sparse = sparse
@@ -226,7 +246,7 @@ def train_model(model: PairwiseModel, dataset: Dataset, config: TrainConfig,
         model.load_state_dict(best_state)
         model.embedding.sparse = model.linear.sparse = False
         return TrainResult(model, history, best_epoch, reason, str(device), train_seconds,
-                           samples_seen / train_seconds if train_seconds > 0 else 0.0, config)
+                           samples_seen / train_seconds if train_seconds > 0 else 0.0, config, compiled)
 
     for epoch in range(1, config.epochs + 1):
         model.train()
@@ -237,7 +257,7 @@ def train_model(model: PairwiseModel, dataset: Dataset, config: TrainConfig,
         stopped = False
         for batch in range(num_batches):
             rows = order[batch * config.batch_size:(batch + 1) * config.batch_size]  # (B,)
-            predictions = model(train.feature_ids[rows], train.feature_values[rows])  # (B,)
+            predictions = forward(train.feature_ids[rows], train.feature_values[rows])  # (B,)
             targets = train.targets[rows]  # (B,)
             loss = batch_objective(model, predictions, targets, config)
             optimizer.zero_grad(set_to_none=True)

@@ -165,3 +165,33 @@ def test_sparse_embedding_gradients_give_the_same_training(name, tiny_dataset):
     assert not results[1].model.embedding.sparse  # switched back after training
     for a, b in zip(results[0].model.parameters(), results[1].model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_compile_policy():
+    from afm.train import should_compile
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not should_compile(TrainConfig(batch_size=128, epochs=100), cpu, 200_000)  # small CPU batches
+    assert should_compile(TrainConfig(batch_size=4096, epochs=100), cpu, 200_000)
+    assert not should_compile(TrainConfig(batch_size=4096, epochs=2), cpu, 200_000)  # too short to pay back
+    assert should_compile(TrainConfig(batch_size=128, epochs=10), cuda, 200_000)
+    assert should_compile(TrainConfig(compile="on", epochs=1), cpu, 10)
+    assert not should_compile(TrainConfig(compile="off", batch_size=4096, epochs=100), cpu, 10**6)
+
+
+@pytest.mark.slow
+def test_compiled_training_computes_the_same_function(tiny_dataset):
+    """The compiled step is the default for big batches: it must train the same model."""
+    results = []
+    for mode in ("off", "on"):
+        # No dropout: compiled graphs draw their random masks differently from eager mode. float64:
+        # Adagrad's first steps are ±lr whatever the gradient's size, so float32 rounding would grow.
+        model = build(tiny_dataset, name="afm", seed=4, dropout_pooled=0.0).double()
+        for split in tiny_dataset.splits.values():
+            split.feature_values = split.feature_values.astype(np.float64)
+        results.append(train_model(model, tiny_dataset, TrainConfig(epochs=2, lr=0.05, batch_size=64, seed=4,
+                                                                     compile=mode)))
+    assert results[1].compiled and not results[0].compiled
+    for a, b in zip(results[0].model.parameters(), results[1].model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+    assert results[0].best["valid_rmse"] == pytest.approx(results[1].best["valid_rmse"], rel=1e-9)
