@@ -199,6 +199,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement (interleaved); medians")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -206,28 +207,42 @@ def main() -> None:
         print(json.dumps(measure(impl, args.k, batch, args.steps, args.warmup, args.threads, args.device)))
         return
     records = []
-    for batch in (int(b) for b in args.batches.split(",")):
+    for repeat, batch, impl in ((r, int(b), i) for b in args.batches.split(",") for r in range(args.repeats)
+                                for i in args.impls.split(",")):
         steps = args.steps or max(5, 60_000 // batch)
-        for impl in args.impls.split(","):
-            command = [sys.executable, __file__, "--child", "--impls", impl, "--batches", str(batch), "--k",
-                       str(args.k), "--steps", str(steps), "--warmup", str(args.warmup), "--threads",
-                       str(args.threads), "--device", args.device]
-            env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads)}
-            done = subprocess.run(command, capture_output=True, text=True, env=env)
-            if done.returncode != 0:
-                reason = (done.stderr.strip().splitlines() or ["failed"])[-1]
-                print(json.dumps({"impl": impl, "batch": batch, "skipped": reason}), flush=True)
-                continue
-            record = json.loads(done.stdout.strip().splitlines()[-1])
-            records.append(record)
-            print(json.dumps(record), flush=True)
-    by_key = {(r["impl"], r["batch"]): r for r in records}
-    for batch in sorted({r["batch"] for r in records}):
+        command = [sys.executable, __file__, "--child", "--impls", impl, "--batches", str(batch), "--k",
+                   str(args.k), "--steps", str(steps), "--warmup", str(args.warmup), "--threads",
+                   str(args.threads), "--device", args.device]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads)}
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            reason = (done.stderr.strip().splitlines() or ["failed"])[-1]
+            print(json.dumps({"impl": impl, "batch": batch, "skipped": reason}), flush=True)
+            continue
+        record = {**json.loads(done.stdout.strip().splitlines()[-1]), "repeat": repeat}
+        records.append(record)
+        print(json.dumps(record), flush=True)
+    summarize(records, args.k)
+
+
+def summarize(records: list[dict], k: int) -> None:
+    """Median of the repeats per (impl, batch), then ours / peer ratios of those medians."""
+    import statistics
+
+    medians = {}
+    for key in {(r["impl"], r["batch"]) for r in records}:
+        runs = [r for r in records if (r["impl"], r["batch"]) == key]
+        medians[key] = {m: statistics.median(r[m] for r in runs) for m in ("train_samples_per_s",
+                                                                            "infer_samples_per_s")}
+        spread = [r["train_samples_per_s"] for r in runs]
+        print(json.dumps({"impl": key[0], "batch": key[1], "k": k, "runs": len(runs), **medians[key],
+                          "train_min": min(spread), "train_max": max(spread)}))
+    for batch in sorted({b for _, b in medians}):
         for ours in ("afm", "afm-compiled"):
             for peer in ("torchfm-afm", "deepctr-afm"):
-                a, b = by_key.get((ours, batch)), by_key.get((peer, batch))
+                a, b = medians.get((ours, batch)), medians.get((peer, batch))
                 if a and b:
-                    print(f"k={args.k} batch={batch}: {ours} / {peer} training "
+                    print(f"k={k} batch={batch}: {ours} / {peer} training "
                           f"{a['train_samples_per_s'] / b['train_samples_per_s']:.2f}x, inference "
                           f"{a['infer_samples_per_s'] / b['infer_samples_per_s']:.2f}x")
 

@@ -160,7 +160,8 @@ def test_sparse_embedding_gradients_give_the_same_training(name, tiny_dataset):
         for split in tiny_dataset.splits.values():
             split.feature_values = split.feature_values.astype(np.float64)
         result = train_model(model, tiny_dataset, TrainConfig(epochs=2, lr=0.1, batch_size=16, seed=3,
-                                                               sparse_embeddings=sparse, l2_attention=1.0))
+                                                               sparse_embeddings="on" if sparse else "off",
+                                                               l2_attention=1.0))
         results.append(result)
     assert not results[1].model.embedding.sparse  # switched back after training
     for a, b in zip(results[0].model.parameters(), results[1].model.parameters()):
