@@ -2,8 +2,8 @@
 
 safetensors is plain data: raw tensor bytes behind a JSON header, so loading one can never run
 code, unlike a pickle. Every field is validated before anything is allocated: the tensor shapes
-in the header are compared with a model built from the config on the `meta` device, so a
-hostile header cannot make us allocate a huge table. Saves are atomic (temp file, fsync, rename),
+in the header are compared with a model built from the config (on the `meta` device when it
+would be large), so a hostile header cannot make us allocate a huge table. Saves are atomic (temp file, fsync, rename),
 so an interrupted save never leaves a half-written checkpoint behind.
 """
 
@@ -30,6 +30,7 @@ FORMAT = "afm-checkpoint"
 FORMAT_VERSION = 1
 MAX_CHECKPOINT_BYTES = 8 * 1024**3
 MAX_HEADER_BYTES = 64 * 1024**2
+SMALL_MODEL_WEIGHTS = 50_000_000  # below this, build the model itself to check shapes (200 MB)
 
 
 @dataclass
@@ -136,9 +137,16 @@ def load_checkpoint(source: str | os.PathLike | bytes, device: str | torch.devic
         raise CheckpointError(label, "history must be a list of records")
     if not isinstance(fields["train_config"], dict) or not isinstance(fields["dataset"], dict):
         raise CheckpointError(label, "train_config and dataset must be objects")
-    # Compare the declared tensors with what the config needs before allocating anything.
-    with torch.device("meta"):
-        expected = {n: tuple(t.shape) for n, t in build_model(config).state_dict().items()}
+    # Compare the declared tensors with what the config needs before allocating anything big: a
+    # small file must not make us build a model of billions of weights. Small models are simply
+    # built (the meta device's first use costs a second of imports).
+    if config.num_features * (config.embedding_dim + 1) <= SMALL_MODEL_WEIGHTS:
+        model = build_model(config)
+        expected = {n: tuple(t.shape) for n, t in model.state_dict().items()}
+    else:
+        model = None
+        with torch.device("meta"):
+            expected = {n: tuple(t.shape) for n, t in build_model(config).state_dict().items()}
     declared = {n: tuple(v.get("shape", ())) for n, v in header.items() if isinstance(v, dict)}
     if declared != expected:
         missing, extra = sorted(set(expected) - set(declared)), sorted(set(declared) - set(expected))
@@ -154,7 +162,7 @@ def load_checkpoint(source: str | os.PathLike | bytes, device: str | torch.devic
     for tensor_name, tensor in tensors.items():
         if not torch.isfinite(tensor).all():
             raise CheckpointError(label, f"tensor {tensor_name} holds NaN or infinite values")
-    model = build_model(config)
+    model = model or build_model(config)
     model.load_state_dict(tensors)
     model.to(device).eval()
     return Checkpoint(model, config, fields["train_config"], fields["history"], schema, fields["dataset"],
