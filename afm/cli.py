@@ -350,5 +350,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"afm {args.command}: internal error: {type(exc).__name__}: {exc} "
               "(set AFM_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
-    print(json.dumps(finite(summary), allow_nan=False))
+    try:
+        print(json.dumps(finite(summary), allow_nan=False))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
