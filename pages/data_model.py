@@ -163,6 +163,8 @@ with train_tab:
         snapshot = job.snapshot()
         epoch, batch_number, batches = snapshot["progress"]
         history = snapshot["history"]
+        if snapshot["status"] == "queued":
+            st.info("Waiting for another training on this server to finish (one runs at a time).")
         if not job.finished:
             total = job.train_config.epochs
             done = (max(epoch - 1, 0) + (batch_number / batches if batches else 0)) / total
