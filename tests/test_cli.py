@@ -119,3 +119,26 @@ def test_history_table(capsys):
     assert lines[0].startswith("| epoch | train_rmse | valid_rmse")
     assert [line.split("|")[1].strip() for line in lines[2:-1]] == ["0", "5", "10", "15"]
     assert last_json(stdout) == {"checkpoint": path, "epochs": 15, "best_epoch": 15}
+
+
+def test_csv_with_numeric_columns_end_to_end(tmp_path, capsys):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 600
+    frame = pd.DataFrame({"city": rng.choice(["oslo", "rome", "lima", "pune"], n), "plan": rng.integers(0, 3, n),
+                          "price": rng.normal(10, 2, n)})
+    frame["label"] = (frame["city"] == "rome") * 1.0 + 0.3 * (frame["price"] - 10) * (frame["plan"] == 1)
+    path = tmp_path / "shop.csv"
+    frame.to_csv(path, index=False)
+    out = tmp_path / "m.safetensors"
+    code, stdout, stderr = run(capsys, "train", "--data", str(path), "--model", "afm", "--k", "4", "--t", "4",
+                               "--epochs", "8", "--lr", "0.2", "--l2-attention", "0", "--dropout", "0,0",
+                               "--out", str(out))
+    assert code == 0, stderr
+    summary = last_json(stdout)
+    assert summary["valid_rmse"] < 0.9 * float(np.std(frame["label"]))  # it learned something
+    code, stdout, _ = run(capsys, "evaluate", "--checkpoint", str(out), "--data", str(path), "--split", "test")
+    assert code == 0 and last_json(stdout)["rows"] == 60
+    assert load_checkpoint(out).schema.csv_encoding["columns"][2]["kind"] == "numeric"
