@@ -2,15 +2,26 @@
 
 import streamlit as st
 
-from pages import common
+from afm.app import state, uploads
+
+
+@st.cache_resource
+def clean_up_once_per_server() -> None:
+    """Uploads left behind by server processes that were killed."""
+    uploads.remove_orphans()
+
 
 st.set_page_config(page_title="AFM Inspector", page_icon=":material/hub:", layout="wide")
-common.init_state()
+clean_up_once_per_server()
+state.init_state()
 navigation = st.navigation([
     st.Page("pages/data_model.py", title="Data & model", icon=":material/database:", default=True),
     st.Page("pages/attention.py", title="Attention", icon=":material/grid_on:"),
     st.Page("pages/coupling.py", title="Gradient coupling", icon=":material/link:"),
     st.Page("pages/curves.py", title="Curves", icon=":material/show_chart:"),
 ])
-common.sidebar_status()
-navigation.run()
+sidebar = st.sidebar.empty()
+try:
+    navigation.run()
+finally:  # after the page (even one that stopped early), so the sidebar shows its changes
+    state.sidebar_status(sidebar)

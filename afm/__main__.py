@@ -1,5 +1,3 @@
-import sys
+from afm.cli import main_exit
 
-from afm.cli import main
-
-sys.exit(main())
+main_exit()

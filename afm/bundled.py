@@ -8,34 +8,34 @@ from pathlib import Path
 import torch
 
 from afm.analysis.coupling import CouplingTracker
-from afm.checkpoint import save_checkpoint
-from afm.data import SAMPLE_DIR, load_libfm_dir
+from afm.checkpoint import Checkpoint, save_checkpoint
+from afm.data import load_libfm_dir
 from afm.models import MODEL_NAMES, ModelConfig, build_model
+from afm.paths import sample_dir
 from afm.presets import MODEL_KEYS, TRAIN_KEYS, preset
 from afm.train import TrainConfig, seed_everything, train_model
 
 PROBE_ROWS = 512  # validation rows the coupling tracker measures every epoch
 
 
-def sample_checkpoint_path(model: str, directory: str | Path = SAMPLE_DIR) -> Path:
-    return Path(directory) / f"sample_{model}.safetensors"
+def sample_checkpoint_path(model: str, directory: str | Path | None = None) -> Path:
+    return Path(directory or sample_dir()) / f"sample_{model}.safetensors"
 
 
-def train_sample_checkpoints(directory: str | Path = SAMPLE_DIR) -> dict[str, Path]:
+def train_sample_checkpoints(directory: str | Path | None = None) -> dict[str, Path]:
+    directory = Path(directory or sample_dir())
     data = load_libfm_dir(directory, name="sample")
     probe = [torch.from_numpy(array[:PROBE_ROWS]) for array in
              (data.valid.feature_ids, data.valid.feature_values, data.valid.labels)]
     paths = {}
     for name in MODEL_NAMES:
         settings = preset("quick", name)
-        seed_everything(0)
+        seed_everything(0)  # dropout masks; the initial weights come from build_model's own seed
         config = ModelConfig(model=name, num_features=data.schema.num_features, num_fields=data.schema.num_fields,
                              **{key: settings[key] for key in MODEL_KEYS})
         train_config = TrainConfig(device="cpu", **{key: settings[key] for key in TRAIN_KEYS})
-        model = build_model(config)
+        model = build_model(config, seed=train_config.seed)
         result = train_model(model, data, train_config, callbacks=[CouplingTracker(model, *probe)])
-        saved = {**train_config.to_dict(), "best_epoch": result.best_epoch, "stop_reason": result.stop_reason,
-                 "device_used": result.device, "init_from": None, "preset": "quick"}
-        paths[name] = save_checkpoint(sample_checkpoint_path(name, directory), result.model, train_config=saved,
-                                      history=result.history, schema=data.schema, dataset=data.info())
+        checkpoint = Checkpoint.from_training(result, data, init_from=None, preset="quick")
+        paths[name] = save_checkpoint(sample_checkpoint_path(name, directory), checkpoint)
     return paths

@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score a checkpoint on a split")
     evaluate.add_argument("--checkpoint", required=True)
     data_arguments(evaluate)
-    evaluate.add_argument("--split", choices=("train", "valid", "test"), default="test")
+    evaluate.add_argument("--split", choices=("train", "valid", "test", "all"), default="test",
+                          help="which rows to score (all: every row of the data)")
     evaluate.add_argument("--device", default="auto")
 
     download = commands.add_parser("download", help="fetch a public dataset (the AFM authors' copies)")
@@ -181,14 +182,15 @@ class _ProgressLog:
         self.stream.flush()
 
 
-def _load_data(args):
+def _load_data(args, schema=None):
     from afm.data import load_dataset
 
-    return load_dataset(args.data, data_dir=args.data_dir, seed=args.split_seed, label=args.label)
+    return load_dataset(args.data, data_dir=args.data_dir, seed=args.split_seed, label=args.label, schema=schema)
 
 
 def command_train(args) -> dict:
-    from afm.checkpoint import load_checkpoint, save_checkpoint
+    from afm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    from afm.files import check_writable_target
     from afm.models import ModelConfig, build_model
     from afm.train import TrainConfig, resolve_device, seed_everything, train_model
 
@@ -199,8 +201,7 @@ def command_train(args) -> dict:
     if args.match_fm and (args.model != "afm" or not args.init_from):
         raise ConfigError("--match-fm needs --model afm and --init-from an FM checkpoint")
     out = Path(args.out)
-    if out.exists() and out.is_dir():
-        raise ConfigError(f"--out {out} is a directory; give a file path such as {out / 'model.safetensors'}")
+    check_writable_target(out, lambda problem: ConfigError(f"--out {out}: {problem}"))
     train_config = TrainConfig(
         task=args.task, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr if args.lr is not None else defaults["lr"], optimizer=args.optimizer,
@@ -208,14 +209,15 @@ def command_train(args) -> dict:
         patience=args.patience, seed=args.seed, device=args.device, deterministic=args.deterministic,
         compile=args.compile)
     resolve_device(args.device)  # fail on a missing GPU before any work
-    dataset = _load_data(args)
+    # An AFM started from an FM must see the data exactly as that FM did (its CSV encoding).
+    pretrained = load_checkpoint(args.init_from) if args.init_from else None
+    dataset = _load_data(args, schema=pretrained.schema if pretrained else None)
     seed_everything(args.seed, args.deterministic)
     config = ModelConfig(model=args.model, num_features=dataset.schema.num_features,
                          num_fields=dataset.schema.num_fields, embedding_dim=args.k, attention_dim=args.t,
                          dropout_attention=dropout_attention, dropout_pooled=dropout_pooled)
-    model = build_model(config)
-    if args.init_from:
-        pretrained = load_checkpoint(args.init_from)
+    model = build_model(config, seed=args.seed)
+    if pretrained is not None:
         for warning in pretrained.check_fits(dataset):
             print(f"afm: warning: {warning}", file=sys.stderr)
         model.init_from(pretrained.model, match_sum=args.match_fm)
@@ -225,11 +227,9 @@ def command_train(args) -> dict:
               f"{dataset.schema.num_fields} fields, {dataset.schema.num_features:,} features), "
               f"k={args.k}" + (f", t={args.t}" if args.model == "afm" else ""), file=sys.stderr)
     result = train_model(model, dataset, train_config, callbacks=callbacks)
-    saved_config = {**train_config.to_dict(), "best_epoch": result.best_epoch, "stop_reason": result.stop_reason,
-                    "init_from": str(args.init_from) if args.init_from else None, "match_fm": args.match_fm,
-                    "device_used": result.device}
-    save_checkpoint(out, result.model, train_config=saved_config, history=result.history,
-                    schema=dataset.schema, dataset=dataset.info())
+    checkpoint = Checkpoint.from_training(result, dataset, init_from=str(args.init_from) if args.init_from else None,
+                                          match_fm=args.match_fm)
+    save_checkpoint(out, checkpoint)
     best = result.best
     summary = {"model": args.model, "task": args.task, "dataset": dataset.name,
                "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
@@ -249,12 +249,14 @@ def command_evaluate(args) -> dict:
 
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.checkpoint, device=device)
-    dataset = _load_data(args)
+    dataset = _load_data(args, schema=checkpoint.schema)  # encoded exactly as the model's training data
+    task = checkpoint.task
+    if task == "binary" and not dataset.is_binary:
+        raise ConfigError("this is a binary-task model and the data's labels are not two classes")
     for warning in checkpoint.check_fits(dataset):
         print(f"afm: warning: {warning}", file=sys.stderr)
-    split = dataset.splits[args.split]
-    task = checkpoint.train_config.get("task", "regression")
-    label_range = tuple(checkpoint.dataset.get("label_range") or dataset.label_range)
+    split = dataset.rows(args.split)
+    label_range = checkpoint.label_range or dataset.label_range
     predictions = predict(checkpoint.model, torch.from_numpy(split.feature_ids).to(device),
                           torch.from_numpy(split.feature_values).to(device))
     metrics = evaluate_predictions(predictions, split.labels, task, label_range)
@@ -270,7 +272,7 @@ def command_download(args) -> dict:
 
 
 def command_sample(args) -> dict:
-    from afm.data import SAMPLE_DIR
+    from afm.paths import sample_dir
     from afm.synthetic import SyntheticConfig, write_sample
 
     config = SyntheticConfig()
@@ -278,7 +280,7 @@ def command_sample(args) -> dict:
         config.num_rows = args.rows
     if args.seed is not None:
         config.seed = args.seed
-    directory = write_sample(args.out or SAMPLE_DIR, config)
+    directory = write_sample(args.out or sample_dir(), config)
     summary = {"directory": str(directory), "rows": config.num_rows}
     if args.checkpoints:
         from afm.bundled import train_sample_checkpoints
@@ -356,3 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `... | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+def main_exit() -> None:
+    """The `afm` console script."""
+    sys.exit(main())

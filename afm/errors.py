@@ -6,9 +6,30 @@ The CLI turns any `AFMError` into exit code 2 and that line on stderr; the app s
 
 from __future__ import annotations
 
+from afm.limits import QUOTE_CHARS
+
+MAX_MESSAGE_CHARS = 1000  # a message is one line a person reads, never a copy of the input
+
+
+def quote(value: object, limit: int = QUOTE_CHARS) -> str:
+    """A short, printable excerpt of user input for a message: repr() of at most `limit`
+    characters (bytes decoded leniently), so a 50 MB line is never copied into an error."""
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value[: limit * 4]).decode("utf-8", errors="replace")
+    text = str(value)
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"… ({len(text):,} characters)"
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "…"
+
 
 class AFMError(Exception):
     """Base class for errors caused by the user's input (data, arguments, checkpoints)."""
+
+    def __init__(self, message: str = ""):
+        super().__init__(_one_line(str(message)))
 
 
 class DataError(AFMError):

@@ -8,7 +8,7 @@ Each browser session owns its runs and jobs; nothing here is shared between sess
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import threading
 import time
 import traceback
@@ -18,62 +18,48 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from afm.checkpoint import Checkpoint, checkpoint_bytes
-from afm.data import Dataset, FieldSchema
+from afm.checkpoint import Checkpoint
+from afm.data import Dataset
 from afm.errors import AFMError
 from afm.models import ModelConfig, PairwiseModel, build_model
-from afm.train import TrainConfig, TrainingDiverged, seed_everything, train_model
+from afm.train import TrainConfig, TrainingDiverged, train_model
 
 # Training saturates the CPU: on a shared server one job at a time keeps every session usable.
 _TRAINING_SLOTS = threading.BoundedSemaphore(1)
 
 
 @dataclass
-class Run:
-    name: str
-    model: PairwiseModel  # on the CPU, eval mode
-    model_config: ModelConfig
-    train_config: dict
-    history: list[dict]
-    schema: FieldSchema
-    dataset: dict  # name, fingerprint, label_range, source
-    source: str  # "trained" or "loaded: <file>"
-    key: str = field(default_factory=lambda: uuid.uuid4().hex)  # unique across sessions: cache keys use it
+class Run(Checkpoint):
+    """A checkpoint a session works with: trained here or loaded, with a name it is shown by."""
 
-    @property
-    def best_epoch(self) -> int | None:
-        return self.train_config.get("best_epoch")
-
-    @property
-    def best(self) -> dict:
-        best = self.best_epoch
-        return next((r for r in self.history if r["epoch"] == best), self.history[-1] if self.history else {})
-
-    @property
-    def task(self) -> str:
-        return self.train_config.get("task", "regression")
-
-    def checkpoint_bytes(self) -> bytes:
-        return checkpoint_bytes(self.model, train_config=self.train_config, history=self.history, schema=self.schema,
-                                dataset=self.dataset)
+    name: str = ""
+    source: str = ""  # "trained", "bundled" or "loaded: <file>"
+    # Identifies the run's content for caches shared between sessions: the checkpoint's hash
+    # for loaded ones (every session shares their analyses), a fresh id for trained ones.
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint, name: str, source: str) -> Run:
-        model = copy.deepcopy(checkpoint.model).cpu().eval()  # never share a cached model object
-        return cls(name, model, checkpoint.model_config, checkpoint.train_config, checkpoint.history,
-                   checkpoint.schema, checkpoint.dataset, source)
+    def from_checkpoint(cls, checkpoint: Checkpoint, name: str, source: str, key: str | None = None,
+                        fresh: bool = False) -> Run:
+        """A session's own run. Unless the checkpoint is `fresh` (made for this run alone), it is
+        copied: a cached checkpoint's model, history and configs are never shared."""
+        own = checkpoint if fresh else checkpoint.copy()
+        own.model.cpu().eval()
+        fields_ = {f.name: getattr(own, f.name) for f in dataclasses.fields(Checkpoint)}
+        return cls(**fields_, name=name, source=source, **({"key": key} if key else {}))
 
 
 class TrainingJob:
     """Train in a thread; read `snapshot()` from the page, `request_stop()` from a button."""
 
     def __init__(self, name: str, dataset: Dataset, model_config: ModelConfig, train_config: TrainConfig,
-                 init_from: PairwiseModel | None = None, callbacks=()):
+                 init_from: PairwiseModel | None = None, init_from_name: str | None = None, callbacks=()):
         self.name = name
         self.dataset = dataset
         self.model_config = model_config
         self.train_config = train_config
         self.init_from = init_from
+        self.init_from_name = init_from_name if init_from is not None else None
         self.extra_callbacks = list(callbacks)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -124,8 +110,7 @@ class TrainingJob:
             with self._lock:
                 self.status = "running"
             try:
-                seed_everything(self.train_config.seed)
-                model = build_model(self.model_config)
+                model = build_model(self.model_config, seed=self.train_config.seed)
                 if self.init_from is not None:
                     model.init_from(self.init_from)
                 callbacks = [self, *[make(model) for make in self.extra_callbacks]]
@@ -145,12 +130,8 @@ class TrainingJob:
                 self._finish("failed", f"internal error: {type(exc).__name__}: {exc}")
 
     def _keep(self, result) -> None:
-        train_config = {**self.train_config.to_dict(), "best_epoch": result.best_epoch,
-                        "stop_reason": result.stop_reason, "device_used": result.device,
-                        "init_from": "a pretrained run" if self.init_from is not None else None}
-        model = result.model.cpu().eval()
-        self.run = Run(self.name, model, self.model_config, train_config, result.history, self.dataset.schema,
-                       self.dataset.info(), "trained")
+        checkpoint = Checkpoint.from_training(result, self.dataset, init_from=self.init_from_name)
+        self.run = Run.from_checkpoint(checkpoint, self.name, "trained", fresh=True)
 
     def _finish(self, status: str, error: str | None = None) -> None:
         with self._lock:
@@ -177,3 +158,17 @@ def histories_frame(runs: dict[str, Run]) -> pd.DataFrame:
     frames = [pd.DataFrame(run.history).drop(columns=["coupling"], errors="ignore").assign(run=name)
               for name, run in runs.items() if run.history]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+EPOCH_COLUMNS = ("epoch", "train_rmse", "valid_rmse", "test_rmse", "valid_auc", "test_auc", "valid_logloss",
+                 "test_logloss", "seconds", "samples_per_second")
+
+
+def epoch_table(history: list[dict]) -> pd.DataFrame:
+    """The per-epoch numbers a person reads, in a sensible order, rounded; epoch 0 (before
+    training) has no training numbers, shown as blanks."""
+    table = pd.DataFrame(history)
+    table = table[[c for c in EPOCH_COLUMNS if c in table.columns]].round(4)
+    if "samples_per_second" in table:
+        table["samples_per_second"] = table["samples_per_second"].round(0)
+    return table

@@ -25,8 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from afm.errors import ConfigError
+from afm.limits import MAX_DIM, MAX_FEATURES, MAX_FIELDS, MAX_TABLE_WEIGHTS
 
 MODEL_NAMES = ("fm", "fwfm", "afm")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON `true` is not a count
 
 
 @dataclass
@@ -47,14 +52,14 @@ class ModelConfig:
     def validate(self) -> None:
         checks = [
             (self.model in MODEL_NAMES, f"model must be one of {MODEL_NAMES}, got {self.model!r}"),
-            (isinstance(self.num_features, int) and 0 < self.num_features <= 50_000_000,
-             f"num_features must be in 1..50,000,000, got {self.num_features!r}"),
-            (isinstance(self.num_fields, int) and 2 <= self.num_fields <= 256,
-             f"num_fields must be in 2..256 (pairs need two fields), got {self.num_fields!r}"),
-            (isinstance(self.embedding_dim, int) and 1 <= self.embedding_dim <= 4096,
-             f"embedding_dim must be in 1..4096, got {self.embedding_dim!r}"),
-            (isinstance(self.attention_dim, int) and 1 <= self.attention_dim <= 4096,
-             f"attention_dim must be in 1..4096, got {self.attention_dim!r}"),
+            (_is_int(self.num_features) and 0 < self.num_features <= MAX_FEATURES,
+             f"num_features must be in 1..{MAX_FEATURES:,}, got {self.num_features!r}"),
+            (_is_int(self.num_fields) and 2 <= self.num_fields <= MAX_FIELDS,
+             f"num_fields must be in 2..{MAX_FIELDS} (pairs need two fields), got {self.num_fields!r}"),
+            (_is_int(self.embedding_dim) and 1 <= self.embedding_dim <= MAX_DIM,
+             f"embedding_dim must be in 1..{MAX_DIM}, got {self.embedding_dim!r}"),
+            (_is_int(self.attention_dim) and 1 <= self.attention_dim <= MAX_DIM,
+             f"attention_dim must be in 1..{MAX_DIM}, got {self.attention_dim!r}"),
             (isinstance(self.dropout_attention, float) and 0.0 <= self.dropout_attention < 1.0,
              f"dropout_attention must be in [0, 1), got {self.dropout_attention!r}"),
             (isinstance(self.dropout_pooled, float) and 0.0 <= self.dropout_pooled < 1.0,
@@ -63,8 +68,9 @@ class ModelConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-        if self.num_features * self.embedding_dim > 2_000_000_000:
-            raise ConfigError(f"embedding table of {self.num_features} x {self.embedding_dim} is too large")
+        if self.num_features * self.embedding_dim > MAX_TABLE_WEIGHTS:
+            raise ConfigError(f"an embedding table of {self.num_features:,} x {self.embedding_dim} is more than the "
+                              f"{MAX_TABLE_WEIGHTS:,} weights supported")
 
     @property
     def num_pairs(self) -> int:
@@ -103,7 +109,7 @@ class PredictionTerms:
 class PairwiseModel(nn.Module):
     """Shared parts: embeddings v, first-order weights w, global bias w0, the pair index."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, generator: torch.Generator | None = None):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.num_features, config.embedding_dim)  # v_i
@@ -114,7 +120,7 @@ class PairwiseModel(nn.Module):
                              persistent=False)  # (2, P)
         self.pooled_dropout = nn.Dropout(config.dropout_pooled)
         # The authors' initialisation: v ~ N(0, 0.01), w = 0, w0 = 0 (not the seed's randn biases).
-        nn.init.normal_(self.embedding.weight, 0.0, 0.01)
+        nn.init.normal_(self.embedding.weight, 0.0, 0.01, generator=generator)
         nn.init.zeros_(self.linear.weight)
 
     def embed(self, feature_ids: torch.Tensor, feature_values: torch.Tensor) -> torch.Tensor:
@@ -131,6 +137,7 @@ class PairwiseModel(nn.Module):
         return embedded.index_select(1, left) * embedded.index_select(1, right)  # (B, P, k)  e_i ⊙ e_j
 
     def forward(self, feature_ids: torch.Tensor, feature_values: torch.Tensor) -> torch.Tensor:
+        feature_ids = feature_ids.long()  # int64 from the boundary on: pair keys need the range
         embedded = self.embed(feature_ids, feature_values)  # (B, F, k)
         linear = self.first_order(feature_ids, feature_values).sum(1)  # (B,)
         return self.bias + linear + self.interaction(embedded)  # (B,)
@@ -163,6 +170,7 @@ class PairwiseModel(nn.Module):
         """Split predictions into bias, first-order and per-pair terms, in one forward pass.
 
         Dropout does not apply (it is a training device), so this always works as in eval mode."""
+        feature_ids = feature_ids.long()  # (B, F) int64: AFM's pair keys reach num_features²
         embedded = self.embed(feature_ids, feature_values)  # (B, F, k)
         first_order = self.first_order(feature_ids, feature_values)  # (B, F)
         weights, values = self.pair_weights_and_values(feature_ids, feature_values, embedded)  # (B, P) each
@@ -213,8 +221,8 @@ class FwFM(PairwiseModel):
     """Field-weighted FM: one learned scalar r_fg per field pair scales <e_i, e_j>.
     r starts at 1, so an untrained FwFM equals an FM with the same embeddings."""
 
-    def __init__(self, config: ModelConfig):
-        super().__init__(config)
+    def __init__(self, config: ModelConfig, generator: torch.Generator | None = None):
+        super().__init__(config, generator)
         self.field_pair_weights = nn.Parameter(torch.ones(config.num_pairs))  # (P,) r_fg
 
     def interaction(self, embedded: torch.Tensor) -> torch.Tensor:
@@ -230,8 +238,8 @@ class FwFM(PairwiseModel):
 class AFM(PairwiseModel):
     """Attentional FM, eq. (1)-(5)."""
 
-    def __init__(self, config: ModelConfig):
-        super().__init__(config)
+    def __init__(self, config: ModelConfig, generator: torch.Generator | None = None):
+        super().__init__(config, generator)
         k, t = config.embedding_dim, config.attention_dim
         self.attention = nn.Linear(k, t)  # W (t, k), b (t,)
         self.attention_h = nn.Parameter(torch.empty(t))  # h
@@ -239,9 +247,9 @@ class AFM(PairwiseModel):
         self.attention_dropout = nn.Dropout(config.dropout_attention)
         # The authors' initialisation: W and b ~ N(0, sqrt(2 / (t + k))) (Glorot normal), h ~ N(0, 1).
         glorot = math.sqrt(2.0 / (k + t))
-        nn.init.normal_(self.attention.weight, 0.0, glorot)
-        nn.init.normal_(self.attention.bias, 0.0, glorot)
-        nn.init.normal_(self.attention_h, 0.0, 1.0)
+        nn.init.normal_(self.attention.weight, 0.0, glorot, generator=generator)
+        nn.init.normal_(self.attention.bias, 0.0, glorot, generator=generator)
+        nn.init.normal_(self.attention_h, 0.0, 1.0, generator=generator)
 
     def attention_weights(self, products: torch.Tensor) -> torch.Tensor:
         """a_ij, eq. (2)-(3): (B, P, k) -> (B, P), summing to 1 over pairs."""
@@ -262,6 +270,7 @@ class AFM(PairwiseModel):
 
     def forward_with_attention(self, feature_ids, feature_values) -> tuple[torch.Tensor, torch.Tensor]:
         """Prediction (B,) and a_ij (B, P) from one forward pass (dropout applies in training mode)."""
+        feature_ids = feature_ids.long()
         embedded = self.embed(feature_ids, feature_values)  # (B, F, k)
         interaction, attention = self.attend(embedded)  # (B,), (B, P)
         return self.bias + self.first_order(feature_ids, feature_values).sum(1) + interaction, attention
@@ -284,6 +293,7 @@ class AFM(PairwiseModel):
         if not bool((feature_values == 1).all()):
             return super().pair_weights_and_values(feature_ids, feature_values, embedded)
         left, right = self.pair_index
+        feature_ids = feature_ids.long()  # int32 keys would wrap past 46,340 features
         keys = feature_ids[:, left] * self.config.num_features + feature_ids[:, right]  # (B, P)
         distinct, slot = torch.unique(keys, return_inverse=True)  # (U,), (B, P)
         table = self.embedding.weight
@@ -296,8 +306,11 @@ class AFM(PairwiseModel):
 MODEL_CLASSES = {"fm": FM, "fwfm": FwFM, "afm": AFM}
 
 
-def build_model(config: ModelConfig) -> PairwiseModel:
-    return MODEL_CLASSES[config.model](config)
+def build_model(config: ModelConfig, seed: int | None = None) -> PairwiseModel:
+    """A freshly initialised model. With `seed`, its initial weights come from a generator of its
+    own, so building one never touches (or depends on) the process-wide random state."""
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    return MODEL_CLASSES[config.model](config, generator)
 
 
 def regularized_parameters(model: PairwiseModel) -> list[torch.Tensor]:

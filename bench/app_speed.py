@@ -25,13 +25,12 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from afm.analysis.attention import decompose_split, summarize_pairs
+from afm.checkpoint import load_checkpoint
+from afm.data import load_dataset
+from afm.figures import attention_heatmap
 
-from afm.analysis.attention import decompose_split, summarize_pairs  # noqa: E402
-from afm.checkpoint import load_checkpoint  # noqa: E402
-from afm.data import load_dataset  # noqa: E402
-from afm.figures import attention_heatmap  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def heatmap_seconds(checkpoint: str, threads: int) -> dict:

@@ -12,9 +12,10 @@ import argparse
 import time
 
 import numpy as np
+import pandas as pd
 import torch
 
-from afm.analysis.attention import decompose_split, permutation_pair_importance, spearman, summarize_pairs
+from afm.analysis.attention import decompose_split, permutation_pair_importance, summarize_pairs
 from afm.analysis.coupling import (
     coupling_summary,
     hessian_coupling,
@@ -36,6 +37,11 @@ def table(header: list[str], rows: list[list]) -> str:
     for row in rows:
         lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |")
     return "\n".join(lines)
+
+
+def rank_correlation(a, b) -> float:
+    """Spearman's rho (DataFrame.corr computes it without SciPy)."""
+    return float(pd.DataFrame({"a": a, "b": b}).corr(method="spearman").iloc[0, 1])
 
 
 def main() -> None:
@@ -100,7 +106,7 @@ def main() -> None:
         order = np.argsort(-importance)[:5]
         print(f"\nAFM's top pairs by mean |contribution|: {summary.ranking()[:5]}; by permutation interaction "
               f"importance: {[data.schema.pair_names()[i] for i in order]}; Spearman over all pairs "
-              f"{spearman(importance, summary.contribution_abs_mean):.3f}")
+              f"{rank_correlation(importance, summary.contribution_abs_mean):.3f}")
     print("\n### Seconds per measure on these rows\n")
     print(table(["model", "shares + tug-of-war", "Hessian blocks"], timing))
 

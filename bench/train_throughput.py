@@ -29,7 +29,6 @@ def workload(rows: int, seed: int = 0):
     """Frappe's training rows when the data is present, else random rows with its field sizes."""
     import numpy as np
 
-    sys.path.insert(0, str(ROOT))
     try:
         from afm.data import load_dataset
 

@@ -6,17 +6,17 @@ import numpy as np
 import streamlit as st
 
 from afm.analysis.attention import row_decomposition, top_feature_pairs
-from afm.data import SAMPLE_DIR
+from afm.app import cache, state
 from afm.figures import attention_heatmap, decomposition_figure, planted_heatmap, top_pairs_figure
+from afm.paths import sample_dir
 from afm.synthetic import planted_pairs
-from pages import common
 
-run, dataset = common.require_run_and_data()
+run, dataset = state.require_run_and_data()
 st.title("Attention")
 model_name = run.model_config.model
 left, right = st.columns([2, 3])
 with left:
-    common.run_picker("Model", key="attention_run")
+    state.run_picker("Model", key="attention_run")
 split = right.radio("Rows from", ["test", "valid", "train"], horizontal=True,
                     format_func=lambda s: f"{s} ({len(dataset.splits[s]):,} rows)")
 view = st.radio("Show", ["attention", "contribution", "magnitude"], horizontal=True, format_func={
@@ -27,20 +27,20 @@ st.caption("Attention is a weight, not a cause: a pair with high a_ij can still 
            + (" FM weights every pair by 1, so its attention view is flat." if model_name == "fm" else "")
            + (" FwFM has one learned weight r per field pair, the same in every row." if model_name == "fwfm" else ""))
 
-terms, summary = common.pair_analysis(run.key, dataset.fingerprint, split, run, dataset)
+terms, summary = cache.pair_analysis(run.key, dataset.fingerprint, split, run, dataset)
 names = list(dataset.schema.field_names)
-planted = planted_pairs(SAMPLE_DIR) if dataset.name == "sample" else []
+planted = planted_pairs(sample_dir()) if dataset.name == "sample" else []
 if planted:
     heat, truth = st.columns(2)
-    heat.plotly_chart(attention_heatmap(summary, names, view, model_name), config=common.PLOTLY_CONFIG)
-    truth.plotly_chart(planted_heatmap(planted, names), config=common.PLOTLY_CONFIG)
+    heat.plotly_chart(attention_heatmap(summary, names, view, model_name), config=state.PLOTLY_CONFIG)
+    truth.plotly_chart(planted_heatmap(planted, names), config=state.PLOTLY_CONFIG)
     learned = summary.ranking()[:len(planted)]
     wanted = {f"{a} x {b}" for a, b, _ in planted}
     found = len(wanted & set(learned))
     st.markdown(f"**Ground truth:** the {len(planted)} planted pairs are {sorted(wanted)}; the model's top "
                 f"{len(planted)} by mean |contribution| are {learned} ({found} of {len(planted)} recovered).")
 else:
-    st.plotly_chart(attention_heatmap(summary, names, view, model_name), config=common.PLOTLY_CONFIG)
+    st.plotly_chart(attention_heatmap(summary, names, view, model_name), config=state.PLOTLY_CONFIG)
 
 st.subheader("Top feature-value pairs")
 a, b, c = st.columns(3)
@@ -52,7 +52,7 @@ table = top_feature_pairs(terms, dataset.splits[split], dataset.schema, top=top,
 if table.empty:
     st.info("No feature-value pair is that frequent here; lower the minimum support.")
 else:
-    st.plotly_chart(top_pairs_figure(table, by), config=common.PLOTLY_CONFIG)
+    st.plotly_chart(top_pairs_figure(table, by), config=state.PLOTLY_CONFIG)
     st.dataframe(table.drop(columns=["first", "second"]), hide_index=True)
 
 st.subheader("One row, decomposed")
@@ -61,7 +61,7 @@ row = st.number_input(f"Row of the {split} split (0 to {rows - 1:,})", 0, rows -
 ids = dataset.splits[split].feature_ids[row]
 parts = row_decomposition(terms, int(row), dataset.schema, ids)
 label = float(dataset.splits[split].labels[row])
-st.plotly_chart(decomposition_figure(parts, float(terms.prediction[row]), label), config=common.PLOTLY_CONFIG)
+st.plotly_chart(decomposition_figure(parts, float(terms.prediction[row]), label), config=state.PLOTLY_CONFIG)
 pair_rows = parts[parts.kind == "pair"]
 largest = pair_rows.loc[pair_rows["value"].abs().idxmax()]
 st.caption(f"bias + first-order terms + pair terms = {parts['value'].sum():+.5f}, the prediction. The largest pair "

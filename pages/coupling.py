@@ -15,11 +15,11 @@ from afm.analysis.coupling import (
     information_abundance,
     seed_formula_error_by_scale,
 )
+from afm.app import state
 from afm.figures import metric_over_epochs, per_field_bars, seed_error_by_scale_figure, side_by_side_heatmaps
-from pages import common
 
-common.init_state()
-dataset = common.current_dataset()
+state.init_state()
+dataset = state.load_current()
 if dataset is None:
     st.stop()
 st.title("Gradient coupling")
@@ -32,7 +32,8 @@ st.latex(r"\frac{\partial L}{\partial v_i} = \ell' \sum_{j \ne i} x_i x_j \, v_j
 st.caption("s_ij = pᵀe_ij, s̄ = Σ a s (attention-weighted mean), u_ij = Wᵀ(h ⊙ 1[W e_ij + b > 0]). The s̄ term comes "
            "from the full softmax Jacobian, which the seed's eq. (10) truncates to a(1 − a).")
 
-fitting = {name: run for name, run in st.session_state.runs.items() if common.run_fits(run, dataset) is None}
+fitting = {name: run for name, run in st.session_state.runs.items()
+           if state.fit_problem(run, state.dataset_for(run, dataset)) is None}
 chosen = {}
 columns = st.columns(3)
 for column, model in zip(columns, ("fm", "fwfm", "afm")):
@@ -43,111 +44,132 @@ for column, model in zip(columns, ("fm", "fwfm", "afm")):
 if not chosen:
     st.info("No FM, FwFM or AFM model fits this dataset yet: train one on the Data & model page.")
     st.stop()
-valid = dataset.valid
 a, b, c = st.columns(3)
 rows = a.select_slider("Rows measured", [128, 256, 512, 1024, 2048, 4096], value=1024)
-rows = min(rows, len(valid))
+rows = min(rows, len(dataset.valid))
 hessian_rows = b.select_slider("Rows for AFM's Hessian (HVPs are costlier)", [64, 128, 256, 512, 1024], value=256)
 probes = c.select_slider("Hutchinson probes", [2, 4, 8, 16], value=4)
-sample = np.random.default_rng(0).permutation(len(valid))[:rows]
+sample = np.random.default_rng(0).permutation(len(dataset.valid))[:rows]
 names = list(dataset.schema.field_names)
 
 
+def rows_of(run, picked: np.ndarray):
+    return state.dataset_for(run, dataset).valid.tensors(picked)
+
+
+# Each analysis is cached on the run's content key and the rows, so a widget change recomputes
+# only what it changes, and sessions looking at the same bundled model share the work.
 @st.cache_data(show_spinner="Measuring coupling…", max_entries=32)
-def measure(run_key: str, fingerprint: str, rows: int, _run, _dataset, _sample):
-    ids, values, targets = common.tensors(_dataset.valid, _sample)
+def measure(run_key: str, fingerprint: str, rows: int, _run, _sample):
+    ids, values, targets = rows_of(_run, _sample)
     return coupling_summary(_run.model, ids, values, targets, _run.task), information_abundance(_run.model)
 
 
 @st.cache_data(show_spinner="Estimating Hessian blocks…", max_entries=32)
-def hessian(run_key: str, fingerprint: str, rows: int, probes: int, _run, _dataset, _sample):
-    ids, values, targets = common.tensors(_dataset.valid, _sample)
+def hessian(run_key: str, fingerprint: str, rows: int, probes: int, _run, _sample):
+    ids, values, targets = rows_of(_run, _sample)
     return hessian_coupling(_run.model, ids, values, targets, _run.task, probes=probes)
 
 
-results = {m: measure(r.key, dataset.fingerprint, rows, r, dataset, sample) for m, r in chosen.items()}
-tabs = st.tabs(["Pair shares", "Hessian blocks", "Tug-of-war", "Seed formula", "Over training", "Verify"])
+@st.cache_data(show_spinner="Comparing the seed's formula with autograd…", max_entries=16)
+def seed_errors(run_key: str, fingerprint: str, scales: tuple[float, ...], _run, _sample):
+    ids, values, targets = rows_of(_run, _sample)
+    return seed_formula_error_by_scale(_run.model, ids, values, targets, np.array(scales), _run.task)
+
+
+tabs = st.tabs(["Pair shares", "Hessian blocks", "Tug-of-war", "Seed formula", "Over training", "Verify"],
+               key="coupling_tab", on_change="rerun")  # lazy: only the open tab computes
+if tabs[0].open or tabs[2].open:
+    results = {m: measure(r.key, dataset.fingerprint, rows, r, sample) for m, r in chosen.items()}
 
 with tabs[0]:
-    st.markdown("**C[f, g]**: the mean size of the part of ∂L/∂v_f that comes from partner g, normalised per row. "
-                "A flat row means every partner pulls v_f equally hard (FM with similar norms); attention or "
-                "field weights concentrate it on the pairs that matter.")
-    st.plotly_chart(side_by_side_heatmaps({m: r[0].share for m, r in results.items()}, names,
-                                          f"Share of ∂L/∂v_f from each partner ({rows:,} validation rows)"),
-                    config=common.PLOTLY_CONFIG)
-    st.caption("Information abundance of each embedding table (‖σ(E)‖₁/‖σ(E)‖∞: how many directions it uses): "
-               + ", ".join(f"{m.upper()} {r[1]:.2f}" for m, r in results.items()))
+    if tabs[0].open:
+        st.markdown("**C[f, g]**: the mean size of the part of ∂L/∂v_f that comes from partner g, normalised per "
+                    "row. A flat row means every partner pulls v_f equally hard (FM with similar norms); attention or "
+                    "field weights concentrate it on the pairs that matter.")
+        st.plotly_chart(side_by_side_heatmaps({m: r[0].share for m, r in results.items()}, names,
+                                              f"Share of ∂L/∂v_f from each partner ({rows:,} validation rows)"),
+                        config=state.PLOTLY_CONFIG)
+        st.caption("Information abundance of each embedding table (‖σ(E)‖₁/‖σ(E)‖∞: how many directions it uses): "
+                   + ", ".join(f"{m.upper()} {r[1]:.2f}" for m, r in results.items()))
 
 with tabs[1]:
-    st.markdown("‖∂²L/∂v_f∂v_g‖_F (root mean square over rows), split into the coupling the model builds in, "
-                "ℓ'·∂²ŷ/∂v_f∂v_g, and the curvature any model gets from the loss, ℓ''·∇_fŷ∇_gŷᵀ. FM and FwFM have "
-                "closed forms (r x_f x_g I); AFM is estimated with Hessian-vector products.")
-    blocks = {}
-    for model, run in chosen.items():
-        subset = sample[:hessian_rows] if model == "afm" else sample
-        blocks[model] = hessian(run.key, dataset.fingerprint, len(subset), probes, run, dataset, subset)
-    part = st.radio("Part", ["model_part", "curvature_part", "total"], horizontal=True,
-                    format_func=lambda p: p.replace("_", " "))
-    off_diagonal = {m: np.where(np.eye(len(names), dtype=bool), np.nan, getattr(h, part)) for m, h in blocks.items()}
-    st.plotly_chart(side_by_side_heatmaps(off_diagonal, names, f"Hessian blocks: {part.replace('_', ' ')}"),
-                    config=common.PLOTLY_CONFIG)
-    for model, block in blocks.items():
-        note = "" if block.method == "closed form" else (
-            f", largest relative standard error {np.nanmax(block.relative_stderr):.1%}")
-        st.caption(f"{model.upper()}: {block.method} on {block.rows:,} rows{note}.")
+    if tabs[1].open:
+        st.markdown("‖∂²L/∂v_f∂v_g‖_F (root mean square over rows), split into the coupling the model builds in, "
+                    "ℓ'·∂²ŷ/∂v_f∂v_g, and the curvature any model gets from the loss, ℓ''·∇_fŷ∇_gŷᵀ. FM and FwFM "
+                    "have closed forms (r x_f x_g I); AFM is estimated with Hessian-vector products.")
+        blocks = {}
+        for model, run in chosen.items():
+            subset = sample[:hessian_rows] if model == "afm" else sample
+            blocks[model] = hessian(run.key, dataset.fingerprint, len(subset), probes, run, subset)
+        part = st.radio("Part", ["model_part", "curvature_part", "total"], horizontal=True,
+                        format_func=lambda p: p.replace("_", " "))
+        off_diagonal = {m: np.where(np.eye(len(names), dtype=bool), np.nan, getattr(h, part))
+                        for m, h in blocks.items()}
+        st.plotly_chart(side_by_side_heatmaps(off_diagonal, names, f"Hessian blocks: {part.replace('_', ' ')}"),
+                        config=state.PLOTLY_CONFIG)
+        for model, block in blocks.items():
+            note = "" if block.method == "closed form" else (
+                f", largest relative standard error {np.nanmax(block.relative_stderr):.1%}")
+            st.caption(f"{model.upper()}: {block.method} on {block.rows:,} rows{note}.")
 
 with tabs[2]:
-    st.markdown("For each v_f: the cosine between partner g's pull and the total update, and the **cancellation** "
-                "1 − ‖Σ_g G_fg‖ / Σ_g ‖G_fg‖: near 0 all partners pull one way, near 1 they cancel out and v_f "
-                "hardly moves however hard each pulls.")
-    st.plotly_chart(side_by_side_heatmaps({m: r[0].cosine for m, r in results.items()}, names,
-                                          "cos(partner's pull, total update)", diverging=True),
-                    config=common.PLOTLY_CONFIG)
-    st.plotly_chart(per_field_bars({m: r[0].cancellation for m, r in results.items()}, names,
-                                   "Cancellation index per field", "1 − ‖Σ G‖ / Σ ‖G‖"), config=common.PLOTLY_CONFIG)
+    if tabs[2].open:
+        st.markdown("For each v_f: the cosine between partner g's pull and the total update, and the "
+                    "**cancellation** 1 − ‖Σ_g G_fg‖ / Σ_g ‖G_fg‖: near 0 all partners pull one way, near 1 they "
+                    "cancel out and v_f hardly moves however hard each pulls.")
+        st.plotly_chart(side_by_side_heatmaps({m: r[0].cosine for m, r in results.items()}, names,
+                                              "cos(partner's pull, total update)", diverging=True),
+                        config=state.PLOTLY_CONFIG)
+        st.plotly_chart(per_field_bars({m: r[0].cancellation for m, r in results.items()}, names,
+                                       "Cancellation index per field", "1 − ‖Σ G‖ / Σ ‖G‖"),
+                        config=state.PLOTLY_CONFIG)
 
 with tabs[3]:
-    if "afm" not in chosen:
-        st.info("Pick an AFM model above to compare the seed's eq. (11) with the exact gradient.")
-    else:
-        st.markdown("The seed's eq. (11) keeps only the diagonal a(1 − a) of the softmax Jacobian and multiplies "
-                    "by p elementwise. Its error against autograd grows with the embedding scale (the dropped "
-                    "terms are cubic in |v|, the kept one linear): right for tiny embeddings, wrong after training.")
-        ids, values, targets = common.tensors(valid, sample[:256])
-        scales = np.logspace(-3, 1, 9)
-        errors = seed_formula_error_by_scale(chosen["afm"].model, ids, values, targets, scales, chosen["afm"].task)
-        st.plotly_chart(seed_error_by_scale_figure(scales, errors,
-                                                   "Seed eq. (11) vs autograd, embeddings rescaled (1 = as trained)"),
-                        config=common.PLOTLY_CONFIG)
+    if tabs[3].open:
+        if "afm" not in chosen:
+            st.info("Pick an AFM model above to compare the seed's eq. (11) with the exact gradient.")
+        else:
+            st.markdown("The seed's eq. (11) keeps only the diagonal a(1 − a) of the softmax Jacobian and multiplies "
+                        "by p elementwise. Its error against autograd grows with the embedding scale (the dropped "
+                        "terms are cubic in |v|, the kept one linear): right for tiny embeddings, wrong after "
+                        "training.")
+            scales = tuple(float(s) for s in np.logspace(-3, 1, 9))
+            errors = seed_errors(chosen["afm"].key, dataset.fingerprint, scales, chosen["afm"], sample[:256])
+            st.plotly_chart(seed_error_by_scale_figure(
+                np.array(scales), errors, "Seed eq. (11) vs autograd, embeddings rescaled (1 = as trained)"),
+                config=state.PLOTLY_CONFIG)
 
 with tabs[4]:
-    histories = {f"{m.upper()} ({r.name})": r.history for m, r in chosen.items()
-                 if any("coupling" in record for record in r.history)}
-    if not histories:
-        st.info("These runs did not record coupling while training. Train with *Record gradient coupling each "
-                "epoch* ticked (the bundled sample models have it).")
-    else:
-        st.plotly_chart(metric_over_epochs(histories, "cancellation_mean", "Mean cancellation index per epoch",
-                                           "cancellation"), config=common.PLOTLY_CONFIG)
-        st.plotly_chart(metric_over_epochs(histories, "information_abundance",
-                                           "Information abundance of the embeddings per epoch", "‖σ‖₁/‖σ‖∞"),
-                        config=common.PLOTLY_CONFIG)
-        afm_histories = {k: v for k, v in histories.items() if k.startswith("AFM")}
-        if afm_histories:
-            st.plotly_chart(metric_over_epochs(afm_histories, "seed_formula_error",
-                                               "Seed eq. (11): relative error vs autograd during training",
-                                               "relative error"), config=common.PLOTLY_CONFIG)
+    if tabs[4].open:
+        histories = {f"{m.upper()} ({r.name})": r.history for m, r in chosen.items()
+                     if any("coupling" in record for record in r.history)}
+        if not histories:
+            st.info("These runs did not record coupling while training. Train with *Record gradient coupling each "
+                    "epoch* ticked (the bundled sample models have it).")
+        else:
+            st.plotly_chart(metric_over_epochs(histories, "cancellation_mean", "Mean cancellation index per epoch",
+                                               "cancellation"), config=state.PLOTLY_CONFIG)
+            st.plotly_chart(metric_over_epochs(histories, "information_abundance",
+                                               "Information abundance of the embeddings per epoch", "‖σ‖₁/‖σ‖∞"),
+                            config=state.PLOTLY_CONFIG)
+            afm_histories = {k: v for k, v in histories.items() if k.startswith("AFM")}
+            if afm_histories:
+                st.plotly_chart(metric_over_epochs(afm_histories, "seed_formula_error",
+                                                   "Seed eq. (11): relative error vs autograd during training",
+                                                   "relative error"), config=state.PLOTLY_CONFIG)
 
 with tabs[5]:
-    st.markdown("Compare the closed forms above with PyTorch's autograd on the measured rows (float64, dropout "
-                "off).")
-    if st.button("Verify against autograd"):
-        ids, values, targets = common.tensors(valid, sample)
-        for model, run in chosen.items():
-            exact_model = copy.deepcopy(run.model).double()
-            closed = embedding_gradient_parts(exact_model, ids, values.double(), targets.double(), run.task)
-            reference = autograd_embedding_gradient(exact_model, ids, values.double(), targets.double(), run.task)
-            error = float((closed.gradient() - reference).abs().max())
-            scale = float(reference.abs().max())
-            st.write(f"**{model.upper()}**: max |closed form − autograd| = {error:.3e} "
-                     f"(largest gradient entry {scale:.3e}) over {len(sample):,} rows.")
+    if tabs[5].open:
+        st.markdown("Compare the closed forms above with PyTorch's autograd on the measured rows (float64, dropout "
+                    "off).")
+        if st.button("Verify against autograd"):
+            for model, run in chosen.items():
+                ids, values, targets = rows_of(run, sample)
+                exact_model = copy.deepcopy(run.model).double()
+                closed = embedding_gradient_parts(exact_model, ids, values.double(), targets.double(), run.task)
+                reference = autograd_embedding_gradient(exact_model, ids, values.double(), targets.double(), run.task)
+                error = float((closed.gradient() - reference).abs().max())
+                scale = float(reference.abs().max())
+                st.write(f"**{model.upper()}**: max |closed form − autograd| = {error:.3e} "
+                         f"(largest gradient entry {scale:.3e}) over {len(sample):,} rows.")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from afm.app import state
 from afm.figures import learning_curves
 from afm.jobs import histories_frame, runs_table
-from pages import common
 
-common.init_state()
+state.init_state()
 st.title("Curves")
 runs = st.session_state.runs
 if not runs:
@@ -28,7 +28,7 @@ if metric == "rmse" and any(run.dataset.get("name") == "frappe" for run in picke
     references = {"paper FM 0.3385": 0.3385, "paper AFM 0.3102": 0.3102}
 figure = learning_curves({name: run.history for name, run in picked.items()}, metric, tuple(splits), references,
                          models={name: run.model_config.model for name, run in picked.items()}, log_y=log_y)
-st.plotly_chart(figure, config={**common.PLOTLY_CONFIG,
+st.plotly_chart(figure, config={**state.PLOTLY_CONFIG,
                                 "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "afm-curves"}})
 st.caption("PNG: the camera icon on the chart. HTML and CSV: the buttons below.")
 st.subheader("Run comparison")

@@ -10,67 +10,50 @@ import streamlit as st
 import torch
 
 from afm.analysis.coupling import CouplingTracker
+from afm.app import cache, state, uploads
 from afm.checkpoint import load_checkpoint
 from afm.download import download_dataset
 from afm.errors import AFMError
 from afm.figures import learning_curves
-from afm.jobs import Run, TrainingJob
+from afm.jobs import Run, TrainingJob, epoch_table
 from afm.models import ModelConfig
+from afm.paths import runs_dir, sample_dir
 from afm.presets import PRESETS, preset
 from afm.train import TrainConfig
-from pages import common
 
-
-def epoch_table(history: list[dict]) -> pd.DataFrame:
-    """The per-epoch numbers a person reads, in a sensible order, rounded."""
-    table = pd.DataFrame(history)
-    wanted = ["epoch", "train_rmse", "valid_rmse", "test_rmse", "valid_auc", "test_auc", "valid_logloss",
-              "test_logloss", "seconds", "samples_per_second"]
-    table = table[[c for c in wanted if c in table.columns]].round(4)
-    if "samples_per_second" in table:
-        table["samples_per_second"] = table["samples_per_second"].round(0)
-    return table
-
-
-common.init_state()
+state.init_state()
 st.title("Data & model")
 st.caption("Pick the data, then train FM, FwFM or AFM on it, or load a saved checkpoint. "
            "The other pages inspect the *active* model.")
 
 # ----------------------------------------------------------------------------- data
-SOURCES = {"Bundled sample (synthetic)": "sample", "Frappe": "frappe", "MovieLens tag (ml-tag)": "ml-tag",
-           "Upload a file": "upload"}
-labels = list(SOURCES)
-current = next((k for k, v in SOURCES.items() if v == st.session_state.dataset_spec), "Upload a file")
-source = st.radio("Dataset", labels, index=labels.index(current), horizontal=True)
-if SOURCES[source] in ("frappe", "ml-tag"):
-    st.session_state.data_dir = st.text_input(
-        "Data directory (holds frappe/ or ml-tag/)", value=st.session_state.data_dir,
-        help="Get the data with `python -m afm download frappe --dest data`. Licensed for research use only.")
-    st.session_state.dataset_spec = SOURCES[source]
-elif SOURCES[source] == "sample":
-    st.session_state.dataset_spec = "sample"
-else:
+SOURCES = {"sample": "Bundled sample (synthetic)", "frappe": "Frappe", "ml-tag": "MovieLens tag (ml-tag)",
+           "upload": "Upload a file"}
+source = st.radio("Dataset", list(SOURCES), format_func=SOURCES.get, key="dataset_source", horizontal=True)
+if source in ("frappe", "ml-tag"):
+    st.text_input("Data directory (holds frappe/ or ml-tag/)", key="data_dir",
+                  help="Get the data with `python -m afm download frappe --dest data`. Licensed for research use only.")
+elif source == "upload":
     uploaded = st.file_uploader("A CSV with a header row, or a libfm file (`label id:value ...`)",
                                 type=["csv", "libfm", "txt"])
-    if uploaded is not None:
-        st.session_state.dataset_spec = str(common.save_upload(uploaded))
-        if uploaded.name.lower().endswith(".csv"):
-            st.session_state.label_column = st.text_input(
-                "Label column (empty: label/target/y/rating/click, else the last column)",
-                value=st.session_state.label_column or "") or None
-    elif st.session_state.dataset_spec in ("sample", "frappe", "ml-tag"):
-        st.info("Upload a file to use it; until then the bundled sample stays loaded.")
-        st.session_state.dataset_spec = "sample"
+    if uploaded is None:
+        st.session_state.upload = None  # removed (or never given): forget it, and its errors
+        st.info("Upload a file to use it.")
+        st.stop()
+    if st.session_state.upload is None or st.session_state.upload[1] != uploaded.name \
+            or st.session_state.get("upload_id") != uploaded.file_id:
+        st.session_state.upload = uploads.save_upload(uploaded)
+        st.session_state.upload_id = uploaded.file_id
+    if uploaded.name.lower().endswith(".csv"):
+        st.text_input("Label column (empty: label/target/y/rating/click, else the last column)", key="label_column")
 
-dataset = common.current_dataset()
+dataset = state.load_current()
 if dataset is None:
-    spec = st.session_state.dataset_spec
-    if spec in ("frappe", "ml-tag") and st.button(f"Download {spec} (the AFM authors' public copy) into "
-                                                  f"{st.session_state.data_dir}"):
+    if source in ("frappe", "ml-tag") and st.button(f"Download {source} (the AFM authors' public copy) into "
+                                                    f"{st.session_state.data_dir}"):
         try:
-            with st.spinner(f"Downloading {spec}…"):
-                download_dataset(spec, st.session_state.data_dir, progress=io.StringIO())
+            with st.spinner(f"Downloading {source}…"):
+                download_dataset(source, st.session_state.data_dir, progress=io.StringIO())
             st.rerun()
         except AFMError as exc:
             st.error(f"Download failed: {exc}")
@@ -81,7 +64,7 @@ for column, (name, value) in zip(columns, [("train rows", len(dataset.train)), (
                                            ("features", dataset.schema.num_features)]):
     column.metric(name, f"{value:,}")
 with st.expander("Preview (first training rows, decoded)"):
-    st.dataframe(common.preview_frame(dataset), hide_index=True)
+    st.dataframe(dataset.preview(), hide_index=True)
     for note in dataset.notes:
         st.caption(note)
 
@@ -101,7 +84,7 @@ with train_tab:
                              help=f"Detected: {torch.cuda.get_device_name(0) if cuda else 'no CUDA GPU, CPU only'}")
     values = preset(preset_name, model_name)
     fm_runs = [n for n, r in st.session_state.runs.items() if r.model_config.model == "fm"
-               and common.run_fits(r, dataset) is None and r.model_config.embedding_dim == values["embedding_dim"]]
+               and state.fit_problem(r, dataset) is None and r.model_config.embedding_dim == values["embedding_dim"]]
     with st.form("train_form"):
         a, b, c, d = st.columns(4)
         k = a.number_input("Embedding size k", 1, 1024, values["embedding_dim"], key=f"k_{preset_name}")
@@ -142,12 +125,13 @@ with train_tab:
             train_config = TrainConfig(task=task, epochs=int(epochs), batch_size=int(batch), lr=float(lr),
                                        optimizer=optimizer, l2_attention=float(l2) if model_name == "afm" else 0.0,
                                        seed=int(seed), device=device, patience=values["patience"])
-            probe_rows = np.arange(min(512, len(dataset.valid)))
-            probe = common.tensors(dataset.valid, probe_rows)
+            probe = dataset.valid.tensors(np.arange(min(512, len(dataset.valid))))
             trackers = [lambda m: CouplingTracker(m, *probe, task=task)] if track else []
-            start = st.session_state.runs[init_from].model if init_from in st.session_state.runs else None
+            start = st.session_state.runs.get(init_from)
             name = f"{model_name.upper()} k={int(k)} on {dataset.name} #{len(st.session_state.runs) + 1}"
-            st.session_state.job = TrainingJob(name, dataset, config, train_config, init_from=start,
+            st.session_state.job = TrainingJob(name, dataset, config, train_config,
+                                               init_from=start.model if start else None,
+                                               init_from_name=start.name if start else None,
                                                callbacks=trackers).start()
             st.session_state.job_collected = False
         except AFMError as exc:
@@ -174,13 +158,13 @@ with train_tab:
                       help="Stops after the current batch; the best epoch so far is kept.")
         if len(history) > 1 or job.finished:
             metric = "rmse" if job.train_config.task == "regression" else "auc"
-            st.plotly_chart(learning_curves({job.name: history}, metric), config=common.PLOTLY_CONFIG,
+            st.plotly_chart(learning_curves({job.name: history}, metric), config=state.PLOTLY_CONFIG,
                             key=f"live_{job.name}_{len(history)}")
             st.dataframe(epoch_table(history), hide_index=True)
         if job.finished and not st.session_state.get("job_collected"):
             st.session_state.job_collected = True
             if job.run is not None:
-                common.add_run(job.run)
+                state.add_run(job.run)
             st.rerun()
         if job.finished:
             if snapshot["status"] == "failed":
@@ -196,24 +180,30 @@ with train_tab:
 
 with load_tab:
     uploaded_checkpoint = st.file_uploader("A checkpoint saved by this tool (.safetensors)", type=["safetensors"])
-    saved = sorted(str(p.relative_to(common.PROJECT_ROOT)) for folder in common.SAVED_CHECKPOINT_DIRS
-                   if folder.is_dir() for p in folder.glob("**/*.safetensors"))
-    picked = st.selectbox("…or one saved on this machine", ["(none)"] + saved)
+    folders = {"runs": runs_dir(), "sample_data": sample_dir()}
+    saved = {f"{label}/{p.relative_to(folder)}": p for label, folder in folders.items() if folder.is_dir()
+             for p in sorted(folder.glob("**/*.safetensors"))}
+    picked = st.selectbox("…or one saved on this machine", ["(none)", *saved])
     if st.button("Load checkpoint"):
         try:
             if uploaded_checkpoint is not None:
-                checkpoint = load_checkpoint(uploaded_checkpoint.getvalue(), name=uploaded_checkpoint.name)
+                data = uploaded_checkpoint.getvalue()
+                checkpoint, key = load_checkpoint(data, name=uploaded_checkpoint.name), cache.content_key(data)
                 label = uploaded_checkpoint.name
             elif picked != "(none)":
-                path = common.PROJECT_ROOT / picked
-                checkpoint = common.cached_checkpoint(str(path), path.stat().st_mtime)
+                checkpoint, key = cache.checkpoint_file(str(saved[picked]), cache.file_stamp(str(saved[picked])))
                 label = picked
             else:
                 raise AFMError("choose a file to upload or a saved checkpoint first")
-            for warning in checkpoint.check_fits(dataset):
-                st.warning(warning)
-            common.add_run(Run.from_checkpoint(checkpoint, f"{checkpoint.model_config.model.upper()} from {label}",
-                                               f"loaded: {label}"))
+            run = Run.from_checkpoint(checkpoint, f"{checkpoint.model_config.model.upper()} from {label}",
+                                      f"loaded: {label}", key=key)
+            problem = state.fit_problem(run, state.dataset_for(run, dataset))
+            if problem:
+                st.warning(f"It cannot score the current dataset: {problem}")
+            else:
+                for warning in run.check_fits(state.dataset_for(run, dataset)):
+                    st.warning(warning)
+            state.add_run(run)
             st.success(f"Loaded {label}; it is now the active model.")
         except AFMError as exc:
             st.error(f"Cannot use this checkpoint: {exc}")
@@ -227,11 +217,11 @@ if st.session_state.runs:
              "test": run.best.get("test_rmse", run.best.get("test_auc")), "source": run.source}
             for name, run in st.session_state.runs.items()]
     st.dataframe(pd.DataFrame(rows), hide_index=True)
-    common.run_picker("Active model")
-    run = common.active_run()
-    problem = common.run_fits(run, dataset)
+    state.run_picker("Active model")
+    run = state.active_run()
+    problem = state.fit_problem(run, state.dataset_for(run, dataset))
     if problem:
         st.warning(f"The active model cannot score this dataset: {problem}.")
-    st.download_button("Download the active model's checkpoint", data=run.checkpoint_bytes(),
+    st.download_button("Download the active model's checkpoint", data=run.to_bytes,
                        file_name=f"{run.name.replace(' ', '_').replace('/', '_')}.safetensors",
                        mime="application/octet-stream")

@@ -9,12 +9,12 @@ from afm.analysis.attention import (
     pair_matrix,
     permutation_pair_importance,
     row_decomposition,
-    spearman,
     summarize_pairs,
     top_feature_pairs,
 )
-from afm.data import SAMPLE_DIR, load_dataset
+from afm.data import load_dataset
 from afm.models import ModelConfig, build_model
+from afm.paths import sample_dir
 from afm.synthetic import planted_pairs
 from afm.train import TrainConfig, predict, seed_everything, train_model
 from tests.conftest import random_dataset
@@ -104,17 +104,13 @@ def test_permutation_importance_finds_a_known_interaction():
     assert np.abs(others).max() < 0.25 * importance.max()  # the rest is estimator noise
 
 
-def test_spearman():
-    assert spearman(np.array([1, 2, 3, 4.0]), np.array([10, 20, 30, 40.0])) == pytest.approx(1.0)
-    assert spearman(np.array([1, 2, 3, 4.0]), np.array([4, 3, 2, 1.0])) == pytest.approx(-1.0)
-
-
+@pytest.mark.slow
 @pytest.mark.slow
 def test_trained_afm_ranks_the_planted_pairs_on_top():
     """The ground truth: on the sample (3 planted pairs among 45), the planted pairs are in the
     top 5 of the learned importance (mean |contribution|) for at least 4 of 5 seeds."""
     data = load_dataset("sample")
-    planted = {f"{a} x {b}" for a, b, _ in planted_pairs(SAMPLE_DIR)}
+    planted = {f"{a} x {b}" for a, b, _ in planted_pairs(sample_dir())}
     assert len(planted) == 3
     hits = 0
     for seed in range(5):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save as save_safetensors
 
-from afm.checkpoint import checkpoint_bytes, load_checkpoint, save_checkpoint
+from afm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from afm.errors import CheckpointError
 from afm.models import ModelConfig, build_model
 from tests.conftest import random_dataset
@@ -26,11 +26,15 @@ def trained_like(name="afm"):
     return model.eval(), data
 
 
+def checkpoint_of(model, data, **changes) -> Checkpoint:
+    fields = dict(train_config={"task": "regression", "best_epoch": 3},
+                  history=[{"epoch": 0, "valid_rmse": 1.0, "train_rmse": float("nan")}], schema=data.schema,
+                  dataset={"name": data.name, "fingerprint": data.fingerprint, "label_range": list(data.label_range)})
+    return Checkpoint(model, model.config, **{**fields, **changes})
+
+
 def save(path, model, data):
-    return save_checkpoint(path, model, train_config={"task": "regression", "best_epoch": 3},
-                           history=[{"epoch": 0, "valid_rmse": 1.0, "train_rmse": float("nan")}],
-                           schema=data.schema, dataset={"name": data.name, "fingerprint": data.fingerprint,
-                                                        "label_range": list(data.label_range)})
+    return save_checkpoint(path, checkpoint_of(model, data))
 
 
 @pytest.mark.parametrize("name", ["fm", "fwfm", "afm"])
@@ -63,7 +67,7 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "fsync", broken_fsync)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match="disk full"):
         save(path, model, data)
     assert path.read_bytes() == before  # the old checkpoint is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
@@ -94,8 +98,7 @@ def rebuild(header: dict, body: bytes) -> bytes:
 
 def test_hostile_and_damaged_files_are_refused(tmp_path):
     model, data = trained_like()
-    good = checkpoint_bytes(model, train_config={}, history=[], schema=data.schema,
-                            dataset={"name": "x", "fingerprint": "y"})
+    good = checkpoint_of(model, data, train_config={}, history=[], dataset={"name": "x", "fingerprint": "y"}).to_bytes()
     header, body = header_and_body(good)
 
     cases = {
@@ -124,7 +127,7 @@ def test_hostile_and_damaged_files_are_refused(tmp_path):
     nan_model = build_model(model.config)
     with torch.no_grad():
         nan_model.bias.fill_(float("nan"))
-    cases["nan weights"] = checkpoint_bytes(nan_model, train_config={}, history=[], schema=data.schema, dataset={})
+    cases["nan weights"] = checkpoint_of(nan_model, data, train_config={}, history=[], dataset={}).to_bytes()
 
     for label, blob in cases.items():
         path = tmp_path / f"{label}.safetensors"

@@ -164,7 +164,7 @@ def test_information_abundance_counts_directions():
 
 def test_tracker_records_coupling_into_the_history(tmp_path):
     from afm.analysis.coupling import CouplingTracker
-    from afm.checkpoint import load_checkpoint, save_checkpoint
+    from afm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
     from afm.data import load_dataset
     from afm.train import TrainConfig, train_model
 
@@ -182,6 +182,5 @@ def test_tracker_records_coupling_into_the_history(tmp_path):
     assert len(measures["share"]) == 10 and len(measures["cancellation"]) == 10
     assert 0 < measures["seed_formula_error"] and 1 <= measures["information_abundance"] <= 8
     assert len(measures["hessian_model_part"]) == 10
-    path = save_checkpoint(tmp_path / "m.safetensors", result.model, train_config={}, history=result.history,
-                           schema=data.schema, dataset={})
+    path = save_checkpoint(tmp_path / "m.safetensors", Checkpoint.from_training(result, data))
     assert load_checkpoint(path).history[2]["coupling"]["share"] == measures["share"]

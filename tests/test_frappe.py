@@ -9,7 +9,7 @@ from afm.models import ModelConfig, build_model
 from afm.train import TrainConfig, seed_everything, train_model
 from tests.conftest import requires_frappe
 
-pytestmark = [requires_frappe, pytest.mark.frappe]
+pytestmark = [requires_frappe, pytest.mark.frappe, pytest.mark.slow]
 
 
 def small(name, data):

@@ -28,7 +28,7 @@ def test_job_trains_in_the_background_and_yields_a_run(tmp_path):
     assert job.snapshot()["progress"][0] == 3
     # Its checkpoint bytes load back into the same function.
     path = tmp_path / "run.safetensors"
-    path.write_bytes(run.checkpoint_bytes())
+    path.write_bytes(run.to_bytes())
     again = Run.from_checkpoint(load_checkpoint(path), "again", "loaded")
     assert again.best_epoch == run.best_epoch and again.model is not run.model
     table = runs_table({"tiny": run, "again": again})

@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from afm.cli import build_parser
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_python_example_runs():
     code = re.search(r"```python\n(.*?)```", README, re.S).group(1)
     namespace: dict = {}

@@ -157,10 +157,3 @@ def permutation_pair_importance(predict, split: Split, num_fields: int, repeats:
         single = [rise([f]) for f in range(num_fields)]
         importance += [single[f] + single[g] - rise([f, g]) for f, g in zip(left, right)]
     return importance / repeats
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Rank correlation (average ranks for ties)."""
-    ranks_a = pd.Series(a).rank().to_numpy()
-    ranks_b = pd.Series(b).rank().to_numpy()
-    return float(np.corrcoef(ranks_a, ranks_b)[0, 1])

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from afm.jsonsafe import finite
 from afm.models import AFM, FwFM, PairwiseModel
 
 TASK_LOSS = ("regression", "binary")
@@ -189,8 +190,8 @@ class CouplingSummary:
     rows: int
 
     def to_json(self) -> dict:
-        return {"share": _nan_to_none(self.share), "cosine": _nan_to_none(self.cosine),
-                "cancellation": _nan_to_none(self.cancellation), "rows": self.rows}
+        return finite({"share": self.share, "cosine": self.cosine, "cancellation": self.cancellation,
+                       "rows": self.rows})
 
 
 def coupling_summary(model: PairwiseModel, feature_ids, feature_values, targets, task="regression",
@@ -348,11 +349,6 @@ def information_abundance(model: PairwiseModel) -> float:
     return float(singular_values.sum() / singular_values.max().clamp_min(1e-300))
 
 
-def _nan_to_none(array: np.ndarray):
-    return [None if not np.isfinite(v) else float(v) for v in array.ravel()] if array.ndim == 1 else \
-        [_nan_to_none(row) for row in array]
-
-
 class CouplingTracker:
     """Training callback: measures coupling on a fixed probe batch at chosen epochs and stores
     the result in that epoch's history record (so checkpoints carry it to the app)."""
@@ -380,6 +376,6 @@ class CouplingTracker:
             measures["seed_formula_error"] = seed_formula_error(self.model, ids, values, targets, self.task)
         if self.hessian_probes:
             hessian = hessian_coupling(self.model, ids, values, targets, self.task, probes=self.hessian_probes)
-            measures["hessian_model_part"] = _nan_to_none(hessian.model_part)
-            measures["hessian_curvature_part"] = _nan_to_none(hessian.curvature_part)
+            measures["hessian_model_part"] = finite(hessian.model_part)
+            measures["hessian_curvature_part"] = finite(hessian.curvature_part)
         record["coupling"] = measures

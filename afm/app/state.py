@@ -1,0 +1,175 @@
+"""Per-session state behind an init guard: the session's runs, the active run, the dataset
+choice, and the checks that turn user mistakes into `st.error` messages instead of tracebacks."""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+from afm.app import cache
+from afm.bundled import sample_checkpoint_path
+from afm.data import Dataset
+from afm.errors import AFMError
+from afm.jobs import Run
+from afm.models import MODEL_NAMES
+from afm.paths import data_roots
+
+PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+REGISTRY_SOURCES = ("sample", "frappe", "ml-tag")
+# Widget values that must outlive the page that draws them: Streamlit forgets a widget's key
+# on a page that does not draw it unless the key is written back at the start of every run.
+PERSISTENT_KEYS = ("dataset_source", "data_dir", "label_column")
+
+
+def init_state() -> None:
+    """Create this session's state once; keep the persistent widget values on every run."""
+    if "runs" in st.session_state:
+        for key in PERSISTENT_KEYS:
+            if key in st.session_state:
+                st.session_state[key] = st.session_state[key]
+        return
+    st.session_state.runs = {}
+    st.session_state.active_run = None
+    st.session_state.dataset_source = "sample"  # a registry name or "upload"
+    st.session_state.upload = None  # (path on the server, name the user gave it)
+    st.session_state.data_dir = default_data_dir()
+    st.session_state.label_column = ""
+    st.session_state.job = None
+    for name in MODEL_NAMES:
+        path = sample_checkpoint_path(name)
+        if path.is_file():
+            try:
+                checkpoint, key = cache.checkpoint_file(str(path), path.stat().st_mtime)
+                add_run(Run.from_checkpoint(checkpoint, f"sample {name.upper()}", "bundled", key=key),
+                        make_active=name == "afm")
+            except AFMError as exc:  # a damaged bundle must not take the app down
+                st.session_state.startup_error = str(exc)
+
+
+def default_data_dir() -> str:
+    roots = data_roots()
+    for root in roots:
+        if (root / "frappe").is_dir() or (root / "ml-tag").is_dir():
+            return str(root)
+    return str(roots[0])
+
+
+def dataset_spec() -> str | None:
+    """What `load_dataset` is given: a registry name or the uploaded file (None: nothing yet)."""
+    source = st.session_state.dataset_source
+    if source != "upload":
+        return source
+    upload = st.session_state.get("upload")
+    return upload[0] if upload else None
+
+
+def user_message(exc: Exception) -> str:
+    """The error as the user should read it: uploads by the name they gave, not a server path."""
+    message = str(exc)
+    upload = st.session_state.get("upload")
+    return message.replace(upload[0], upload[1]) if upload else message
+
+
+def load_current(schema=None, show_errors: bool = True) -> Dataset | None:
+    """The chosen dataset (read with a model's `schema` when given), or None with the reason shown."""
+    spec = dataset_spec()
+    if spec is None:
+        return None
+    try:
+        schema_json = json.dumps(schema.to_json(), sort_keys=True) if schema is not None else None
+        return cache.dataset(spec, st.session_state.data_dir, st.session_state.label_column or None,
+                             cache.file_stamp(spec), schema_json, _schema=schema)
+    except AFMError as exc:
+        if show_errors:
+            st.error(f"Cannot load the dataset: {user_message(exc)}")
+            if spec in ("frappe", "ml-tag"):
+                st.info(f"Download it with `python -m afm download {spec} --dest data` and set the data directory "
+                        "to that `data` folder on the Data & model page.")
+        return None
+
+
+def dataset_for(run: Run, dataset: Dataset) -> Dataset:
+    """The dataset as `run` must see it: a CSV is encoded with the run's own saved encoding."""
+    if run.schema.csv_encoding is not None and run.schema.csv_encoding != dataset.schema.csv_encoding:
+        return load_current(schema=run.schema, show_errors=False) or dataset
+    return dataset
+
+
+def fit_problem(run: Run, dataset: Dataset) -> str | None:
+    """None when the run can score the dataset, else the reason it cannot."""
+    try:
+        run.check_fits(dataset)
+    except AFMError as exc:
+        return user_message(exc)
+    return None
+
+
+def add_run(run: Run, make_active: bool = True) -> None:
+    name, number = run.name, 2
+    while name in st.session_state.runs and st.session_state.runs[name].key != run.key:
+        name, number = f"{run.name} ({number})", number + 1
+    run.name = name
+    st.session_state.runs[name] = run
+    if make_active:
+        st.session_state.active_run = name
+
+
+def active_run() -> Run | None:
+    name = st.session_state.get("active_run")
+    return st.session_state.runs.get(name) if name else None
+
+
+def require_run_and_data() -> tuple[Run, Dataset]:
+    """The active run and the current dataset as that run sees it, or a message and a stop."""
+    init_state()
+    dataset = load_current()
+    if dataset is None:
+        if dataset_spec() is None:
+            st.info("No data yet: upload a file on the **Data & model** page.")
+        st.stop()
+    run = active_run()
+    if run is None:
+        st.info("No model yet: train or load one on the **Data & model** page.")
+        st.stop()
+    dataset = dataset_for(run, dataset)
+    problem = fit_problem(run, dataset)
+    if problem:
+        st.error(f"The active model does not fit the data: {problem}. Pick another run or dataset on the "
+                 "**Data & model** page.")
+        st.stop()
+    return run, dataset
+
+
+def run_picker(label: str = "Model", key: str = "picker_active_run") -> None:
+    """Choose the active run. `active_run` is the one source of truth: the widget is synced from
+    it before drawing (the pickers on several pages share it) and writes back on change."""
+    names = list(st.session_state.runs)
+    if not names:
+        return
+    if st.session_state.active_run not in names:
+        st.session_state.active_run = names[0]
+    st.session_state[key] = st.session_state.active_run
+
+    def chosen() -> None:
+        st.session_state.active_run = st.session_state[key]
+
+    st.selectbox(label, names, key=key, on_change=chosen)
+
+
+def sidebar_status(container) -> None:
+    """What is loaded, drawn after the page ran so it shows the page's changes."""
+    with container.container():
+        run = active_run()
+        upload = st.session_state.get("upload")
+        source = st.session_state.get("dataset_source")
+        st.caption("Dataset")
+        st.write(f"`{upload[1] if source == 'upload' and upload else source if source != 'upload' else 'none'}`")
+        st.caption("Active model")
+        st.write(run.name if run else "none")
+        job = st.session_state.get("job")
+        if job is not None and not job.finished:
+            st.info(f"Training {job.name}…")
+        if st.session_state.get("startup_error"):
+            st.warning(f"A bundled checkpoint could not be loaded: {st.session_state.startup_error}")
+

@@ -1,0 +1,81 @@
+"""Uploaded files live in a folder of their own session, removed when the session ends (its
+state is dropped) or the server exits; folders left by server processes that are gone (killed)
+are removed when the next one starts. Nothing uploaded outlives the people using it."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
+
+import streamlit as st
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def uploads_root() -> Path:
+    return Path(os.environ.get("AFM_UPLOAD_DIR") or Path(tempfile.gettempdir()) / "afm-uploads")
+
+
+class UploadFolder:
+    """One session's folder, `ROOT/<server pid>-<token>/`, deleted with this object."""
+
+    def __init__(self, root: Path | None = None):
+        root = root or uploads_root()
+        root.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-{secrets.token_hex(4)}-", dir=root))
+        self._remove = weakref.finalize(self, shutil.rmtree, str(self.path), True)
+
+    def remove(self) -> None:
+        self._remove()
+
+    def save(self, name: str, data: bytes) -> Path:
+        """Keep `data` under a safe version of the user's file name (a new upload of the same
+        name replaces the old one)."""
+        safe = _SAFE_NAME.sub("_", Path(name).name).strip("._") or "upload"
+        path = self.path / safe[-100:]
+        path.write_bytes(data)
+        return path
+
+
+def remove_orphans(root: Path | None = None) -> list[Path]:
+    """Delete the session folders of server processes that no longer run."""
+    root = root or uploads_root()
+    removed = []
+    try:
+        folders = [p for p in root.iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return removed
+    for folder in folders:
+        pid = folder.name.split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def session_folder() -> UploadFolder:
+    """This session's upload folder, made on first use."""
+    folder = st.session_state.get("upload_folder")
+    if folder is None or not folder.path.is_dir():
+        folder = st.session_state.upload_folder = UploadFolder()
+    return folder
+
+
+def save_upload(uploaded) -> tuple[str, str]:
+    """Keep a `st.file_uploader` file in this session's folder: (server path, the user's name)."""
+    return str(session_folder().save(uploaded.name, uploaded.getvalue())), uploaded.name
