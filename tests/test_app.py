@@ -157,3 +157,24 @@ def test_missing_frappe_offers_a_download_that_fails_clearly_offline(tmp_path, m
     download[0].click().run()
     assert not at.exception
     assert any("Download failed" in e.value and "cannot connect" in e.value for e in at.error)
+
+
+def test_dataset_choice_follows_every_click_and_survives_other_pages(tmp_path, monkeypatch):
+    monkeypatch.setenv("AFM_DATA_DIR", str(tmp_path))  # Frappe absent: its error shows, nothing breaks
+    at = app().run()
+    radio = lambda: at.radio(key="dataset_source")  # noqa: E731
+    for choice in ("frappe", "sample", "upload", "sample", "ml-tag", "sample"):
+        radio().set_value(choice).run()
+        assert radio().value == choice and at.session_state["dataset_source"] == choice
+    at.switch_page("pages/curves.py").run()
+    at.switch_page("pages/data_model.py").run()
+    assert radio().value == "sample" and at.metric[0].value == "10,500"
+
+
+def test_every_session_shares_the_bundled_models_analyses():
+    """Bundled runs are keyed by their checkpoint's content, so two sessions share cached work;
+    each still has its own copy of the model and history."""
+    first, second = app().run(), app().run()
+    a, b = first.session_state["runs"]["sample AFM"], second.session_state["runs"]["sample AFM"]
+    assert a.key == b.key and len(a.key) == 32
+    assert a.model is not b.model and a.history is not b.history
