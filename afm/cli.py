@@ -11,15 +11,23 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 
-from afm.errors import AFMError, ConfigError
+from afm.errors import AFMError, CheckpointError, ConfigError, is_out_of_memory
 from afm.jsonsafe import finite
 
+# Exit statuses: 0 done (and, for train, the checkpoint written); 1 a bug of ours; 2 bad input,
+# nothing written; 3 training ended early (diverged or Ctrl-C) and the best epoch so far WAS
+# written; 130 interrupted before anything could be written.
 EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+EXIT_INTERRUPTED = 130
+PARTIAL_STOPS = ("diverged", "interrupted")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -182,6 +190,35 @@ class _ProgressLog:
         self.stream.flush()
 
 
+class _FirstInterruptStops:
+    """Within the block, a first Ctrl-C asks training to stop after the current batch (so the
+    best epoch can be saved); a second one interrupts at once."""
+
+    def __init__(self):
+        self._set = False
+        self._previous = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def _handle(self, signum, frame):
+        if self._set:
+            raise KeyboardInterrupt
+        self._set = True
+        print("\nafm train: stopping after this batch to save the best epoch (Ctrl-C again to abandon)",
+              file=sys.stderr)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
 def _load_data(args, schema=None):
     from afm.data import load_dataset
 
@@ -192,7 +229,14 @@ def command_train(args) -> dict:
     from afm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
     from afm.files import check_writable_target
     from afm.models import ModelConfig, build_model
-    from afm.train import TrainConfig, resolve_device, seed_everything, train_model
+    from afm.train import (
+        TrainConfig,
+        TrainingDiverged,
+        check_training_memory,
+        resolve_device,
+        seed_everything,
+        train_model,
+    )
 
     defaults = _model_defaults(args.model)
     dropout_attention, dropout_pooled = args.dropout or defaults["dropout"]
@@ -216,6 +260,7 @@ def command_train(args) -> dict:
     config = ModelConfig(model=args.model, num_features=dataset.schema.num_features,
                          num_fields=dataset.schema.num_fields, embedding_dim=args.k, attention_dim=args.t,
                          dropout_attention=dropout_attention, dropout_pooled=dropout_pooled)
+    check_training_memory(config, train_config, sum(len(s) for s in dataset.splits.values()))
     model = build_model(config, seed=args.seed)
     if pretrained is not None:
         for warning in pretrained.check_fits(dataset):
@@ -226,14 +271,29 @@ def command_train(args) -> dict:
         print(f"afm: {args.model} on {dataset.name} ({len(dataset.train):,} train rows, "
               f"{dataset.schema.num_fields} fields, {dataset.schema.num_features:,} features), "
               f"k={args.k}" + (f", t={args.t}" if args.model == "afm" else ""), file=sys.stderr)
-    result = train_model(model, dataset, train_config, callbacks=callbacks)
+    diverged = None
+    with _FirstInterruptStops() as interrupt:
+        try:
+            result = train_model(model, dataset, train_config, callbacks=callbacks, should_stop=interrupt.is_set)
+        except TrainingDiverged as exc:
+            result, diverged = exc.result, str(exc)
+    stop_reason = "diverged" if diverged else "interrupted" if result.stop_reason == "stop_requested" \
+        else result.stop_reason
+    if stop_reason in PARTIAL_STOPS and result.best_epoch == 0:
+        if diverged:
+            raise ConfigError(f"{diverged}. Nothing was written: no epoch did better than the start")
+        raise KeyboardInterrupt
     checkpoint = Checkpoint.from_training(result, dataset, init_from=str(args.init_from) if args.init_from else None,
                                           match_fm=args.match_fm)
+    checkpoint.train_config["stop_reason"] = stop_reason
     save_checkpoint(out, checkpoint)
+    if stop_reason in PARTIAL_STOPS:
+        why = diverged or "interrupted (Ctrl-C)"
+        print(f"afm train: {why}; the best epoch so far ({result.best_epoch}) was saved to {out}", file=sys.stderr)
     best = result.best
     summary = {"model": args.model, "task": args.task, "dataset": dataset.name,
                "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-               "stop_reason": result.stop_reason}
+               "stop_reason": stop_reason}
     summary.update({key: value for key, value in best.items() if key.startswith(("valid_", "test_"))})
     summary.update({"seconds": round(result.seconds, 3), "samples_per_second": round(result.samples_per_second, 1),
                     "device": result.device, "compiled": result.compiled, "checkpoint": str(out)})
@@ -300,6 +360,8 @@ def command_history(args) -> dict:
     from afm.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(args.checkpoint)
+    if not checkpoint.history:
+        raise CheckpointError(args.checkpoint, "has no training history (it was imported or made by hand)")
     table = pd.DataFrame(checkpoint.history)
     columns = [c for c in ("epoch", "train_rmse", "valid_rmse", "test_rmse", "valid_auc", "valid_logloss",
                            "test_auc", "test_logloss", "seconds", "samples_per_second") if c in table]
@@ -337,19 +399,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"afm {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"afm {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except MemoryError:
-        print(f"afm {args.command}: error: out of memory; lower --batch-size or --k", file=sys.stderr)
-        return EXIT_USAGE
+        print(f"afm {args.command}: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, details on request
-        if type(exc).__name__ == "OutOfMemoryError":
-            print(f"afm {args.command}: error: out of GPU memory; lower --batch-size or --k, or use --device cpu",
+        if is_out_of_memory(exc):
+            print(f"afm {args.command}: error: out of memory; lower --batch-size, --k or --t (or use the CPU)",
                   file=sys.stderr)
             return EXIT_USAGE
         if os.environ.get("AFM_DEBUG"):
             traceback.print_exc()
-        print(f"afm {args.command}: internal error: {type(exc).__name__}: {exc} "
+        print(f"afm {args.command}: internal error: {type(exc).__name__}: {str(exc)[:300]} "
               "(set AFM_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
     try:
@@ -357,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
     except BrokenPipeError:  # `... | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
+    return EXIT_PARTIAL if summary.get("stop_reason") in PARTIAL_STOPS else 0
 
 
 def main_exit() -> None:

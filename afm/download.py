@@ -12,11 +12,13 @@ import os
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from afm.errors import DownloadError
+from afm.errors import DownloadError, quote
+from afm.files import check_writable_target, create_temporary, remove_stale_temporaries, target_mode
 
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/hexiangnan/attentional_factorization_machine/master/data"
 MAX_FILE_BYTES = 1024**3  # a mirror that sends more than this is not sending our data
@@ -61,6 +63,9 @@ def download_dataset(name: str, dest: str | os.PathLike, base_url: str | None = 
     if files is None:
         raise DownloadError(f"unknown dataset {name!r}; choose one of {sorted(manifest or MANIFEST)}")
     base_url = (base_url or os.environ.get("AFM_DOWNLOAD_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    parsed = urllib.parse.urlsplit(base_url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise DownloadError(f"--base-url must be an http(s) address such as {DEFAULT_BASE_URL}, got {quote(base_url)}")
     target = Path(dest) / name
     try:
         target.mkdir(parents=True, exist_ok=True)
@@ -76,7 +81,14 @@ def download_dataset(name: str, dest: str | os.PathLike, base_url: str | None = 
 
 
 def _fetch(url: str, path: Path, remote: RemoteFile, timeout: float, progress) -> None:
-    partial = path.with_name(path.name + ".part")
+    """Stream into a temporary file created exclusively beside `path` (never through a link a
+    stranger planted), verify it, then rename it into place."""
+    check_writable_target(path, lambda problem: DownloadError(f"{path}: {problem}"))
+    remove_stale_temporaries(path.parent)
+    try:
+        fd, partial = create_temporary(path.parent, path.name)
+    except OSError as exc:
+        raise DownloadError(f"cannot write in {path.parent}: {exc.strerror or exc}") from None
     try:
         try:
             response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - http(s) URLs only
@@ -85,7 +97,7 @@ def _fetch(url: str, path: Path, remote: RemoteFile, timeout: float, progress) -
         except urllib.error.URLError as exc:
             raise DownloadError(f"{url}: cannot connect ({exc.reason}); are you offline? "
                                 "Use --base-url for a mirror") from None
-        except (TimeoutError, OSError) as exc:
+        except (TimeoutError, OSError, ValueError) as exc:
             raise DownloadError(f"{url}: cannot connect ({exc}); are you offline?") from None
         with response:
             announced = response.headers.get("Content-Length")
@@ -94,7 +106,10 @@ def _fetch(url: str, path: Path, remote: RemoteFile, timeout: float, progress) -
                 raise DownloadError(f"{url}: server announces {total} bytes, the published file has {remote.size}")
             if total is not None and total > MAX_FILE_BYTES:
                 raise DownloadError(f"{url}: server announces {total} bytes, more than any of these files")
-            received = _stream(response, partial, url, total, progress, remote.name)
+            os.fchmod(fd, target_mode(path))
+            with os.fdopen(fd, "wb") as handle:
+                fd = None
+                received = _stream(response, handle, url, total, progress, remote.name)
         if total is not None and received != total:
             raise DownloadError(f"{url}: connection closed after {received} of {total} bytes; run again")
         if remote.size is not None and received != remote.size:
@@ -105,28 +120,29 @@ def _fetch(url: str, path: Path, remote: RemoteFile, timeout: float, progress) -
                                 f"(git blob {actual}, expected {remote.git_blob_sha1})")
         os.replace(partial, path)
     finally:
+        if fd is not None:
+            os.close(fd)
         partial.unlink(missing_ok=True)
 
 
-def _stream(response, partial: Path, url: str, total: int | None, progress, label: str) -> int:
+def _stream(response, handle, url: str, total: int | None, progress, label: str) -> int:
     received, last_draw, start = 0, 0.0, time.monotonic()
-    with partial.open("wb") as handle:
-        while True:
-            try:
-                chunk = response.read(CHUNK)
-            except (TimeoutError, OSError) as exc:
-                raise DownloadError(f"{url}: download interrupted after {received} bytes ({exc}); run again") \
-                    from None
-            if not chunk:
-                break
-            received += len(chunk)
-            if received > MAX_FILE_BYTES:
-                raise DownloadError(f"{url}: more than {MAX_FILE_BYTES} bytes; this is not the published file")
-            handle.write(chunk)
-            now = time.monotonic()
-            if now - last_draw > 0.2:
-                last_draw = now
-                _draw(progress, label, received, total, now - start)
+    while True:
+        try:
+            chunk = response.read(CHUNK)
+        except (TimeoutError, OSError) as exc:
+            raise DownloadError(f"{url}: download interrupted after {received} bytes ({exc}); run again") \
+                from None
+        if not chunk:
+            break
+        received += len(chunk)
+        if received > MAX_FILE_BYTES:
+            raise DownloadError(f"{url}: more than {MAX_FILE_BYTES} bytes; this is not the published file")
+        handle.write(chunk)
+        now = time.monotonic()
+        if now - last_draw > 0.2:
+            last_draw = now
+            _draw(progress, label, received, total, now - start)
     _draw(progress, label, received, total, time.monotonic() - start, final=True)
     return received
 

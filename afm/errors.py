@@ -58,3 +58,12 @@ class ConfigError(AFMError):
 
 class DownloadError(AFMError):
     """A dataset download that failed (offline, wrong size, wrong checksum)."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Python's MemoryError, torch's CUDA OutOfMemoryError, or the RuntimeError that torch's CPU
+    allocator raises ("DefaultCPUAllocator: can't allocate memory")."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)

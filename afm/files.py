@@ -127,6 +127,17 @@ def create_temporary(folder: Path, name: str) -> tuple[int, Path]:
     raise FileExistsError(errno.EEXIST, "no free temporary name", str(folder))
 
 
+def target_mode(path: Path, default_mode: int = 0o644) -> int:
+    """The permission bits a file written to `path` gets: the existing file's, else the default
+    less the umask (a temporary file starts owner-only)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return default_mode & ~umask
+
+
 def write_atomic(path: str | os.PathLike, data: bytes | Callable[[int], None],
                  error: Callable[[str], AFMError], default_mode: int = 0o644) -> Path:
     """Write `data` (bytes, or a function writing to a file descriptor) to `path` atomically.
@@ -143,12 +154,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | Callable[[int], None],
             else f"cannot create its folder ({_reason(exc)})"
         raise error(problem) from None
     remove_stale_temporaries(path.parent)
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = default_mode & ~umask
+    mode = target_mode(path, default_mode)
     try:
         fd, temporary = create_temporary(path.parent, path.name)
     except OSError as exc:

@@ -70,7 +70,8 @@ class ModelConfig:
                 raise ConfigError(message)
         if self.num_features * self.embedding_dim > MAX_TABLE_WEIGHTS:
             raise ConfigError(f"an embedding table of {self.num_features:,} x {self.embedding_dim} is more than the "
-                              f"{MAX_TABLE_WEIGHTS:,} weights supported")
+                              f"{MAX_TABLE_WEIGHTS:,} weights supported; lower k, or remap sparse feature ids to "
+                              "0..n-1 (the table has a row for every id up to the largest)")
 
     @property
     def num_pairs(self) -> int:
@@ -146,6 +147,12 @@ class PairwiseModel(nn.Module):
         """The second-order part of the prediction, (B, F, k) -> (B,)."""
         raise NotImplementedError
 
+    @staticmethod
+    def floats_per_row(config: ModelConfig, training: bool, one_hot: bool = False) -> int:
+        """Activation floats one row of a model with `config` costs in a forward pass (with what
+        backward keeps when `training`): batch sizes are planned from it, before anything is built."""
+        raise NotImplementedError
+
     def pair_weights_and_projection(self, embedded: torch.Tensor):
         """(weight_ij (B, P), p (k,)) without dropout, for `decompose`."""
         raise NotImplementedError
@@ -211,6 +218,11 @@ class FM(PairwiseModel):
         pooled = 0.5 * (square_of_sum - sum_of_squares)  # (B, k)
         return self.pooled_dropout(pooled).sum(1)  # (B,)
 
+    @staticmethod
+    def floats_per_row(config: ModelConfig, training: bool, one_hot: bool = False) -> int:
+        fields, k = config.num_fields, config.embedding_dim
+        return fields * k * (6 if training else 3)  # (B, F, k) embeddings, squares, sums
+
     def pair_weights_and_projection(self, embedded):
         batch = embedded.shape[0]
         weights = embedded.new_ones(batch, self.config.num_pairs)  # (B, P)
@@ -229,6 +241,11 @@ class FwFM(PairwiseModel):
         products = self.pair_products(embedded)  # (B, P, k)
         pooled = torch.einsum("p,bpk->bk", self.field_pair_weights, products)  # (B, k)
         return self.pooled_dropout(pooled).sum(1)  # (B,)
+
+    @staticmethod
+    def floats_per_row(config: ModelConfig, training: bool, one_hot: bool = False) -> int:
+        pairs, k = config.num_pairs, config.embedding_dim
+        return pairs * k * (4 if training else 3)  # (B, P, k) left, right and their product
 
     def pair_weights_and_projection(self, embedded):
         weights = self.field_pair_weights.expand(embedded.shape[0], -1)  # (B, P)
@@ -275,6 +292,14 @@ class AFM(PairwiseModel):
         interaction, attention = self.attend(embedded)  # (B,), (B, P)
         return self.bias + self.first_order(feature_ids, feature_values).sum(1) + interaction, attention
 
+    @staticmethod
+    def floats_per_row(config: ModelConfig, training: bool, one_hot: bool = False) -> int:
+        pairs, k, t = config.num_pairs, config.embedding_dim, config.attention_dim
+        if one_hot and not training:
+            return pairs * 6  # distinct-pair path: keys, slots, scores, softmax (B, P); (U, k) is shared
+        # (B, P, k) left, right, products (and their gradient); (B, P, t) pre-activation and ReLU.
+        return pairs * (4 * k + 3 * t) if training else pairs * (3 * k + 2 * t)
+
     def pair_weights_and_projection(self, embedded):
         return self.attention_weights(self.pair_products(embedded)), self.projection
 
@@ -304,6 +329,14 @@ class AFM(PairwiseModel):
 
 
 MODEL_CLASSES = {"fm": FM, "fwfm": FwFM, "afm": AFM}
+
+
+def parameter_count(config: ModelConfig) -> int:
+    """Weights of a model with `config`, known before it is built."""
+    shared = config.num_features * (config.embedding_dim + 1) + 1  # v, w, w0
+    k, t = config.embedding_dim, config.attention_dim
+    extra = {"fm": 0, "fwfm": config.num_pairs, "afm": t * k + 2 * t + k}[config.model]  # r | W, b, h, p
+    return shared + extra
 
 
 def build_model(config: ModelConfig, seed: int | None = None) -> PairwiseModel:

@@ -24,8 +24,9 @@ import torch.nn.functional as F
 
 from afm.data import Dataset, Split
 from afm.errors import AFMError, ConfigError
+from afm.limits import MEMORY_FRACTION, available_memory_bytes, rows_within
 from afm.metrics import SELECTION_METRIC, binary_targets, evaluate_predictions
-from afm.models import PairwiseModel, regularized_parameters
+from afm.models import MODEL_CLASSES, ModelConfig, PairwiseModel, parameter_count, regularized_parameters
 
 TASKS = ("regression", "binary")
 OPTIMIZERS = ("adagrad", "adam")
@@ -115,7 +116,10 @@ class DeviceSplit:
 @torch.no_grad()
 def predict(model: PairwiseModel, feature_ids: torch.Tensor, feature_values: torch.Tensor,
             batch_size: int = 16384) -> np.ndarray:
-    """Raw model outputs without dropout, batched."""
+    """Raw model outputs without dropout, in batches of at most `batch_size` rows that also keep
+    the activations within the pair-slot budget (many fields make each row costly)."""
+    one_hot = bool((feature_values == 1).all())
+    batch_size = rows_within(model.floats_per_row(model.config, training=False, one_hot=one_hot), cap=batch_size)
     outputs = [model.inference(feature_ids[i:i + batch_size], feature_values[i:i + batch_size])
                for i in range(0, feature_ids.shape[0], batch_size)]
     return torch.cat(outputs).float().cpu().numpy() if outputs else np.zeros(0, dtype=np.float32)
@@ -164,6 +168,71 @@ class TrainingDiverged(AFMError):
         self.result = result
 
 
+@dataclass
+class MemoryPlan:
+    """What one training needs at its peak, in bytes, by part; known before anything is built."""
+
+    parts: dict[str, int]
+    batch_size: int
+    per_row_bytes: int  # activations of one training row
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+    def largest(self) -> tuple[str, int]:
+        return max(self.parts.items(), key=lambda item: item[1])
+
+
+def plan_training_memory(model_config: ModelConfig, config: TrainConfig, rows: int) -> MemoryPlan:
+    """Weights, their gradients, the optimizer's state and the best epoch's copy; one batch's
+    activations; the data on the device. An upper bound (sparse gradients need less)."""
+    weights = parameter_count(model_config) * 4
+    state = weights * (2 if config.optimizer == "adam" else 1)
+    model_class = MODEL_CLASSES[model_config.model]
+    batch = max(1, min(config.batch_size, rows))
+    per_row = model_class.floats_per_row(model_config, training=True) * 4
+    parts = {"weights": weights, "gradients": weights, "optimizer state": state, "best-epoch copy": weights,
+             "activations of one batch": batch * per_row,
+             "data on the device": rows * model_config.num_fields * 12 + rows * 4}
+    return MemoryPlan(parts, batch, per_row)
+
+
+def check_training_memory(model_config: ModelConfig, config: TrainConfig, rows: int) -> MemoryPlan:
+    """Refuse, with what to change, a training that cannot fit the memory available now."""
+    device = resolve_device(config.device)
+    plan = plan_training_memory(model_config, config, rows)
+    if device.type == "cuda":
+        available = torch.cuda.mem_get_info(device)[0]
+        where = f"{torch.cuda.get_device_name(device)} has free"
+    else:
+        available, where = available_memory_bytes(), "this machine has available"
+    budget = int(MEMORY_FRACTION * available)
+    if plan.total <= budget:
+        return plan
+    part, size = plan.largest()
+    advice = {"activations of one batch": _batch_advice(plan, budget, model_config),
+              "data on the device": "use fewer rows, or train on the CPU"}.get(
+        part, f"lower k (now {model_config.embedding_dim}) or the number of feature ids "
+              f"({model_config.num_features:,}: remap sparse ids to 0..n-1)")
+    raise ConfigError(f"this training needs about {_size(plan.total)} ({part}: {_size(size)}) but {where} "
+                      f"{_size(available)} (we plan with {MEMORY_FRACTION:.0%} of it); {advice}")
+
+
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 1024**3:.1f} GB" if num_bytes >= 1024**3 else f"{num_bytes / 1024**2:.0f} MB"
+
+
+def _batch_advice(plan: MemoryPlan, budget: int, model_config: ModelConfig) -> str:
+    room = budget - (plan.total - plan.parts["activations of one batch"])
+    fits = room // plan.per_row_bytes
+    shape = (f"{model_config.num_pairs:,} pairs" if model_config.model != "fm" else f"{model_config.num_fields} "
+             "fields")
+    if fits >= 1:
+        return f"lower the batch size to {int(fits):,} or less (each row holds {shape} x k)"
+    return f"even one row of {shape} does not fit: lower k or t, or use fewer fields"
+
+
 SPARSE_MIN_FEATURES = 20_000
 COMPILE_MIN_CPU_BATCH = 1024
 COMPILE_MIN_SAMPLES = 1_000_000
@@ -208,6 +277,7 @@ def train_model(model: PairwiseModel, dataset: Dataset, config: TrainConfig,
     if config.task == "binary" and not dataset.is_binary:
         raise ConfigError("the binary task needs labels in {0, 1} or {-1, +1}; use --task regression")
     device = resolve_device(config.device)
+    check_training_memory(model.config, config, sum(len(s) for s in dataset.splits.values()))
     model.to(device)
     splits = {name: DeviceSplit(split, device, config.task) for name, split in dataset.splits.items()}
     if len(splits["train"]) == 0 or len(splits["valid"]) == 0:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import http.server
 import io
 import socket
-import threading
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -17,24 +14,6 @@ from afm.download import RemoteFile, download_dataset, git_blob_sha1
 from afm.errors import DownloadError
 
 ROWS = "".join(f"{1 if i % 3 else -1} {i % 4}:1 {4 + i % 5}:1 {9 + i % 2}:1\n" for i in range(60))
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server(tmp_path):
-    """Serves tmp_path/www on 127.0.0.1 with a free port; yields (base_url, www)."""
-    www = tmp_path / "www"
-    (www / "toy").mkdir(parents=True)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(www)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", www
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def publish(www: Path, sizes=True):

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from afm.data import FieldSchema, Split
+from afm.limits import rows_within
 from afm.models import AFM, PairwiseModel, PredictionTerms
 
 
@@ -39,9 +40,6 @@ class PairSummary:
         return list(self.frame().sort_values(by, ascending=False, kind="stable")["pair"])
 
 
-PAIR_SLOT_BUDGET = 64_000_000  # floats in one (batch, P, k) tensor: 256 MB
-
-
 def decompose_split(model: PairwiseModel, split: Split, batch_size: int | None = None,
                     rows: np.ndarray | None = None) -> PredictionTerms:
     """`model.decompose` over a whole split (or some of its rows), batched, on the model's device.
@@ -56,7 +54,7 @@ def decompose_split(model: PairwiseModel, split: Split, batch_size: int | None =
     if batch_size is None:
         one_hot_afm = isinstance(model, AFM) and bool((values == 1).all())
         per_row = model.config.num_pairs * model.config.embedding_dim
-        batch_size = 65_536 if one_hot_afm else max(256, PAIR_SLOT_BUDGET // per_row)
+        batch_size = 65_536 if one_hot_afm else rows_within(per_row, cap=65_536)
     parts = [model.decompose(ids[i:i + batch_size].to(device), values[i:i + batch_size].to(device))
              for i in range(0, ids.shape[0], batch_size)]
 
