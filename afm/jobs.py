@@ -20,12 +20,10 @@ import torch
 
 from afm.checkpoint import Checkpoint
 from afm.data import Dataset
-from afm.errors import AFMError
+from afm.errors import AFMError, is_out_of_memory
 from afm.models import ModelConfig, PairwiseModel, build_model
-from afm.train import TrainConfig, TrainingDiverged, train_model
-
-# Training saturates the CPU: on a shared server one job at a time keeps every session usable.
-_TRAINING_SLOTS = threading.BoundedSemaphore(1)
+from afm.scheduler import TrainingScheduler, default_scheduler
+from afm.train import TrainConfig, TrainingDiverged, check_training_memory, train_model
 
 
 @dataclass
@@ -50,10 +48,12 @@ class Run(Checkpoint):
 
 
 class TrainingJob:
-    """Train in a thread; read `snapshot()` from the page, `request_stop()` from a button."""
+    """Train in a background thread through the server's scheduler; read `snapshot()` from the
+    page (which also tells the scheduler someone is still looking), `request_stop()` from a button."""
 
     def __init__(self, name: str, dataset: Dataset, model_config: ModelConfig, train_config: TrainConfig,
-                 init_from: PairwiseModel | None = None, init_from_name: str | None = None, callbacks=()):
+                 init_from: PairwiseModel | None = None, init_from_name: str | None = None, callbacks=(),
+                 scheduler: TrainingScheduler | None = None):
         self.name = name
         self.dataset = dataset
         self.model_config = model_config
@@ -61,73 +61,143 @@ class TrainingJob:
         self.init_from = init_from
         self.init_from_name = init_from_name if init_from is not None else None
         self.extra_callbacks = list(callbacks)
+        self.scheduler = scheduler or default_scheduler()
+        self.notes: list[str] = []  # what the server's policy changed, for the page to say
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
         self.status = "queued"  # queued | running | done | stopped | failed
+        self.stop_cause: str | None = None  # "you" | "abandoned" | "time budget"
         self.error: str | None = None
         self.history: list[dict] = []
         self.progress = (0, 0, 0)  # epoch, batch, batches per epoch
         self.run: Run | None = None
         self.started = time.time()
+        self.last_seen = time.monotonic()
+        self._running_since: float | None = None
+        self._batches_done = 0
 
     # -- the trainer's callback interface
     def on_batch_end(self, epoch: int, batch: int, num_batches: int) -> None:
         with self._lock:
             self.progress = (epoch, batch, num_batches)
+            self._batches_done += 1
 
     def on_epoch_end(self, record: dict) -> None:
         with self._lock:
             self.history.append(dict(record))
+        if record.get("samples_per_second"):
+            self.scheduler.record_rate(record["samples_per_second"])
+        torch.set_num_threads(self.scheduler.threads_for(self))  # re-split as jobs come and go
 
     # -- control
     def start(self) -> TrainingJob:
-        self._thread = threading.Thread(target=self._work, name=f"train-{self.name}", daemon=True)
-        self._thread.start()
+        """Check the plan against memory (fails at once, with what to change), apply the server's
+        caps, and queue the job."""
+        check_training_memory(self.model_config, self.train_config,
+                              sum(len(s) for s in self.dataset.splits.values()))
+        policy = self.scheduler.policy
+        if policy.max_epochs and self.train_config.epochs > policy.max_epochs:
+            self.train_config = dataclasses.replace(self.train_config, epochs=policy.max_epochs)
+            self.notes.append(f"this server trains at most {policy.max_epochs} epochs per job")
+        if policy.max_minutes:
+            self.notes.append(f"this server stops a training after {policy.max_minutes:g} minutes (the best "
+                              "epoch is kept)")
+        self.scheduler.submit(self)
         return self
 
-    def request_stop(self) -> None:
+    def request_stop(self, cause: str = "you") -> None:
+        with self._lock:
+            self.stop_cause = self.stop_cause or cause
         self._stop.set()
+        if self.status == "queued":
+            self.scheduler.cancel(self)
 
-    def join(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def cancel_queued(self) -> None:
+        self.stop_cause = self.stop_cause or "you"
+        self._finish("stopped")
+
+    def join(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
 
     @property
     def finished(self) -> bool:
         return self.status in ("done", "stopped", "failed")
 
     def snapshot(self) -> dict:
+        """What the page shows; asking counts as someone still looking at this job."""
+        self.last_seen = time.monotonic()
+        queue = self.scheduler.position(self) if self.status == "queued" else None
+        running, queued = self.scheduler.counts()
         with self._lock:
             return {"status": self.status, "error": self.error, "history": list(self.history),
-                    "progress": self.progress, "elapsed": time.time() - self.started}
+                    "progress": self.progress, "elapsed": time.time() - self.started, "queue": queue,
+                    "stop_cause": self.stop_cause, "running_jobs": running, "queued_jobs": queued,
+                    "slots": self.scheduler.policy.slots}
 
-    def _work(self) -> None:
-        with _TRAINING_SLOTS:
+    # -- what the scheduler asks
+    def elapsed_running(self) -> float:
+        return time.monotonic() - self._running_since if self._running_since is not None else 0.0
+
+    def pace(self) -> float | None:
+        elapsed = self.elapsed_running()
+        with self._lock:
+            done = self._batches_done
+        return done * self.train_config.batch_size / elapsed if done >= 5 and elapsed > 0 else None
+
+    def estimated_seconds(self) -> float | None:
+        """The whole job's expected duration: from its own pace once it has run some batches,
+        else from the pace of this server's recent jobs; None when nothing is known yet."""
+        epochs = self.train_config.epochs
+        with self._lock:
+            _, _, per_epoch = self.progress
+            done = self._batches_done
+        if done >= 5 and per_epoch:
+            estimate = self.elapsed_running() / done * per_epoch * epochs
+        else:
+            rate = self.scheduler.typical_rate()
+            if rate is None:
+                return None
+            estimate = len(self.dataset.train) * epochs / rate
+        limit = self.scheduler.policy.max_minutes
+        return min(estimate, limit * 60) if limit else estimate
+
+    def run_now(self, scheduler: TrainingScheduler) -> None:
+        """Train (in the scheduler's thread); returns when finished, whatever happened."""
+        try:
             if self._stop.is_set():
                 self._finish("stopped")
                 return
             with self._lock:
                 self.status = "running"
-            try:
-                model = build_model(self.model_config, seed=self.train_config.seed)
-                if self.init_from is not None:
-                    model.init_from(self.init_from)
-                callbacks = [self, *[make(model) for make in self.extra_callbacks]]
-                result = train_model(model, self.dataset, self.train_config, callbacks=callbacks,
-                                     should_stop=self._stop.is_set)
-                self._keep(result)
-                self._finish("stopped" if result.stop_reason == "stop_requested" else "done")
-            except TrainingDiverged as exc:
-                self._keep(exc.result)
-                self._finish("failed", f"{exc} The best epoch so far ({exc.result.best_epoch}) was kept.")
-            except AFMError as exc:
-                self._finish("failed", str(exc))
-            except torch.OutOfMemoryError:
+                self._running_since = time.monotonic()
+            torch.set_num_threads(scheduler.threads_for(self))
+            limit = scheduler.policy.max_minutes
+            deadline = time.monotonic() + limit * 60 if limit else None
+
+            def should_stop() -> bool:
+                if deadline is not None and time.monotonic() > deadline and not self._stop.is_set():
+                    self.request_stop("time budget")
+                return self._stop.is_set()
+
+            model = build_model(self.model_config, seed=self.train_config.seed)
+            if self.init_from is not None:
+                model.init_from(self.init_from)
+            callbacks = [self, *[make(model) for make in self.extra_callbacks]]
+            result = train_model(model, self.dataset, self.train_config, callbacks=callbacks, should_stop=should_stop)
+            self._keep(result)
+            self._finish("stopped" if result.stop_reason == "stop_requested" else "done")
+        except TrainingDiverged as exc:
+            self._keep(exc.result)
+            self._finish("failed", f"{exc} The best epoch so far ({exc.result.best_epoch}) was kept.")
+        except AFMError as exc:
+            self._finish("failed", str(exc))
+        except Exception as exc:  # noqa: BLE001 - shown to the user instead of a dead thread
+            if is_out_of_memory(exc):
                 self._finish("failed", "out of memory: lower the batch size or the embedding size, or use the CPU")
-            except Exception as exc:  # noqa: BLE001 - shown to the user instead of a dead thread
+            else:
                 traceback.print_exc()
-                self._finish("failed", f"internal error: {type(exc).__name__}: {exc}")
+                self._finish("failed", f"internal error: {type(exc).__name__}: {str(exc)[:300]}")
 
     def _keep(self, result) -> None:
         checkpoint = Checkpoint.from_training(result, self.dataset, init_from=self.init_from_name)
@@ -136,6 +206,7 @@ class TrainingJob:
     def _finish(self, status: str, error: str | None = None) -> None:
         with self._lock:
             self.status, self.error = status, error
+        self._done.set()
 
 
 def runs_table(runs: dict[str, Run]) -> pd.DataFrame:

@@ -113,8 +113,11 @@ class PairwiseModel(nn.Module):
     def __init__(self, config: ModelConfig, generator: torch.Generator | None = None):
         super().__init__()
         self.config = config
-        self.embedding = nn.Embedding(config.num_features, config.embedding_dim)  # v_i
-        self.linear = nn.Embedding(config.num_features, 1)  # w_i
+        # Allocated uninitialised and initialised below from `generator`: building a model never
+        # draws from (or depends on) the process-wide random state that other threads use.
+        self.embedding = nn.Embedding(config.num_features, config.embedding_dim,
+                                      _weight=torch.empty(config.num_features, config.embedding_dim))  # v_i
+        self.linear = nn.Embedding(config.num_features, 1, _weight=torch.empty(config.num_features, 1))  # w_i
         self.bias = nn.Parameter(torch.zeros(()))  # w0
         # Row-major i < j pairs, built once. Not saved: the config rebuilds it.
         self.register_buffer("pair_index", torch.triu_indices(config.num_fields, config.num_fields, offset=1),
@@ -258,7 +261,7 @@ class AFM(PairwiseModel):
     def __init__(self, config: ModelConfig, generator: torch.Generator | None = None):
         super().__init__(config, generator)
         k, t = config.embedding_dim, config.attention_dim
-        self.attention = nn.Linear(k, t)  # W (t, k), b (t,)
+        self.attention = nn.Linear(k, t, device="meta").to_empty(device="cpu")  # W (t, k), b (t,): set below
         self.attention_h = nn.Parameter(torch.empty(t))  # h
         self.projection = nn.Parameter(torch.ones(k))  # p; the authors start it at 1 (= FM's sum)
         self.attention_dropout = nn.Dropout(config.dropout_attention)

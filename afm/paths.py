@@ -36,3 +36,10 @@ def data_roots(explicit: str | os.PathLike | None = None) -> list[Path]:
     roots = [Path(os.environ["AFM_DATA_DIR"])] if os.environ.get("AFM_DATA_DIR") else []
     roots += [Path.cwd() / "data", CHECKOUT / "data", CHECKOUT.parent / "shared" / "data"]
     return list(dict.fromkeys(roots))
+
+
+def inside_data_roots(path: str | os.PathLike) -> bool:
+    """Whether `path` (links resolved) lies in one of the configured data roots: the app lets a
+    visitor read and download data there and nowhere else on the server."""
+    resolved = Path(path).expanduser().resolve()
+    return any(resolved.is_relative_to(root.resolve()) for root in data_roots())

@@ -49,8 +49,8 @@ elif source == "upload":
 
 dataset = state.load_current()
 if dataset is None:
-    if source in ("frappe", "ml-tag") and st.button(f"Download {source} (the AFM authors' public copy) into "
-                                                    f"{st.session_state.data_dir}"):
+    if source in ("frappe", "ml-tag") and state.data_dir_problem() is None and st.button(
+            f"Download {source} (the AFM authors' public copy) into {st.session_state.data_dir}"):
         try:
             with st.spinner(f"Downloading {source}…"):
                 download_dataset(source, st.session_state.data_dir, progress=io.StringIO())
@@ -147,8 +147,13 @@ with train_tab:
         snapshot = job.snapshot()
         epoch, batch_number, batches = snapshot["progress"]
         history = snapshot["history"]
-        if snapshot["status"] == "queued":
-            st.info("Waiting for another training on this server to finish (one runs at a time).")
+        for note in job.notes:
+            st.caption(f"Note: {note}.")
+        if snapshot["status"] == "queued" and snapshot["queue"]:
+            place, wait = snapshot["queue"]
+            about = f", about {max(1, round(wait / 60))} min to wait" if wait is not None else ""
+            st.info(f"Queued: number {place} in line{about}. {snapshot['running_jobs']} training(s) run now on "
+                    f"this server, {snapshot['slots']} at a time; Stop takes it out of the queue.")
         if not job.finished:
             total = job.train_config.epochs
             done = (max(epoch - 1, 0) + (batch_number / batches if batches else 0)) / total
@@ -156,7 +161,7 @@ with train_tab:
                                              f"({snapshot['elapsed']:.0f} s)")
             st.button("Stop training", on_click=job.request_stop,
                       help="Stops after the current batch; the best epoch so far is kept.")
-        if len(history) > 1 or job.finished:
+        if history:
             metric = "rmse" if job.train_config.task == "regression" else "auc"
             st.plotly_chart(learning_curves({job.name: history}, metric), config=state.PLOTLY_CONFIG,
                             key=f"live_{job.name}_{len(history)}")
@@ -169,9 +174,12 @@ with train_tab:
         if job.finished:
             if snapshot["status"] == "failed":
                 st.error(f"Training stopped: {snapshot['error']}")
+            elif job.run is None:
+                st.info(f"{job.name} was taken out of the queue before it started.")
             elif job.run is not None:
                 best = job.run.best
-                verb = "stopped early at your request" if snapshot["status"] == "stopped" else "finished"
+                verb = {"you": "stopped early at your request", "time budget": "stopped by this server's time limit",
+                        "abandoned": "stopped because its page was closed"}.get(snapshot["stop_cause"], "finished")
                 metric = "valid_rmse" if job.run.task == "regression" else "valid_auc"
                 st.success(f"{job.name} {verb}: best epoch {job.run.best_epoch}, {metric} "
                            f"{best.get(metric, float('nan')):.4f}. It is now the active model.")

@@ -55,6 +55,15 @@ def _seed():
     yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _uploads_in_a_temporary_folder(tmp_path_factory):
+    """The app's per-session upload folders go under the test run's own temporary folder."""
+    import os
+
+    os.environ.setdefault("AFM_UPLOAD_DIR", str(tmp_path_factory.mktemp("uploads")))
+    yield
+
+
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass

@@ -178,3 +178,17 @@ def test_every_session_shares_the_bundled_models_analyses():
     a, b = first.session_state["runs"]["sample AFM"], second.session_state["runs"]["sample AFM"]
     assert a.key == b.key and len(a.key) == 32
     assert a.model is not b.model and a.history is not b.history
+
+
+def test_the_data_directory_stays_inside_the_servers_data_roots(tmp_path, monkeypatch):
+    monkeypatch.setenv("AFM_DATA_DIR", str(tmp_path / "allowed"))
+    at = app().run()
+    at.radio(key="dataset_source").set_value("frappe").run()
+    for outside in ("/etc", str(tmp_path / "allowed" / ".." / "elsewhere")):
+        at.text_input(key="data_dir").set_value(outside).run()
+        assert not at.exception
+        assert any("must be inside one of this server's data folders" in e.value for e in at.error)
+        assert not [b for b in at.button if b.label.startswith("Download")]  # no folder made outside
+    assert not (tmp_path / "elsewhere").exists()
+    at.text_input(key="data_dir").set_value(str(tmp_path / "allowed")).run()
+    assert [b for b in at.button if b.label.startswith("Download frappe")]

@@ -419,3 +419,32 @@ def test_csv_encoded_with_a_checkpoint_is_row_order_free(tmp_path_factory, citie
     assert len(part) == max(1, n // 2)
     for label, ids, values in zip(part.labels, part.feature_ids, part.feature_values):
         assert by_row[int(label)] == (ids.tolist(), values.tolist())
+
+
+# --------------------------------------------------------------------------- uploads
+
+
+def test_a_sessions_upload_folder_goes_with_the_session(tmp_path):
+    import gc
+
+    from afm.app.uploads import UploadFolder
+
+    folder = UploadFolder(tmp_path)
+    saved = folder.save("../../etc/passwd", b"1 0:1 1:1\n")
+    assert saved.parent == folder.path and saved.name == "passwd"  # no way out of the folder
+    path = folder.path
+    del folder
+    gc.collect()
+    assert not path.exists()
+
+
+def test_folders_of_dead_servers_are_removed_at_start_up(tmp_path):
+    from afm.app.uploads import UploadFolder, remove_orphans
+
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f"{child.stdout.strip()}-dead-abc"
+    orphan.mkdir()
+    (orphan / "data.csv").write_text("a,b\n")
+    mine = UploadFolder(tmp_path)
+    assert remove_orphans(tmp_path) == [orphan]
+    assert not orphan.exists() and mine.path.exists()

@@ -13,7 +13,7 @@ from afm.data import Dataset
 from afm.errors import AFMError
 from afm.jobs import Run
 from afm.models import MODEL_NAMES
-from afm.paths import data_roots
+from afm.paths import data_roots, inside_data_roots
 
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 REGISTRY_SOURCES = ("sample", "frappe", "ml-tag")
@@ -76,6 +76,10 @@ def load_current(schema=None, show_errors: bool = True) -> Dataset | None:
     spec = dataset_spec()
     if spec is None:
         return None
+    if spec in ("frappe", "ml-tag") and not inside_data_roots(st.session_state.data_dir):
+        if show_errors:
+            st.error(data_dir_problem())
+        return None
     try:
         schema_json = json.dumps(schema.to_json(), sort_keys=True) if schema is not None else None
         return cache.dataset(spec, st.session_state.data_dir, st.session_state.label_column or None,
@@ -87,6 +91,16 @@ def load_current(schema=None, show_errors: bool = True) -> Dataset | None:
                 st.info(f"Download it with `python -m afm download {spec} --dest data` and set the data directory "
                         "to that `data` folder on the Data & model page.")
         return None
+
+
+def data_dir_problem() -> str | None:
+    """Why the chosen data directory may not be used (None when it may): a visitor reads and
+    downloads only inside the data roots the server was started with."""
+    if inside_data_roots(st.session_state.data_dir):
+        return None
+    roots = ", ".join(str(r) for r in data_roots())
+    return (f"The data directory must be inside one of this server's data folders ({roots}); whoever runs the "
+            "app can add one with AFM_DATA_DIR.")
 
 
 def dataset_for(run: Run, dataset: Dataset) -> Dataset:
@@ -169,7 +183,21 @@ def sidebar_status(container) -> None:
         st.write(run.name if run else "none")
         job = st.session_state.get("job")
         if job is not None and not job.finished:
-            st.info(f"Training {job.name}…")
+            job_status(job)
         if st.session_state.get("startup_error"):
             st.warning(f"A bundled checkpoint could not be loaded: {st.session_state.startup_error}")
 
+
+
+@st.fragment(run_every=2.0)
+def job_status(job) -> None:
+    """The running job in the sidebar of every page. Its polling also tells the server that
+    someone still looks at the job: a job whose tab was closed is stopped after a while."""
+    snapshot = job.snapshot()
+    epoch, batch, batches = snapshot["progress"]
+    if snapshot["status"] == "queued" and snapshot["queue"]:
+        st.info(f"{job.name}: queued, number {snapshot['queue'][0]} in line")
+    elif not job.finished:
+        st.info(f"Training {job.name}: epoch {epoch}/{job.train_config.epochs}, batch {batch}/{batches}")
+    else:
+        st.success(f"{job.name}: {snapshot['status']} (see Data & model)")

@@ -1,0 +1,122 @@
+"""A class on one server: jobs share the cores, wait their turn with an estimate, stop when
+asked (queued or running) or when nobody looks at them, and respect the server's caps."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from afm.jobs import TrainingJob
+from afm.models import ModelConfig, build_model
+from afm.scheduler import ServerPolicy, TrainingScheduler
+from afm.train import TrainConfig
+from tests.conftest import random_dataset
+
+DATA = random_dataset(num_rows=4000)
+STARTED: list[TrainingJob] = []
+
+
+@pytest.fixture(autouse=True)
+def stop_every_job():
+    """No training thread outlives its test."""
+    yield
+    for started in STARTED:
+        started.request_stop()
+    for started in STARTED:
+        started.join(timeout=60)
+    STARTED.clear()
+
+
+def job(scheduler, name, epochs=50, batch=8, **train):
+    config = ModelConfig(model="fm", num_features=DATA.schema.num_features, num_fields=DATA.schema.num_fields,
+                         embedding_dim=4, dropout_pooled=0.0)
+    made = TrainingJob(name, DATA, config, TrainConfig(epochs=epochs, batch_size=batch, lr=0.05, **train),
+                       scheduler=scheduler)
+    STARTED.append(made)
+    return made
+
+
+def wait_for(condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_slots_queue_position_estimate_and_stop_in_the_queue():
+    scheduler = TrainingScheduler(ServerPolicy(slots=2, cores=2))
+    first, second, third, fourth = (job(scheduler, n) for n in "abcd")
+    for j in (first, second, third, fourth):
+        j.start()
+    wait_for(lambda: first.status == second.status == "running")
+    assert third.status == fourth.status == "queued"
+    assert scheduler.threads_for(first) == 1  # two running jobs share the two cores
+    assert scheduler.position(third)[0] == 1 and scheduler.position(fourth)[0] == 2
+    wait_for(lambda: first.snapshot()["progress"][1] > 10)  # some batches run: a pace is known
+    (place, wait), (place4, wait4) = scheduler.position(third), scheduler.position(fourth)
+    assert wait is not None and wait4 is not None and 0 < wait <= wait4
+    started = time.monotonic()
+    fourth.request_stop()  # in the queue: at once, not when a running job ends
+    assert fourth.join(timeout=1) and time.monotonic() - started < 1
+    assert fourth.status == "stopped" and fourth.run is None and fourth.history == []
+    assert scheduler.position(fourth) is None
+    first.request_stop()
+    wait_for(lambda: third.status == "running")  # the freed slot goes to the next in line
+    for j in (second, third):
+        j.request_stop()
+    for j in (first, second, third):
+        assert j.join(timeout=60) and j.status == "stopped" and j.run is not None
+
+
+def test_a_job_nobody_looks_at_is_stopped_and_keeps_its_best_epoch():
+    scheduler = TrainingScheduler(ServerPolicy(slots=1, cores=2, abandon_seconds=0.5), watch_every=0.1)
+    watched, forgotten = job(scheduler, "watched", epochs=3, batch=64), job(scheduler, "forgotten")
+    forgotten.start()
+    wait_for(lambda: len(forgotten.history) >= 2)  # epoch 0 and 1
+    assert forgotten.join(timeout=30)  # its page never asked: stopped by the watchdog
+    assert forgotten.status == "stopped" and forgotten.stop_cause == "abandoned" and forgotten.run is not None
+    watched.start()
+    deadline = time.monotonic() + 60
+    while not watched.finished and time.monotonic() < deadline:
+        watched.snapshot()  # the page polls every second; here faster than the 0.5 s limit
+        time.sleep(0.05)
+    assert watched.status == "done" and watched.stop_cause is None
+
+
+def test_server_caps_epochs_and_minutes():
+    scheduler = TrainingScheduler(ServerPolicy(slots=1, cores=2, max_epochs=2))
+    capped = job(scheduler, "capped", epochs=100).start()
+    assert capped.train_config.epochs == 2 and any("at most 2 epochs" in n for n in capped.notes)
+    timed = TrainingScheduler(ServerPolicy(slots=1, cores=2, max_minutes=1 / 60))
+    slow = job(timed, "slow", epochs=500).start()
+    assert capped.join(timeout=60) and slow.join(timeout=60)
+    assert capped.status == "done" and max(r["epoch"] for r in capped.history) == 2
+    assert slow.status == "stopped" and slow.stop_cause == "time budget" and slow.run is not None
+
+
+def test_building_and_training_never_touch_the_process_random_state():
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    build_model(ModelConfig(model="afm", num_features=50, num_fields=4, embedding_dim=8, attention_dim=8), seed=3)
+    scheduler = TrainingScheduler(ServerPolicy(slots=1, cores=2))
+    trained = job(scheduler, "seeded", epochs=2, batch=256, seed=7).start()
+    assert trained.join(timeout=60) and trained.status == "done"
+    assert torch.equal(torch.get_rng_state(), before)
+    again = job(scheduler, "seeded again", epochs=2, batch=256, seed=7).start()
+    assert again.join(timeout=60)
+    for a, b in zip(trained.run.model.parameters(), again.run.model.parameters()):
+        assert torch.equal(a, b)  # same seed, same model, whatever else ran
+
+
+def test_policy_from_the_environment(monkeypatch):
+    monkeypatch.setenv("AFM_TRAINING_SLOTS", "3")
+    monkeypatch.setenv("AFM_JOB_MAX_MINUTES", "2.5")
+    policy = ServerPolicy.from_env()
+    assert policy.slots == 3 and policy.max_minutes == 2.5 and policy.max_epochs is None
+    monkeypatch.setenv("AFM_TRAINING_SLOTS", "many")
+    from afm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="AFM_TRAINING_SLOTS"):
+        ServerPolicy.from_env()
