@@ -55,7 +55,7 @@ def test_slots_queue_position_estimate_and_stop_in_the_queue():
     assert scheduler.threads_for(first) == 1  # two running jobs share the two cores
     assert scheduler.position(third)[0] == 1 and scheduler.position(fourth)[0] == 2
     wait_for(lambda: first.snapshot()["progress"][1] > 10)  # some batches run: a pace is known
-    (place, wait), (place4, wait4) = scheduler.position(third), scheduler.position(fourth)
+    wait, wait4 = scheduler.position(third)[1], scheduler.position(fourth)[1]
     assert wait is not None and wait4 is not None and 0 < wait <= wait4
     started = time.monotonic()
     fourth.request_stop()  # in the queue: at once, not when a running job ends
