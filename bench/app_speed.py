@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 from afm.analysis.attention import decompose_split, summarize_pairs
+from afm.app.loopback import CHROMIUM, CHROMIUM_ARGS, app_server
 from afm.checkpoint import load_checkpoint
 from afm.data import load_dataset
 from afm.figures import attention_heatmap
@@ -50,42 +47,25 @@ def heatmap_seconds(checkpoint: str, threads: int) -> dict:
 def browser_timings() -> list[dict]:
     from playwright.sync_api import sync_playwright
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    start = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port",
-                               str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     records = []
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            page = browser.new_page()
-            while True:
-                try:
-                    page.goto(f"http://127.0.0.1:{port}", timeout=2000)
-                    break
-                except Exception:  # noqa: BLE001 - the server is not up yet
-                    time.sleep(0.1)
-            page.get_by_text("train rows").first.wait_for(timeout=60_000)
-            records.append({"measure": "first page rendered after `streamlit run`",
-                            "seconds": round(time.perf_counter() - start, 2)})
-            nav = page.locator("[data-testid='stSidebarNav']")
-            for visit in (1, 2):
-                t0 = time.perf_counter()
-                nav.get_by_text("Attention", exact=True).click()
-                page.locator(".js-plotly-plot").nth(3).wait_for(timeout=60_000)
-                records.append({"measure": f"Attention page, visit {visit} (sample)",
-                                "seconds": round(time.perf_counter() - t0, 2)})
-                nav.get_by_text("Curves", exact=True).click()
-                page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    start = time.perf_counter()
+    with app_server() as (url, _), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(url)
+        page.get_by_text("train rows").first.wait_for(timeout=60_000)
+        records.append({"measure": "first page rendered after `streamlit run`",
+                        "seconds": round(time.perf_counter() - start, 2)})
+        nav = page.locator("[data-testid='stSidebarNav']")
+        for visit in (1, 2):
+            t0 = time.perf_counter()
+            nav.get_by_text("Attention", exact=True).click()
+            page.locator(".js-plotly-plot").nth(3).wait_for(timeout=60_000)
+            records.append({"measure": f"Attention page, visit {visit} (sample)",
+                            "seconds": round(time.perf_counter() - t0, 2)})
+            nav.get_by_text("Curves", exact=True).click()
+            page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        browser.close()
     return records
 
 

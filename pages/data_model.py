@@ -29,9 +29,12 @@ st.caption("Pick the data, then train FM, FwFM or AFM on it, or load a saved che
 # ----------------------------------------------------------------------------- data
 SOURCES = {"sample": "Bundled sample (synthetic)", "frappe": "Frappe", "ml-tag": "MovieLens tag (ml-tag)",
            "upload": "Upload a file"}
-source = st.radio("Dataset", list(SOURCES), format_func=SOURCES.get, key="dataset_source", horizontal=True)
+for key in ("dataset_source", "data_dir", "label_column"):  # first visit: start from the defaults
+    st.session_state.setdefault(key, state.setting(key))
+source = st.radio("Dataset", list(SOURCES), format_func=SOURCES.get, key="dataset_source", horizontal=True,
+                  persist_state="session")
 if source in ("frappe", "ml-tag"):
-    st.text_input("Data directory (holds frappe/ or ml-tag/)", key="data_dir",
+    st.text_input("Data directory (holds frappe/ or ml-tag/)", key="data_dir", persist_state="session",
                   help="Get the data with `python -m afm download frappe --dest data`. Licensed for research use only.")
 elif source == "upload":
     uploaded = st.file_uploader("A CSV with a header row, or a libfm file (`label id:value ...`)",
@@ -45,15 +48,16 @@ elif source == "upload":
         st.session_state.upload = uploads.save_upload(uploaded)
         st.session_state.upload_id = uploaded.file_id
     if uploaded.name.lower().endswith(".csv"):
-        st.text_input("Label column (empty: label/target/y/rating/click, else the last column)", key="label_column")
+        st.text_input("Label column (empty: label/target/y/rating/click, else the last column)", key="label_column",
+                      persist_state="session")
 
 dataset = state.load_current()
 if dataset is None:
     if source in ("frappe", "ml-tag") and state.data_dir_problem() is None and st.button(
-            f"Download {source} (the AFM authors' public copy) into {st.session_state.data_dir}"):
+            f"Download {source} (the AFM authors' public copy) into {state.setting('data_dir')}"):
         try:
             with st.spinner(f"Downloading {source}…"):
-                download_dataset(source, st.session_state.data_dir, progress=io.StringIO())
+                download_dataset(source, state.setting("data_dir"), progress=io.StringIO())
             st.rerun()
         except AFMError as exc:
             st.error(f"Download failed: {exc}")

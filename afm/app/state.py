@@ -17,24 +17,24 @@ from afm.paths import data_roots, inside_data_roots
 
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 REGISTRY_SOURCES = ("sample", "frappe", "ml-tag")
-# Widget values that must outlive the page that draws them: Streamlit forgets a widget's key
-# on a page that does not draw it unless the key is written back at the start of every run.
-PERSISTENT_KEYS = ("dataset_source", "data_dir", "label_column")
+# Widget values that outlive the page that draws them (the widgets use persist_state="session");
+# until the Data & model page first draws them, these defaults hold.
+PERSISTENT_DEFAULTS = {"dataset_source": "sample", "data_dir": None, "label_column": ""}
+
+
+def setting(key: str):
+    """One of the persistent widget values, or its default."""
+    value = st.session_state.get(key)
+    return value if value is not None else PERSISTENT_DEFAULTS[key] or default_data_dir()
 
 
 def init_state() -> None:
-    """Create this session's state once; keep the persistent widget values on every run."""
+    """Create this session's state once."""
     if "runs" in st.session_state:
-        for key in PERSISTENT_KEYS:
-            if key in st.session_state:
-                st.session_state[key] = st.session_state[key]
         return
     st.session_state.runs = {}
     st.session_state.active_run = None
-    st.session_state.dataset_source = "sample"  # a registry name or "upload"
     st.session_state.upload = None  # (path on the server, name the user gave it)
-    st.session_state.data_dir = default_data_dir()
-    st.session_state.label_column = ""
     st.session_state.job = None
     for name in MODEL_NAMES:
         path = sample_checkpoint_path(name)
@@ -57,7 +57,7 @@ def default_data_dir() -> str:
 
 def dataset_spec() -> str | None:
     """What `load_dataset` is given: a registry name or the uploaded file (None: nothing yet)."""
-    source = st.session_state.dataset_source
+    source = setting("dataset_source")
     if source != "upload":
         return source
     upload = st.session_state.get("upload")
@@ -76,13 +76,13 @@ def load_current(schema=None, show_errors: bool = True) -> Dataset | None:
     spec = dataset_spec()
     if spec is None:
         return None
-    if spec in ("frappe", "ml-tag") and not inside_data_roots(st.session_state.data_dir):
+    if spec in ("frappe", "ml-tag") and not inside_data_roots(setting("data_dir")):
         if show_errors:
             st.error(data_dir_problem())
         return None
     try:
         schema_json = json.dumps(schema.to_json(), sort_keys=True) if schema is not None else None
-        return cache.dataset(spec, st.session_state.data_dir, st.session_state.label_column or None,
+        return cache.dataset(spec, setting("data_dir"), setting("label_column") or None,
                              cache.file_stamp(spec), schema_json, _schema=schema)
     except AFMError as exc:
         if show_errors:
@@ -96,7 +96,7 @@ def load_current(schema=None, show_errors: bool = True) -> Dataset | None:
 def data_dir_problem() -> str | None:
     """Why the chosen data directory may not be used (None when it may): a visitor reads and
     downloads only inside the data roots the server was started with."""
-    if inside_data_roots(st.session_state.data_dir):
+    if inside_data_roots(setting("data_dir")):
         return None
     roots = ", ".join(str(r) for r in data_roots())
     return (f"The data directory must be inside one of this server's data folders ({roots}); whoever runs the "
@@ -176,7 +176,7 @@ def sidebar_status(container) -> None:
     with container.container():
         run = active_run()
         upload = st.session_state.get("upload")
-        source = st.session_state.get("dataset_source")
+        source = setting("dataset_source")
         st.caption("Dataset")
         st.write(f"`{upload[1] if source == 'upload' and upload else source if source != 'upload' else 'none'}`")
         st.caption("Active model")

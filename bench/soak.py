@@ -1,0 +1,134 @@
+"""Soak: N browser sessions at once against one app server on loopback, for several rounds.
+
+    python bench/soak.py --sessions 20 --rounds 3 [--epochs 2] [--round-timeout 900]
+
+Starts `streamlit run app.py` on a free 127.0.0.1 port (it is stopped at the end, whatever
+happens) and headless Chromium. In each round every session, in its own browser context (its
+own Streamlit session), at the same time:
+  1. opens the app (the Data & model page on the bundled sample),
+  2. trains a quick AFM (the Quick preset, `--epochs` epochs) and waits until it is collected,
+  3. opens Attention, Gradient coupling and Curves through the sidebar, waiting for each page's
+     charts.
+Counted as errors: an exception box, an error box, a timeout. Page time: click to the page's
+content being drawn. Queue wait: click on Train to the first progress bar of that training
+(queued time included). Server memory (RSS) is read after each round, once the round's
+sessions are closed and the server has dropped them (`--server.disconnectedSessionTTL` is set
+short for this, and the script waits for it). Prints one JSON line per round and a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from pathlib import Path
+
+from afm.app.loopback import CHROMIUM, CHROMIUM_ARGS, app_server, rss_bytes
+
+PAGES = [("Attention", 4), ("Gradient coupling", 1), ("Curves", 1)]  # title, charts to wait for
+SESSION_TTL = 5  # seconds a closed session lingers on the server in this benchmark
+
+
+async def session(browser, url: str, epochs: int, timeout_ms: int) -> dict:
+    result = {"errors": [], "page_seconds": [], "queue_wait": None}
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = await context.new_page()
+    page.set_default_timeout(timeout_ms)
+
+    async def check(where: str) -> None:
+        for selector, kind in (("[data-testid='stException']", "exception"), ("[data-testid='stAlertContentError']",
+                                                                               "error")):
+            boxes = page.locator(selector)
+            if await boxes.count():
+                result["errors"].append(f"{where}: {kind}: {(await boxes.first.inner_text())[:200]}")
+
+    try:
+        start = time.perf_counter()
+        await page.goto(url)
+        await page.get_by_text("train rows").first.wait_for()
+        result["page_seconds"].append(time.perf_counter() - start)
+        await check("Data & model")
+        epochs_box = page.get_by_label("Epochs (at most)")
+        await epochs_box.fill(str(epochs))
+        await epochs_box.press("Tab")
+        clicked = time.perf_counter()
+        await page.get_by_role("button", name="Train", exact=True).click()
+        await page.locator("[data-testid='stProgress']").first.wait_for()
+        result["queue_wait"] = time.perf_counter() - clicked
+        await page.get_by_text("It is now the active model", exact=False).wait_for()
+        await check("training")
+        nav = page.locator("[data-testid='stSidebarNav']")
+        for title, charts in PAGES:
+            start = time.perf_counter()
+            await nav.get_by_text(title, exact=True).click()
+            await page.get_by_role("heading", name=title).first.wait_for()
+            await page.locator(".js-plotly-plot").nth(charts - 1).wait_for()
+            result["page_seconds"].append(time.perf_counter() - start)
+            await check(title)
+    except Exception as exc:  # noqa: BLE001 - a timeout or a crash is what this benchmark counts
+        result["errors"].append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    finally:
+        await context.close()
+    return result
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def soak(args) -> list[dict]:
+    from playwright.async_api import async_playwright
+
+    rounds = []
+    log = Path(args.log)
+    with app_server("--server.disconnectedSessionTTL", str(SESSION_TTL), log=log) as (url, server):
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            for number in range(1, args.rounds + 1):
+                started = time.perf_counter()
+                results = await asyncio.wait_for(
+                    asyncio.gather(*(session(browser, url, args.epochs, args.page_timeout * 1000)
+                                     for _ in range(args.sessions))), timeout=args.round_timeout)
+                seconds = time.perf_counter() - started
+                await asyncio.sleep(SESSION_TTL + 10)  # the server drops the closed sessions
+                pages = [s for r in results for s in r["page_seconds"]]
+                waits = [r["queue_wait"] for r in results if r["queue_wait"] is not None]
+                record = {"round": number, "sessions": args.sessions, "seconds": round(seconds, 1),
+                          "errors": sum(len(r["errors"]) for r in results),
+                          "page_p50": round(percentile(pages, 0.5), 2), "page_p95": round(percentile(pages, 0.95), 2),
+                          "longest_queue_wait": round(max(waits), 1) if waits else None,
+                          "server_rss_mb": round(rss_bytes(server.pid) / 2**20, 1),
+                          "first_errors": [e for r in results for e in r["errors"]][:5]}
+                print(json.dumps(record), flush=True)
+                rounds.append(record)
+            await browser.close()
+    return rounds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--page-timeout", type=int, default=600, help="seconds one step may take")
+    parser.add_argument("--round-timeout", type=int, default=1800, help="seconds one round may take")
+    parser.add_argument("--log", default="/tmp/afm-soak-server.log", help="the server's output")
+    args = parser.parse_args()
+    rounds = asyncio.run(soak(args))
+    growth = rounds[-1]["server_rss_mb"] - rounds[-2]["server_rss_mb"] if len(rounds) > 1 else None
+    print(json.dumps({"summary": True, "sessions": args.sessions, "rounds": args.rounds,
+                      "errors": sum(r["errors"] for r in rounds),
+                      "page_p50": statistics.median(r["page_p50"] for r in rounds),
+                      "page_p95": max(r["page_p95"] for r in rounds),
+                      "longest_queue_wait": max((r["longest_queue_wait"] or 0) for r in rounds),
+                      "rss_mb_by_round": [r["server_rss_mb"] for r in rounds],
+                      "growth_last_round_mb": growth}))
+
+
+if __name__ == "__main__":
+    main()
