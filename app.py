@@ -14,7 +14,7 @@ def clean_up_once_per_server() -> None:
 st.set_page_config(page_title="AFM Inspector", page_icon=":material/hub:", layout="wide")
 clean_up_once_per_server()
 state.init_state()
-navigation = st.navigation([
+page = st.navigation([
     st.Page("pages/data_model.py", title="Data & model", icon=":material/database:", default=True),
     st.Page("pages/attention.py", title="Attention", icon=":material/grid_on:"),
     st.Page("pages/coupling.py", title="Gradient coupling", icon=":material/link:"),
@@ -22,6 +22,6 @@ navigation = st.navigation([
 ])
 sidebar = st.sidebar.empty()
 try:
-    navigation.run()
+    page.run()
 finally:  # after the page (even one that stopped early), so the sidebar shows its changes
-    state.sidebar_status(sidebar)
+    state.sidebar_status(sidebar, show_job=page.title != "Data & model")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from afm.analysis.attention import row_decomposition, top_feature_pairs
+from afm.analysis.attention import row_decomposition
 from afm.app import cache, state
 from afm.figures import attention_heatmap, decomposition_figure, planted_heatmap, top_pairs_figure
 from afm.paths import sample_dir
@@ -48,7 +48,7 @@ top = a.slider("How many", 5, 50, 15)
 support = b.number_input("Seen in at least (rows)", 1, 100_000, 20)
 by = c.selectbox("Ranked by", ["attention_mean", "contribution_abs_mean", "contribution_mean"],
                  format_func=lambda s: s.replace("_", " "))
-table = top_feature_pairs(terms, dataset.splits[split], dataset.schema, top=top, min_support=int(support), by=by)
+table = cache.top_pairs(run.key, dataset.fingerprint, split, top, int(support), by, run, dataset)
 if table.empty:
     st.info("No feature-value pair is that frequent here; lower the minimum support.")
 else:

@@ -141,7 +141,10 @@ with train_tab:
         except AFMError as exc:
             st.error(f"Cannot start training: {exc}")
 
-    run_every = 1.0 if st.session_state.job is not None and not st.session_state.job.finished else None
+    # Poll a running job every 2 s, a queued one every 5 s: a class of 20 polling at 1 Hz kept a
+    # 2-core server busy redrawing (bench/soak.py). A job that starts switches the rate by a rerun.
+    job = st.session_state.job
+    run_every = None if job is None or job.finished else 2.0 if job.status == "running" else 5.0
 
     @st.fragment(run_every=run_every)
     def job_panel() -> None:
@@ -149,6 +152,8 @@ with train_tab:
         if job is None:
             return
         snapshot = job.snapshot()
+        if run_every == 5.0 and snapshot["status"] == "running":
+            st.rerun()
         epoch, batch_number, batches = snapshot["progress"]
         history = snapshot["history"]
         for note in job.notes:

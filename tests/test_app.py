@@ -192,3 +192,28 @@ def test_the_data_directory_stays_inside_the_servers_data_roots(tmp_path, monkey
     assert not (tmp_path / "elsewhere").exists()
     at.text_input(key="data_dir").set_value(str(tmp_path / "allowed")).run()
     assert [b for b in at.button if b.label.startswith("Download frappe")]
+
+
+def test_a_second_training_waits_in_line_with_its_place_and_stops_from_the_queue(monkeypatch):
+    import afm.scheduler as scheduler_module
+    from afm.scheduler import ServerPolicy, TrainingScheduler
+
+    monkeypatch.setattr(scheduler_module, "_default", TrainingScheduler(ServerPolicy(slots=1, cores=2)))
+    first, second = app().run(), app().run()
+    for at in (first, second):
+        at.number_input(key="ep_quick").set_value(200)
+        at.get("form_submit_button")[0].click().run()
+        no_errors(at)
+    running, queued = first.session_state["job"], second.session_state["job"]
+    try:
+        assert running.status == "running" and queued.status == "queued"
+        assert any("Queued: number 1 in line" in i.value for i in second.info), [i.value for i in second.info]
+        stop = [b for b in second.button if b.label == "Stop training"]
+        stop[0].click().run()
+        assert queued.join(timeout=5) and queued.status == "stopped" and queued.run is None
+        second.run()
+        assert any("taken out of the queue" in i.value for i in second.info)
+        assert not second.get("plotly_chart")  # no empty chart for a job that never ran
+    finally:
+        running.request_stop()
+        running.join(timeout=60)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from afm.analysis.attention import PairSummary, decompose_split, summarize_pairs
+from afm.analysis.attention import PairSummary, decompose_split, summarize_pairs, top_feature_pairs
 from afm.checkpoint import Checkpoint, load_checkpoint
 from afm.data import Dataset, FieldSchema, load_dataset
 from afm.jobs import Run
@@ -53,3 +53,11 @@ def pair_analysis(run_key: str, fingerprint: str, split: str, _run: Run,
     checkpoints) and the data fingerprint identify them."""
     terms = decompose_split(_run.model, _dataset.splits[split])
     return terms, summarize_pairs(terms, _dataset.schema)
+
+
+@st.cache_data(max_entries=64)
+def top_pairs(run_key: str, fingerprint: str, split: str, top: int, min_support: int, by: str, _run: Run,
+              _dataset: Dataset):
+    """The top feature-value pairs table of one run on one split (the page's sliders change it)."""
+    terms, _ = pair_analysis(run_key, fingerprint, split, _run, _dataset)
+    return top_feature_pairs(terms, _dataset.splits[split], _dataset.schema, top=top, min_support=min_support, by=by)

@@ -171,8 +171,9 @@ def run_picker(label: str = "Model", key: str = "picker_active_run") -> None:
     st.selectbox(label, names, key=key, on_change=chosen)
 
 
-def sidebar_status(container) -> None:
-    """What is loaded, drawn after the page ran so it shows the page's changes."""
+def sidebar_status(container, show_job: bool = True) -> None:
+    """What is loaded, drawn after the page ran so it shows the page's changes. `show_job`: the
+    running job's line (the Data & model page shows the job itself)."""
     with container.container():
         run = active_run()
         upload = st.session_state.get("upload")
@@ -182,14 +183,14 @@ def sidebar_status(container) -> None:
         st.caption("Active model")
         st.write(run.name if run else "none")
         job = st.session_state.get("job")
-        if job is not None and not job.finished:
+        if show_job and job is not None and not job.finished:
             job_status(job)
         if st.session_state.get("startup_error"):
             st.warning(f"A bundled checkpoint could not be loaded: {st.session_state.startup_error}")
 
 
 
-@st.fragment(run_every=2.0)
+@st.fragment(run_every=5.0)
 def job_status(job) -> None:
     """The running job in the sidebar of every page. Its polling also tells the server that
     someone still looks at the job: a job whose tab was closed is stopped after a while."""
