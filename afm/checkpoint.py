@@ -146,7 +146,7 @@ def load_checkpoint(source: str | os.PathLike | bytes, device: str | torch.devic
         schema = FieldSchema.from_json(fields["schema"], label, num_features=config.num_features)
         TabularEncoder.of(schema, label)
     except (AFMError, TypeError) as exc:
-        raise CheckpointError(label, f"invalid metadata: {exc}") from None
+        raise CheckpointError(label, f"invalid metadata: {getattr(exc, 'problem', exc)}") from None
     if schema.num_fields != config.num_fields:
         raise CheckpointError(label, "schema and model config disagree on the number of fields")
     _check_records(fields, label)
