@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from afm.errors import DownloadError, quote
-from afm.files import check_writable_target, create_temporary, remove_stale_temporaries, target_mode
+from afm.files import write_atomic
 
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/hexiangnan/attentional_factorization_machine/master/data"
 MAX_FILE_BYTES = 1024**3  # a mirror that sends more than this is not sending our data
@@ -47,13 +47,28 @@ MANIFEST = {
 }
 
 
-def git_blob_sha1(path: Path) -> str:
-    """The id git gives a file's content: sha1(b"blob <size>\\0" + content)."""
-    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(chunk)
+def git_blob_sha1(source: Path | int) -> str:
+    """The id git gives a file's content, sha1(b"blob <size>\\0" + content), of a path or of an
+    open file descriptor (read from its start, left where it was)."""
+    if isinstance(source, int):
+        size = os.fstat(source).st_size
+        chunks = iter(lambda offset=[0]: _pread(source, offset), b"")
+    else:
+        size = source.stat().st_size
+        handle = source.open("rb")
+        chunks = iter(lambda: handle.read(CHUNK), b"")
+    digest = hashlib.sha1(f"blob {size}\0".encode())
+    for chunk in chunks:
+        digest.update(chunk)
+    if not isinstance(source, int):
+        handle.close()
     return digest.hexdigest()
+
+
+def _pread(fd: int, offset: list[int]) -> bytes:
+    chunk = os.pread(fd, CHUNK, offset[0])
+    offset[0] += len(chunk)
+    return chunk
 
 
 def download_dataset(name: str, dest: str | os.PathLike, base_url: str | None = None, timeout: float = 60.0,
@@ -81,15 +96,10 @@ def download_dataset(name: str, dest: str | os.PathLike, base_url: str | None = 
 
 
 def _fetch(url: str, path: Path, remote: RemoteFile, timeout: float, progress) -> None:
-    """Stream into a temporary file created exclusively beside `path` (never through a link a
-    stranger planted), verify it, then rename it into place."""
-    check_writable_target(path, lambda problem: DownloadError(f"{path}: {problem}"))
-    remove_stale_temporaries(path.parent)
-    try:
-        fd, partial = create_temporary(path.parent, path.name)
-    except OSError as exc:
-        raise DownloadError(f"cannot write in {path.parent}: {exc.strerror or exc}") from None
-    try:
+    """Stream into a temporary file beside `path` (`afm.files.write_atomic`: created exclusively,
+    never through a link a stranger planted), verify it, and only then rename it into place."""
+
+    def download_into(fd: int) -> None:
         try:
             response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - http(s) URLs only
         except urllib.error.HTTPError as exc:
@@ -106,23 +116,18 @@ def _fetch(url: str, path: Path, remote: RemoteFile, timeout: float, progress) -
                 raise DownloadError(f"{url}: server announces {total} bytes, the published file has {remote.size}")
             if total is not None and total > MAX_FILE_BYTES:
                 raise DownloadError(f"{url}: server announces {total} bytes, more than any of these files")
-            os.fchmod(fd, target_mode(path))
-            with os.fdopen(fd, "wb") as handle:
-                fd = None
+            with os.fdopen(fd, "wb", closefd=False) as handle:
                 received = _stream(response, handle, url, total, progress, remote.name)
         if total is not None and received != total:
             raise DownloadError(f"{url}: connection closed after {received} of {total} bytes; run again")
         if remote.size is not None and received != remote.size:
             raise DownloadError(f"{url}: got {received} bytes, the published file has {remote.size}")
-        actual = git_blob_sha1(partial)
+        actual = git_blob_sha1(fd)
         if actual != remote.git_blob_sha1:
             raise DownloadError(f"{url}: content differs from the published file "
                                 f"(git blob {actual}, expected {remote.git_blob_sha1})")
-        os.replace(partial, path)
-    finally:
-        if fd is not None:
-            os.close(fd)
-        partial.unlink(missing_ok=True)
+
+    write_atomic(path, download_into, lambda problem: DownloadError(f"{path}: {problem}"))
 
 
 def _stream(response, handle, url: str, total: int | None, progress, label: str) -> int:

@@ -117,7 +117,7 @@ def remove_stale_temporaries(folder: Path, max_age: float = STALE_TEMP_SECONDS) 
 
 def create_temporary(folder: Path, name: str) -> tuple[int, Path]:
     """A new temporary file beside `name`, created exclusively (never through a link)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     for _ in range(100):
         candidate = folder / f".{name}.{os.getpid()}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
         try:
