@@ -1,0 +1,151 @@
+"""A dataset is train/valid/test splits over one field schema.
+
+Every model here sees a row as F (feature id, value) slots, one per *field*: column f of
+`feature_ids` always holds field f's feature. That is what lets AFM form its F(F-1)/2 pairs
+with fixed index tensors and lets the analysis label pair (f, g) as "user x item".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+import torch
+
+from afm.data.schema import FieldSchema
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class Split:
+    """One split of a dataset: row r's field f holds feature `feature_ids[r, f]` with value x."""
+
+    feature_ids: np.ndarray  # (N, F) int64: ids are int64 from here on (pair keys need the range)
+    feature_values: np.ndarray  # (N, F) float32, the x_i of eq. (1); 1 for one-hot features
+    labels: np.ndarray  # (N,) float32
+
+    def __post_init__(self):
+        assert self.feature_ids.ndim == 2, f"feature_ids must be (N, F), got {self.feature_ids.shape}"
+        assert self.feature_values.shape == self.feature_ids.shape, "ids and values must have one shape"
+        assert self.labels.shape == (self.feature_ids.shape[0],), "one label per row"
+        if self.feature_ids.dtype != np.int64:
+            self.feature_ids = self.feature_ids.astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def num_fields(self) -> int:
+        return int(self.feature_ids.shape[1])
+
+    @property
+    def one_hot(self) -> bool:
+        """Every x is 1: the rows are pure one-hot features (AFM's distinct-pair paths apply)."""
+        return bool((self.feature_values == 1).all())
+
+    def take(self, rows: np.ndarray) -> Split:
+        return Split(self.feature_ids[rows], self.feature_values[rows], self.labels[rows])
+
+    def tensors(self, rows: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ids (N, F), values (N, F), labels (N,)) as tensors, of all rows or of `rows`."""
+        part = self if rows is None else self.take(rows)
+        return (torch.from_numpy(part.feature_ids), torch.from_numpy(part.feature_values),
+                torch.from_numpy(part.labels))
+
+
+def split_indices(num_rows: int, seed: int, fractions=(0.7, 0.2, 0.1)) -> dict[str, np.ndarray]:
+    """Seeded 70/20/10 split for data that comes without published splits."""
+    permutation = np.random.default_rng(seed).permutation(num_rows)
+    n_train = int(round(fractions[0] * num_rows))
+    n_valid = int(round(fractions[1] * num_rows))
+    return {"train": np.sort(permutation[:n_train]),
+            "valid": np.sort(permutation[n_train:n_train + n_valid]),
+            "test": np.sort(permutation[n_train + n_valid:])}
+
+
+@dataclass
+class Dataset:
+    """Train/valid/test splits over one schema, plus where they came from."""
+
+    name: str
+    schema: FieldSchema
+    splits: dict[str, Split]
+    source: str
+    notes: list[str] = field(default_factory=list)  # e.g. "split 70/20/10 with seed 0"
+
+    def __post_init__(self):
+        assert set(self.splits) == set(SPLITS), f"splits must be {SPLITS}, got {sorted(self.splits)}"
+        for name, split in self.splits.items():
+            assert split.num_fields == self.schema.num_fields, f"{name}: {split.num_fields} columns vs schema"
+
+    @property
+    def train(self) -> Split:
+        return self.splits["train"]
+
+    @property
+    def valid(self) -> Split:
+        return self.splits["valid"]
+
+    @property
+    def test(self) -> Split:
+        return self.splits["test"]
+
+    def rows(self, split: str) -> Split:
+        """One split by name, or "all": every row, train then valid then test."""
+        if split != "all":
+            return self.splits[split]
+        parts = [self.splits[name] for name in SPLITS]
+        return Split(*(np.concatenate([getattr(p, a) for p in parts])
+                       for a in ("feature_ids", "feature_values", "labels")))
+
+    @property
+    def label_range(self) -> tuple[float, float]:
+        """Range predictions are clipped to for RMSE, as the authors do (from training labels)."""
+        return float(self.train.labels.min()), float(self.train.labels.max())
+
+    @property
+    def is_binary(self) -> bool:
+        """Labels are two classes ({0,1} or {-1,+1}), so the binary task applies."""
+        values = set(np.unique(np.concatenate([s.labels for s in self.splits.values()])).tolist())
+        return values <= {0.0, 1.0} or values <= {-1.0, 1.0}
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Content hash of all splits: a checkpoint records it to recognise its training data."""
+        h = hashlib.sha256()
+        h.update(json.dumps([self.schema.num_features, self.schema.num_fields]).encode())
+        for name in SPLITS:
+            split = self.splits[name]
+            for array in (split.feature_ids, split.feature_values, split.labels):
+                h.update(np.ascontiguousarray(array).tobytes())
+        return h.hexdigest()[:32]
+
+    def info(self) -> dict:
+        """What a checkpoint records about its training data."""
+        return {"name": self.name, "source": self.source, "fingerprint": self.fingerprint,
+                "label_range": list(self.label_range), "rows": {n: len(s) for n, s in self.splits.items()}}
+
+    def preview(self, rows: int = 8) -> pd.DataFrame:
+        """The first training rows with readable feature values."""
+        ids = self.train.feature_ids[:rows]  # (rows, F)
+        frame = pd.DataFrame({name: [self.schema.value_name(i) for i in ids[:, f]]
+                              for f, name in enumerate(self.schema.field_names)})
+        frame.insert(0, "label", self.train.labels[:rows])
+        return frame
+
+    def summary(self) -> dict:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "fields": self.schema.num_fields,
+            "features": self.schema.num_features,
+            "pairs": self.schema.num_pairs,
+            **{f"{name}_rows": len(split) for name, split in self.splits.items()},
+            "label_range": list(self.label_range),
+            "fingerprint": self.fingerprint,
+        }
