@@ -56,6 +56,10 @@ class TrainConfig:
     # CUDA, or on the CPU for batches of 1,024+ (elementwise work dominates there), and only for
     # runs of a million samples or more (compiling costs 5-20 s up front). See docs/benchmarks.md.
     compile: str = "auto"
+    # FwFM and AFM on one-hot rows (every x = 1): compute each distinct feature pair of a batch once
+    # and pool rows from that table, never building the (B, P, k) tensor. Same function and gradients
+    # (tested). "auto": whenever every training value is 1; "off": the plain path, for comparisons.
+    distinct_pairs: str = "auto"
 
     def __post_init__(self):
         checks = [
@@ -73,6 +77,7 @@ class TrainConfig:
             (isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1, "eval batch size must be >= 1"),
             (self.compile in ("auto", "on", "off"), "compile must be auto, on or off"),
             (self.sparse_embeddings in ("auto", "on", "off"), "sparse_embeddings must be auto, on or off"),
+            (self.distinct_pairs in ("auto", "off"), "distinct_pairs must be auto or off"),
         ]
         for ok, message in checks:
             if not ok:
@@ -150,6 +155,7 @@ class TrainResult:
     samples_per_second: float  # training samples per second of training time
     config: TrainConfig = field(repr=False, default=None)
     compiled: bool = False  # whether the training forward ran through torch.compile
+    distinct_pairs: bool = False  # whether training took the one-hot path (FwFM, AFM: each distinct pair once)
 
     @property
     def best(self) -> dict:
@@ -289,7 +295,10 @@ def train_model(model: PairwiseModel, dataset: Dataset, config: TrainConfig,
     wanted = config.sparse_embeddings == "on" or (config.sparse_embeddings == "auto"
                                                   and model.config.num_features >= SPARSE_MIN_FEATURES)
     sparse = wanted and config.optimizer == "adagrad" and not compiled
-    forward = torch.compile(model) if compiled else model
+    # Checked once here, not per batch (that would sync a GPU every step). FM ignores it (O(F k) already).
+    one_hot = config.distinct_pairs == "auto" and bool((splits["train"].feature_values == 1).all())
+    # The one-hot path's pair count U changes every batch: compile for any shape at once, not per U.
+    forward = torch.compile(model, dynamic=True if one_hot else None) if compiled else model
     if sparse:
         torch.sparse.check_sparse_tensor_invariants.disable()  # the default, said explicitly: no warning
     model.embedding.sparse = model.linear.sparse = sparse
@@ -321,7 +330,7 @@ def train_model(model: PairwiseModel, dataset: Dataset, config: TrainConfig,
         model.load_state_dict(best_state)
         model.embedding.sparse = model.linear.sparse = False
         return TrainResult(model, history, best_epoch, reason, str(device), train_seconds,
-                           samples_seen / train_seconds if train_seconds > 0 else 0.0, config, compiled)
+                           samples_seen / train_seconds if train_seconds > 0 else 0.0, config, compiled, one_hot)
 
     for epoch in range(1, config.epochs + 1):
         model.train()
@@ -332,7 +341,7 @@ def train_model(model: PairwiseModel, dataset: Dataset, config: TrainConfig,
         stopped = False
         for batch in range(num_batches):
             rows = order[batch * config.batch_size:(batch + 1) * config.batch_size]  # (B,)
-            predictions = forward(train.feature_ids[rows], train.feature_values[rows])  # (B,)
+            predictions = forward(train.feature_ids[rows], train.feature_values[rows], one_hot)  # (B,)
             targets = train.targets[rows]  # (B,)
             loss = batch_objective(model, predictions, targets, config)
             optimizer.zero_grad(set_to_none=True)

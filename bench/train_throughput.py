@@ -3,6 +3,12 @@ DeepCTR-Torch 0.3.0 on the same workload (Frappe's 10 fields and 5,382 features)
 
     python bench/train_throughput.py --k 64 --batches 4096,128 --threads 2 [--impls ...] [--device cpu]
 
+Ours: `afm` is the training path the trainer takes on one-hot rows (each distinct feature pair of
+a batch once), `afm-compiled` the same through torch.compile; `afm-plain` and `afm-plain-compiled`
+the plain (B, P, k) path that real-valued rows take (and the default before the one-hot path).
+Which of `afm` / `afm-compiled` the CLI and the app run is `afm.train.should_compile`'s choice;
+the summary names it ("default").
+
 Each (implementation, batch size) is measured in a child process of this one command, so peak
 memory is its own and one library's state (threads, compile caches) cannot leak into another's;
 the children run back to back on the same machine. Peers are skipped with a note when their
@@ -22,7 +28,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FRAPPE_FIELD_SIZES = [957, 4082, 7, 7, 2, 3, 2, 9, 80, 233]
-IMPLS = ("afm", "afm-compiled", "fm", "torchfm-afm", "deepctr-afm")
+IMPLS = ("afm", "afm-compiled", "afm-plain", "afm-plain-compiled", "fm", "torchfm-afm", "deepctr-afm")
+OURS = ("afm", "afm-compiled", "afm-plain", "afm-plain-compiled")
+PEERS = ("torchfm-afm", "deepctr-afm")
+FRAPPE_TRAIN_ROWS = 202_027
 
 
 def workload(rows: int, seed: int = 0):
@@ -83,9 +92,10 @@ def measure(impl: str, k: int, batch: int, steps: int, warmup: int, threads: int
         call = model
         if impl.endswith("compiled"):
             call = torch.compile(model)
+        one_hot = "plain" not in impl  # every x is 1 here: the trainer's one-hot path, unless asked not to
 
         def forward(rows_):
-            return call(x[rows_], ones[rows_])
+            return call(x[rows_], ones[rows_], one_hot)
 
         if not impl.endswith("compiled"):
             # Inference as the project predicts: model.inference (AFM scores distinct pairs once).
@@ -228,10 +238,10 @@ def main() -> None:
         record = {**json.loads(done.stdout.strip().splitlines()[-1]), "repeat": repeat}
         records.append(record)
         print(json.dumps(record), flush=True)
-    summarize(records, args.k)
+    summarize(records, args.k, args.device)
 
 
-def summarize(records: list[dict], k: int) -> None:
+def summarize(records: list[dict], k: int, device: str) -> None:
     """Median of the repeats per (impl, batch), then ours / peer ratios of those medians."""
     import statistics
 
@@ -244,13 +254,24 @@ def summarize(records: list[dict], k: int) -> None:
         print(json.dumps({"impl": key[0], "batch": key[1], "k": k, "runs": len(runs), **medians[key],
                           "train_min": min(spread), "train_max": max(spread)}))
     for batch in sorted({b for _, b in medians}):
-        for ours in ("afm", "afm-compiled"):
-            for peer in ("torchfm-afm", "deepctr-afm"):
+        default = default_impl(batch, device)
+        for ours in OURS:
+            for peer in PEERS:
                 a, b = medians.get((ours, batch)), medians.get((peer, batch))
                 if a and b:
-                    print(f"k={k} batch={batch}: {ours} / {peer} training "
+                    print(f"k={k} batch={batch}: {ours}{' (default)' if ours == default else ''} / {peer} training "
                           f"{a['train_samples_per_s'] / b['train_samples_per_s']:.2f}x, inference "
                           f"{a['infer_samples_per_s'] / b['infer_samples_per_s']:.2f}x")
+
+
+def default_impl(batch: int, device: str) -> str:
+    """What the CLI and the app run for a Frappe training of 20 epochs at this batch size."""
+    import torch
+
+    from afm.train import TrainConfig, should_compile
+
+    config = TrainConfig(batch_size=batch, epochs=20)
+    return "afm-compiled" if should_compile(config, torch.device(device), FRAPPE_TRAIN_ROWS) else "afm"
 
 
 if __name__ == "__main__":

@@ -225,3 +225,57 @@ def test_inference_equals_eval_forward_and_keeps_the_mode(name):
         model.train()
         torch.testing.assert_close(model.inference(ids, x), expected)
         assert model.training
+
+
+def forward_and_gradients(model, ids, values, one_hot, seed):
+    """Prediction and every parameter's gradient of sum(prediction²), dropout masks drawn from `seed`."""
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    prediction = model(ids, values, one_hot=one_hot)
+    prediction.square().sum().backward()
+    return prediction.detach(), {name: p.grad.to_dense() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("name,dropout_attention,dropout_pooled", [
+    ("fm", 0.0, 0.0), ("fm", 0.0, 0.5), ("fwfm", 0.0, 0.0), ("fwfm", 0.0, 0.5),
+    ("afm", 0.0, 0.0), ("afm", 0.0, 0.2), ("afm", 0.4, 0.0), ("afm", 0.3, 0.5)])
+@pytest.mark.parametrize("num_features", [8, 500])  # pairs shared by many rows; nearly every pair distinct
+def test_one_hot_path_computes_the_same_function_and_gradients(name, dropout_attention, dropout_pooled,
+                                                               num_features):
+    """The distinct-pair path (training's default on one-hot rows) against the plain (B, P, k) one,
+    in float64, with dropout: both draw the same masks in the same order, so they agree to 1e-10."""
+    model = randomise(make(name, num_features=num_features, dropout_attention=dropout_attention,
+                           dropout_pooled=dropout_pooled))
+    ids, values = batch(num_rows=64, num_features=num_features, real_valued=False)
+    for mode in ("train", "eval"):
+        model.train(mode == "train")
+        plain, plain_grads = forward_and_gradients(model, ids, values, one_hot=False, seed=5)
+        shared, shared_grads = forward_and_gradients(model, ids.int(), values, one_hot=True, seed=5)
+        torch.testing.assert_close(shared, plain, rtol=0, atol=1e-10)
+        for key, grad in plain_grads.items():
+            torch.testing.assert_close(shared_grads[key], grad, rtol=0, atol=1e-10, msg=f"{mode}: {key}")
+
+
+def test_one_hot_path_shares_pairs_across_rows():
+    """Rows that repeat a pair read one table row: U distinct pairs, not B x P."""
+    model = make("afm", num_features=8)
+    ids, _ = batch(num_rows=64, num_features=8)
+    products, slot = model.distinct_pair_products(ids)  # (U, k), (B, P)
+    left, right = model.pair_index
+    keys = {(int(a), int(b)) for a, b in zip(ids[:, left].flatten(), ids[:, right].flatten())}
+    assert products.shape == (len(keys), 6) and slot.shape == (64, 10) and len(keys) < 64 * 10
+    e = model.embedding(ids)  # (B, F, k)
+    torch.testing.assert_close(products[slot], e[:, left] * e[:, right])
+
+
+@pytest.mark.parametrize("name", ["fwfm", "afm"])
+def test_one_hot_path_with_sparse_embedding_gradients(name):
+    """Sparse-row embedding gradients (the trainer's choice for big tables) through the shared pairs."""
+    model = randomise(make(name, num_features=40, dropout_pooled=0.0))
+    ids, values = batch(num_rows=32, num_features=40, real_valued=False)
+    _, dense = forward_and_gradients(model, ids, values, one_hot=True, seed=0)
+    model.embedding.sparse = model.linear.sparse = True
+    _, sparse = forward_and_gradients(model, ids, values, one_hot=True, seed=0)
+    assert model.embedding.weight.grad.is_sparse
+    for key, grad in dense.items():
+        torch.testing.assert_close(sparse[key], grad, rtol=0, atol=1e-12)

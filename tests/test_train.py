@@ -122,7 +122,7 @@ def test_binary_task_refuses_real_valued_labels(tiny_dataset):
 
 
 @pytest.mark.parametrize("bad", [dict(batch_size=0), dict(lr=-1.0), dict(optimizer="sgd"), dict(task="rank"),
-                                 dict(device="tpu"), dict(patience=0)])
+                                 dict(device="tpu"), dict(patience=0), dict(distinct_pairs="on")])
 def test_train_config_validation(bad):
     with pytest.raises(ConfigError):
         TrainConfig(**bad)
@@ -150,19 +150,22 @@ def test_empty_validation_split_is_refused(tiny_dataset):
         train_model(build(data), data, TrainConfig(epochs=1))
 
 
+@pytest.mark.parametrize("real_valued", [False, True])  # the one-hot (distinct-pair) and the plain path
 @pytest.mark.parametrize("name", ["fm", "afm"])
-def test_sparse_embedding_gradients_give_the_same_training(name, tiny_dataset):
+def test_sparse_embedding_gradients_give_the_same_training(name, real_valued):
     """The fast path (sparse Adagrad on the embedding tables) computes the same updates."""
+    dataset = random_dataset(real_valued=real_valued)
     results = []
     for sparse in (False, True):
-        model = build(tiny_dataset, name=name, seed=3).double()
-        for split in tiny_dataset.splits.values():
+        model = build(dataset, name=name, seed=3).double()
+        for split in dataset.splits.values():
             split.feature_values = split.feature_values.astype(np.float64)
-        result = train_model(model, tiny_dataset, TrainConfig(epochs=2, lr=0.1, batch_size=16, seed=3,
-                                                               sparse_embeddings="on" if sparse else "off",
-                                                               l2_attention=1.0))
+        result = train_model(model, dataset, TrainConfig(epochs=2, lr=0.1, batch_size=16, seed=3,
+                                                          sparse_embeddings="on" if sparse else "off",
+                                                          l2_attention=1.0))
         results.append(result)
     assert not results[1].model.embedding.sparse  # switched back after training
+    assert results[1].distinct_pairs == (not real_valued)
     for a, b in zip(results[0].model.parameters(), results[1].model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
@@ -180,18 +183,55 @@ def test_compile_policy():
 
 
 @pytest.mark.slow
-def test_compiled_training_computes_the_same_function(tiny_dataset):
-    """The compiled step is the default for big batches: it must train the same model."""
+@pytest.mark.parametrize("real_valued", [False, True])  # compiled through the one-hot path, and the plain one
+def test_compiled_training_computes_the_same_function(real_valued):
+    """The compiled step is the default for big batches: it must train the same model as the eager
+    plain path."""
+    dataset = random_dataset(real_valued=real_valued)
     results = []
     for mode in ("off", "on"):
         # No dropout: compiled graphs draw their random masks differently from eager mode. float64:
         # Adagrad's first steps are ±lr whatever the gradient's size, so float32 rounding would grow.
-        model = build(tiny_dataset, name="afm", seed=4, dropout_pooled=0.0).double()
-        for split in tiny_dataset.splits.values():
+        model = build(dataset, name="afm", seed=4, dropout_pooled=0.0).double()
+        for split in dataset.splits.values():
             split.feature_values = split.feature_values.astype(np.float64)
-        results.append(train_model(model, tiny_dataset, TrainConfig(epochs=2, lr=0.05, batch_size=64, seed=4,
-                                                                     compile=mode)))
+        results.append(train_model(model, dataset, TrainConfig(epochs=2, lr=0.05, batch_size=64, seed=4,
+                                                                compile=mode,
+                                                                distinct_pairs="off" if mode == "off" else "auto")))
     assert results[1].compiled and not results[0].compiled
+    assert results[1].distinct_pairs == (not real_valued) and not results[0].distinct_pairs
     for a, b in zip(results[0].model.parameters(), results[1].model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
     assert results[0].best["valid_rmse"] == pytest.approx(results[1].best["valid_rmse"], rel=1e-9)
+
+
+@pytest.mark.parametrize("name,dropout", [("fwfm", 0.5), ("afm", 0.0), ("afm", 0.3)])
+def test_distinct_pair_training_trains_the_same_model_as_the_plain_path(name, dropout):
+    """The default on one-hot rows (each distinct feature pair of a batch once) against the plain
+    (B, P, k) path: float64, four epochs of Adagrad with the attention L2 and dropout on (both paths
+    draw the same masks), the same weights and validation curve to 1e-6."""
+    results = []
+    for path in ("off", "auto"):
+        dataset = random_dataset(field_sizes=(3, 4, 2, 5, 3))  # small fields: most pairs repeat in a batch
+        model = build(dataset, name=name, seed=6, dropout_pooled=dropout,
+                      dropout_attention=dropout if name == "afm" else 0.0).double()
+        for split in dataset.splits.values():
+            split.feature_values = split.feature_values.astype(np.float64)
+        results.append(train_model(model, dataset, TrainConfig(epochs=4, lr=0.1, batch_size=32, seed=6,
+                                                                l2_attention=1.0, patience=10,
+                                                                distinct_pairs=path)))
+    plain, shared = results
+    assert shared.distinct_pairs and not plain.distinct_pairs
+    for (key, a), b in zip(plain.model.state_dict().items(), shared.model.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-6, msg=key)
+    assert plain.best_epoch == shared.best_epoch and plain.best_epoch > 0
+    for a, b in zip(plain.history, shared.history):
+        assert b["valid_rmse"] == pytest.approx(a["valid_rmse"], abs=1e-6)
+
+
+def test_real_valued_rows_train_through_the_plain_path():
+    data = random_dataset(real_valued=True)
+    result = train_model(build(data), data, TrainConfig(epochs=1, lr=0.1, batch_size=64))
+    assert not result.distinct_pairs
+    ones = random_dataset()
+    assert train_model(build(ones), ones, TrainConfig(epochs=1, lr=0.1, batch_size=64)).distinct_pairs
