@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                        help="torch.compile the training step (auto: on CUDA, or CPU batches >= 1024, for runs "
                             "of 1M+ samples)")
+    train.add_argument("--distinct-pairs", choices=("auto", "off"), default="auto",
+                       help="FwFM/AFM on one-hot rows: compute each distinct feature pair of a batch once (auto; "
+                            "same results, faster) or take the plain path (off)")
     train.add_argument("--out", required=True, metavar="CKPT", help="checkpoint path (.safetensors)")
     train.add_argument("--quiet", action="store_true", help="no per-epoch progress on stderr")
 
@@ -251,7 +254,7 @@ def command_train(args) -> dict:
         lr=args.lr if args.lr is not None else defaults["lr"], optimizer=args.optimizer,
         l2_attention=args.l2_attention if args.l2_attention is not None else defaults["l2_attention"],
         patience=args.patience, seed=args.seed, device=args.device, deterministic=args.deterministic,
-        compile=args.compile)
+        compile=args.compile, distinct_pairs=args.distinct_pairs)
     resolve_device(args.device)  # fail on a missing GPU before any work
     # An AFM started from an FM must see the data exactly as that FM did (its CSV encoding).
     pretrained = load_checkpoint(args.init_from) if args.init_from else None
@@ -296,7 +299,8 @@ def command_train(args) -> dict:
                "stop_reason": stop_reason}
     summary.update({key: value for key, value in best.items() if key.startswith(("valid_", "test_"))})
     summary.update({"seconds": round(result.seconds, 3), "samples_per_second": round(result.samples_per_second, 1),
-                    "device": result.device, "compiled": result.compiled, "checkpoint": str(out)})
+                    "device": result.device, "compiled": result.compiled,
+                    "distinct_pairs": result.distinct_pairs, "checkpoint": str(out)})
     return summary
 
 

@@ -41,6 +41,7 @@ def test_train_prints_the_json_contract_and_saves_a_checkpoint(tmp_path, capsys)
     code, stdout, stderr = run(capsys, "train", "--data", "sample", "--model", "afm", "--init-from", str(out),
                                "--k", "8", "--t", "8", "--epochs", "1", "--batch-size", "512", "--out", str(afm))
     assert code == 0, stderr
+    assert last_json(stdout)["distinct_pairs"] is True  # one-hot rows: the distinct-pair path, the default
     init_rmse = load_checkpoint(afm).history[0]["valid_rmse"]
     assert init_rmse < 2.0  # it starts from FM's embeddings, not from scratch
 
@@ -140,6 +141,7 @@ def test_csv_with_numeric_columns_end_to_end(tmp_path, capsys):
     assert code == 0, stderr
     summary = last_json(stdout)
     assert summary["valid_rmse"] < 0.9 * float(np.std(frame["label"]))  # it learned something
+    assert summary["distinct_pairs"] is False  # a real-valued column: the plain path
     code, stdout, _ = run(capsys, "evaluate", "--checkpoint", str(out), "--data", str(path), "--split", "test")
     assert code == 0 and last_json(stdout)["rows"] == 60
     assert load_checkpoint(out).schema.csv_encoding["columns"][2]["kind"] == "numeric"
