@@ -116,6 +116,8 @@ class PredictionTerms:
 class PairwiseModel(nn.Module):
     """Shared parts: embeddings v, first-order weights w, global bias w0, the pair index."""
 
+    computes_distinct_pairs = True  # whether `one_hot_interaction` computes each distinct pair once
+
     def __init__(self, config: ModelConfig, generator: torch.Generator | None = None):
         super().__init__()
         self.config = config
@@ -161,8 +163,8 @@ class PairwiseModel(nn.Module):
         raise NotImplementedError
 
     def one_hot_interaction(self, feature_ids: torch.Tensor) -> torch.Tensor:
-        """`interaction` of rows whose values are all 1, (B, F) ids -> (B,). FM's O(F k) form is
-        already cheaper than any pair table, so the default is the plain path with x = 1."""
+        """`interaction` of rows whose values are all 1, (B, F) ids -> (B,). This default (FM's) is
+        the plain path with x = 1; FwFM and AFM compute each distinct pair once instead."""
         return self.interaction(self.embedding(feature_ids))  # (B, F, k) -> (B,)
 
     def distinct_pair_products(self, feature_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -257,6 +259,8 @@ class PairwiseModel(nn.Module):
 class FM(PairwiseModel):
     """Factorization machine, eq. (6), in Rendle's O(F k) form:
     sum_{i<j} e_i ⊙ e_j = ((sum_i e_i)^2 - sum_i e_i^2) / 2."""
+
+    computes_distinct_pairs = False  # O(F k) per row already: no pair table could be cheaper
 
     def interaction(self, embedded: torch.Tensor) -> torch.Tensor:
         square_of_sum = embedded.sum(1).square()  # (B, k)

@@ -155,7 +155,7 @@ class TrainResult:
     samples_per_second: float  # training samples per second of training time
     config: TrainConfig = field(repr=False, default=None)
     compiled: bool = False  # whether the training forward ran through torch.compile
-    distinct_pairs: bool = False  # whether training took the one-hot path (FwFM, AFM: each distinct pair once)
+    distinct_pairs: bool = False  # whether training computed each distinct feature pair of a batch once
 
     @property
     def best(self) -> dict:
@@ -295,7 +295,7 @@ def train_model(model: PairwiseModel, dataset: Dataset, config: TrainConfig,
     wanted = config.sparse_embeddings == "on" or (config.sparse_embeddings == "auto"
                                                   and model.config.num_features >= SPARSE_MIN_FEATURES)
     sparse = wanted and config.optimizer == "adagrad" and not compiled
-    # Checked once here, not per batch (that would sync a GPU every step). FM ignores it (O(F k) already).
+    # Checked once here, not per batch (that would sync a GPU every step).
     one_hot = config.distinct_pairs == "auto" and bool((splits["train"].feature_values == 1).all())
     # The one-hot path's pair count U changes every batch: compile for any shape at once, not per U.
     forward = torch.compile(model, dynamic=True if one_hot else None) if compiled else model
@@ -330,7 +330,8 @@ def train_model(model: PairwiseModel, dataset: Dataset, config: TrainConfig,
         model.load_state_dict(best_state)
         model.embedding.sparse = model.linear.sparse = False
         return TrainResult(model, history, best_epoch, reason, str(device), train_seconds,
-                           samples_seen / train_seconds if train_seconds > 0 else 0.0, config, compiled, one_hot)
+                           samples_seen / train_seconds if train_seconds > 0 else 0.0, config, compiled,
+                           one_hot and model.computes_distinct_pairs)
 
     for epoch in range(1, config.epochs + 1):
         model.train()
