@@ -235,3 +235,18 @@ def test_real_valued_rows_train_through_the_plain_path():
     assert not result.distinct_pairs
     ones = random_dataset()
     assert train_model(build(ones), ones, TrainConfig(epochs=1, lr=0.1, batch_size=64)).distinct_pairs
+
+
+def test_presets_build_valid_configs_and_the_fast_afm_compiles():
+    from afm.presets import MODEL_KEYS, PRESETS, TRAIN_KEYS, preset
+    from afm.train import should_compile
+
+    for name, models in PRESETS.items():
+        assert set(models) == {"fm", "fwfm", "afm"}, name
+        for model, values in models.items():
+            assert set(values) == set(MODEL_KEYS) | set(TRAIN_KEYS), (name, model)
+            ModelConfig(model=model, num_features=10, num_fields=3, **{k: values[k] for k in MODEL_KEYS})
+            TrainConfig(**{k: values[k] for k in TRAIN_KEYS})
+    # The time-to-quality recipe's AFM relies on the compiled one-hot path on a CPU (Frappe: 202,027 rows).
+    afm = preset("fast", "afm")
+    assert should_compile(TrainConfig(**{k: afm[k] for k in TRAIN_KEYS}), torch.device("cpu"), 202_027)
