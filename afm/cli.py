@@ -121,9 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                        help="torch.compile the training step (auto: on CUDA, or CPU batches >= 1024, for runs "
                             "of 1M+ samples)")
-    train.add_argument("--distinct-pairs", choices=("auto", "off"), default="auto",
-                       help="FwFM/AFM on one-hot rows: compute each distinct feature pair of a batch once (auto; "
-                            "same results, faster) or take the plain path (off)")
+    train.add_argument("--distinct-pairs", choices=("auto", "on", "off"), default="auto",
+                       help="FwFM/AFM on one-hot rows: compute each distinct feature pair of a batch once (same "
+                            "results; auto: where it is faster, for large k and t or batches) or never (off)")
     train.add_argument("--out", required=True, metavar="CKPT", help="checkpoint path (.safetensors)")
     train.add_argument("--quiet", action="store_true", help="no per-epoch progress on stderr")
 

@@ -53,12 +53,14 @@ class TrainConfig:
     # where it pays (MovieLens-tag's 90,445: 1.6-16x faster); on Frappe's 5,382 dense is ~8 % faster.
     sparse_embeddings: str = "auto"
     # torch.compile the training step's forward: "on", "off", or "auto" = when it pays, i.e. on
-    # CUDA, or on the CPU for batches of 1,024+ (elementwise work dominates there), and only for
-    # runs of a million samples or more (compiling costs 5-20 s up front). See docs/benchmarks.md.
+    # CUDA, or on the CPU for the distinct-pair path or batches of 1,024+ (elementwise work dominates
+    # there), and only for runs of a million samples or more (compiling costs 5-30 s up front).
+    # See docs/benchmarks.md.
     compile: str = "auto"
     # FwFM and AFM on one-hot rows (every x = 1): compute each distinct feature pair of a batch once
     # and pool rows from that table, never building the (B, P, k) tensor. Same function and gradients
-    # (tested). "auto": whenever every training value is 1; "off": the plain path, for comparisons.
+    # (tested). "auto": when every training value is 1 and the model's `distinct_pairs_pay` (large
+    # k and t, or large batches); "on": whenever every training value is 1; "off": the plain path.
     distinct_pairs: str = "auto"
 
     def __post_init__(self):
@@ -77,7 +79,7 @@ class TrainConfig:
             (isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1, "eval batch size must be >= 1"),
             (self.compile in ("auto", "on", "off"), "compile must be auto, on or off"),
             (self.sparse_embeddings in ("auto", "on", "off"), "sparse_embeddings must be auto, on or off"),
-            (self.distinct_pairs in ("auto", "off"), "distinct_pairs must be auto or off"),
+            (self.distinct_pairs in ("auto", "on", "off"), "distinct_pairs must be auto, on or off"),
         ]
         for ok, message in checks:
             if not ok:
@@ -244,11 +246,21 @@ COMPILE_MIN_CPU_BATCH = 1024
 COMPILE_MIN_SAMPLES = 1_000_000
 
 
-def should_compile(config: TrainConfig, device: torch.device, train_rows: int) -> bool:
+def should_compile(config: TrainConfig, device: torch.device, train_rows: int, distinct_pairs: bool = False) -> bool:
+    """On the CPU the plain path pays from batches of 1,024; the distinct-pair path at any batch size
+    (its gathers, ReLU and pooling fuse: 1.2-1.5x at batch 128, 1.5-1.8x at 1,024-4,096)."""
     if config.compile != "auto":
         return config.compile == "on"
     long_run = config.epochs * train_rows >= COMPILE_MIN_SAMPLES
-    return long_run and (device.type == "cuda" or config.batch_size >= COMPILE_MIN_CPU_BATCH)
+    return long_run and (device.type == "cuda" or distinct_pairs or config.batch_size >= COMPILE_MIN_CPU_BATCH)
+
+
+def uses_distinct_pairs(model: PairwiseModel, config: TrainConfig, train: DeviceSplit) -> bool:
+    """Whether to train through the distinct-pair path. Checked once, not per batch (a check per
+    batch would sync a GPU every step)."""
+    wanted = config.distinct_pairs == "on" or (config.distinct_pairs == "auto"
+                                               and model.distinct_pairs_pay(model.config, config.batch_size))
+    return wanted and model.computes_distinct_pairs and bool((train.feature_values == 1).all())
 
 
 def make_optimizer(model: PairwiseModel, config: TrainConfig) -> torch.optim.Optimizer:
@@ -290,15 +302,14 @@ def train_model(model: PairwiseModel, dataset: Dataset, config: TrainConfig,
         raise ConfigError("training and validation splits must not be empty")
     label_range = dataset.label_range
     metric_name, lower_is_better = SELECTION_METRIC[config.task]
-    compiled = should_compile(config, device, len(splits["train"]))
+    distinct = uses_distinct_pairs(model, config, splits["train"])
+    compiled = should_compile(config, device, len(splits["train"]), distinct)
     # Sparse gradients do not go through the compiler; a compiled step keeps dense ones.
     wanted = config.sparse_embeddings == "on" or (config.sparse_embeddings == "auto"
                                                   and model.config.num_features >= SPARSE_MIN_FEATURES)
     sparse = wanted and config.optimizer == "adagrad" and not compiled
-    # Checked once here, not per batch (that would sync a GPU every step).
-    one_hot = config.distinct_pairs == "auto" and bool((splits["train"].feature_values == 1).all())
-    # The one-hot path's pair count U changes every batch: compile for any shape at once, not per U.
-    forward = torch.compile(model, dynamic=True if one_hot else None) if compiled else model
+    # The distinct-pair count U changes every batch: compile for any shape at once, not once per U.
+    forward = torch.compile(model, dynamic=True if distinct else None) if compiled else model
     if sparse:
         torch.sparse.check_sparse_tensor_invariants.disable()  # the default, said explicitly: no warning
     model.embedding.sparse = model.linear.sparse = sparse
@@ -330,8 +341,7 @@ def train_model(model: PairwiseModel, dataset: Dataset, config: TrainConfig,
         model.load_state_dict(best_state)
         model.embedding.sparse = model.linear.sparse = False
         return TrainResult(model, history, best_epoch, reason, str(device), train_seconds,
-                           samples_seen / train_seconds if train_seconds > 0 else 0.0, config, compiled,
-                           one_hot and model.computes_distinct_pairs)
+                           samples_seen / train_seconds if train_seconds > 0 else 0.0, config, compiled, distinct)
 
     for epoch in range(1, config.epochs + 1):
         model.train()
@@ -342,7 +352,7 @@ def train_model(model: PairwiseModel, dataset: Dataset, config: TrainConfig,
         stopped = False
         for batch in range(num_batches):
             rows = order[batch * config.batch_size:(batch + 1) * config.batch_size]  # (B,)
-            predictions = forward(train.feature_ids[rows], train.feature_values[rows], one_hot)  # (B,)
+            predictions = forward(train.feature_ids[rows], train.feature_values[rows], distinct)  # (B,)
             targets = train.targets[rows]  # (B,)
             loss = batch_objective(model, predictions, targets, config)
             optimizer.zero_grad(set_to_none=True)

@@ -41,7 +41,7 @@ def test_train_prints_the_json_contract_and_saves_a_checkpoint(tmp_path, capsys)
     code, stdout, stderr = run(capsys, "train", "--data", "sample", "--model", "afm", "--init-from", str(out),
                                "--k", "8", "--t", "8", "--epochs", "1", "--batch-size", "512", "--out", str(afm))
     assert code == 0, stderr
-    assert last_json(stdout)["distinct_pairs"] is True  # one-hot rows: the distinct-pair path, the default
+    assert last_json(stdout)["distinct_pairs"] is False  # k = t = 8, batch 512: "auto" keeps the faster plain path
     init_rmse = load_checkpoint(afm).history[0]["valid_rmse"]
     assert init_rmse < 2.0  # it starts from FM's embeddings, not from scratch
 

@@ -8,7 +8,7 @@ from afm.data import Dataset, load_dataset
 from afm.errors import ConfigError
 from afm.metrics import auc, log_loss, rmse
 from afm.models import ModelConfig, build_model
-from afm.train import TrainConfig, TrainingDiverged, seed_everything, train_model
+from afm.train import DeviceSplit, TrainConfig, TrainingDiverged, seed_everything, train_model
 from tests.conftest import random_dataset
 
 
@@ -45,7 +45,7 @@ def test_training_on_the_sample_lowers_validation_rmse(name):
 def test_best_epoch_weights_are_restored(tiny_dataset):
     model = build(tiny_dataset)
     result = train_model(model, tiny_dataset, TrainConfig(epochs=6, lr=0.3, batch_size=32, patience=10))
-    from afm.train import DeviceSplit, evaluate_split
+    from afm.train import evaluate_split
     metrics = evaluate_split(result.model, DeviceSplit(tiny_dataset.valid, torch.device("cpu"), "regression"),
                              "regression", tiny_dataset.label_range)
     assert metrics["rmse"] == pytest.approx(result.best["valid_rmse"], rel=1e-6)
@@ -122,7 +122,7 @@ def test_binary_task_refuses_real_valued_labels(tiny_dataset):
 
 
 @pytest.mark.parametrize("bad", [dict(batch_size=0), dict(lr=-1.0), dict(optimizer="sgd"), dict(task="rank"),
-                                 dict(device="tpu"), dict(patience=0), dict(distinct_pairs="on")])
+                                 dict(device="tpu"), dict(patience=0), dict(distinct_pairs="yes")])
 def test_train_config_validation(bad):
     with pytest.raises(ConfigError):
         TrainConfig(**bad)
@@ -162,7 +162,7 @@ def test_sparse_embedding_gradients_give_the_same_training(name, real_valued):
             split.feature_values = split.feature_values.astype(np.float64)
         result = train_model(model, dataset, TrainConfig(epochs=2, lr=0.1, batch_size=16, seed=3,
                                                           sparse_embeddings="on" if sparse else "off",
-                                                          l2_attention=1.0))
+                                                          l2_attention=1.0, distinct_pairs="on"))
         results.append(result)
     assert not results[1].model.embedding.sparse  # switched back after training
     assert results[1].distinct_pairs == (not real_valued and name != "fm")  # FM: O(F k) needs no pair table
@@ -178,6 +178,8 @@ def test_compile_policy():
     assert should_compile(TrainConfig(batch_size=4096, epochs=100), cpu, 200_000)
     assert not should_compile(TrainConfig(batch_size=4096, epochs=2), cpu, 200_000)  # too short to pay back
     assert should_compile(TrainConfig(batch_size=128, epochs=10), cuda, 200_000)
+    assert should_compile(TrainConfig(batch_size=128, epochs=100), cpu, 200_000, distinct_pairs=True)
+    assert not should_compile(TrainConfig(batch_size=128, epochs=2), cpu, 200_000, distinct_pairs=True)
     assert should_compile(TrainConfig(compile="on", epochs=1), cpu, 10)
     assert not should_compile(TrainConfig(compile="off", batch_size=4096, epochs=100), cpu, 10**6)
 
@@ -197,7 +199,7 @@ def test_compiled_training_computes_the_same_function(real_valued):
             split.feature_values = split.feature_values.astype(np.float64)
         results.append(train_model(model, dataset, TrainConfig(epochs=2, lr=0.05, batch_size=64, seed=4,
                                                                 compile=mode,
-                                                                distinct_pairs="off" if mode == "off" else "auto")))
+                                                                distinct_pairs="off" if mode == "off" else "on")))
     assert results[1].compiled and not results[0].compiled
     assert results[1].distinct_pairs == (not real_valued) and not results[0].distinct_pairs
     for a, b in zip(results[0].model.parameters(), results[1].model.parameters()):
@@ -211,7 +213,7 @@ def test_distinct_pair_training_trains_the_same_model_as_the_plain_path(name, dr
     (B, P, k) path: float64, four epochs of Adagrad with the attention L2 and dropout on (both paths
     draw the same masks), the same weights and validation curve to 1e-6."""
     results = []
-    for path in ("off", "auto"):
+    for path in ("off", "on"):
         dataset = random_dataset(field_sizes=(3, 4, 2, 5, 3))  # small fields: most pairs repeat in a batch
         model = build(dataset, name=name, seed=6, dropout_pooled=dropout,
                       dropout_attention=dropout if name == "afm" else 0.0).double()
@@ -231,10 +233,32 @@ def test_distinct_pair_training_trains_the_same_model_as_the_plain_path(name, dr
 
 def test_real_valued_rows_train_through_the_plain_path():
     data = random_dataset(real_valued=True)
-    result = train_model(build(data), data, TrainConfig(epochs=1, lr=0.1, batch_size=64))
+    result = train_model(build(data), data, TrainConfig(epochs=1, lr=0.1, batch_size=64, distinct_pairs="on"))
     assert not result.distinct_pairs
     ones = random_dataset()
-    assert train_model(build(ones), ones, TrainConfig(epochs=1, lr=0.1, batch_size=64)).distinct_pairs
+    result = train_model(build(ones), ones, TrainConfig(epochs=1, lr=0.1, batch_size=64, distinct_pairs="on"))
+    assert result.distinct_pairs
+
+
+def test_distinct_pairs_are_shared_where_they_pay():
+    """"auto": where measured faster (docs/benchmarks.md): large k x t, or large batches."""
+    from afm.models import MODEL_CLASSES
+    from afm.train import uses_distinct_pairs
+
+    def pays(name, k, batch):
+        return MODEL_CLASSES[name].distinct_pairs_pay(ModelConfig(model=name, num_features=10, num_fields=3,
+                                                                  embedding_dim=k, attention_dim=k), batch)
+
+    assert pays("afm", 64, 128) and pays("afm", 32, 128) and pays("afm", 16, 1024) and not pays("afm", 16, 128)
+    assert pays("fwfm", 64, 128) and pays("fwfm", 16, 1024) and not pays("fwfm", 32, 128)
+    assert not pays("fm", 256, 4096)
+    data = random_dataset()
+    train = DeviceSplit(data.train, torch.device("cpu"), "regression")
+    small, large = build(data, k=8, t=8), build(data, k=32, t=32)
+    assert uses_distinct_pairs(large, TrainConfig(), train) and not uses_distinct_pairs(small, TrainConfig(), train)
+    assert uses_distinct_pairs(small, TrainConfig(distinct_pairs="on"), train)
+    assert not uses_distinct_pairs(large, TrainConfig(distinct_pairs="off"), train)
+    assert not uses_distinct_pairs(build(data, "fm"), TrainConfig(distinct_pairs="on"), train)
 
 
 def test_presets_build_valid_configs_and_the_fast_afm_compiles():
