@@ -217,8 +217,9 @@ class PairwiseModel(nn.Module):
         pays (no backward, big batches: 4-10x on Frappe)."""
         raise NotImplementedError
 
-    def pair_weights_and_projection(self, embedded: torch.Tensor):
-        """(weight_ij (B, P), p (k,)) without dropout, for `decompose`."""
+    def pair_weights_and_projection(self, products: torch.Tensor, slot: torch.Tensor | None = None):
+        """(weight_ij (B, P), p (k,)) without dropout, from the pair products: (B, P, k), or the
+        distinct pairs' (U, k) with `slot` (B, P) from `distinct_pair_products`."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -232,9 +233,15 @@ class PairwiseModel(nn.Module):
             self.train(was_training)
 
     def pair_weights_and_values(self, feature_ids, feature_values, embedded) -> tuple[torch.Tensor, torch.Tensor]:
-        """(weight_ij, p^T(e_i ⊙ e_j)), each (B, P), without dropout."""
-        weights, projection = self.pair_weights_and_projection(embedded)  # (B, P), (k,)
-        return weights, self.pair_products(embedded) @ projection
+        """(weight_ij, p^T(e_i ⊙ e_j)), each (B, P), without dropout. One-hot rows: from each
+        distinct pair once (Frappe's test split: 141 k distinct pairs in 1.3 M pair slots)."""
+        if bool((feature_values == 1).all()):
+            products, slot = self.distinct_pair_products(feature_ids.long())  # (U, k), (B, P)
+            weights, projection = self.pair_weights_and_projection(products, slot)  # (B, P), (k,)
+            return weights, per_slot(products @ projection, slot)  # (B, P) each
+        products = self.pair_products(embedded)  # (B, P, k)
+        weights, projection = self.pair_weights_and_projection(products)  # (B, P), (k,)
+        return weights, products @ projection  # (B, P) each
 
     @torch.no_grad()
     def decompose(self, feature_ids: torch.Tensor, feature_values: torch.Tensor) -> PredictionTerms:
@@ -293,10 +300,9 @@ class FM(PairwiseModel):
         fields, k = config.num_fields, config.embedding_dim
         return fields * k * (6 if training else 3)  # (B, F, k) embeddings, squares, sums
 
-    def pair_weights_and_projection(self, embedded):
-        batch = embedded.shape[0]
-        weights = embedded.new_ones(batch, self.config.num_pairs)  # (B, P)
-        return weights, embedded.new_ones(self.config.embedding_dim)
+    def pair_weights_and_projection(self, products, slot=None):
+        shape = products.shape[:2] if slot is None else slot.shape  # (B, P)
+        return products.new_ones(shape), products.new_ones(self.config.embedding_dim)
 
 
 class FwFM(PairwiseModel):
@@ -320,17 +326,17 @@ class FwFM(PairwiseModel):
 
     def one_hot_interaction(self, feature_ids: torch.Tensor) -> torch.Tensor:
         products, slot = self.distinct_pair_products(feature_ids)  # (U, k), (B, P)
-        weights = self.field_pair_weights.expand(slot.shape)  # (B, P)  r_fg of each row's pairs
-        return self.pool_distinct(products, slot, weights, products.new_ones(self.config.embedding_dim))  # (B,)
+        weights, projection = self.pair_weights_and_projection(products, slot)  # (B, P), (k,)
+        return self.pool_distinct(products, slot, weights, projection)  # (B,)
 
     @staticmethod
     def floats_per_row(config: ModelConfig, training: bool, one_hot: bool = False) -> int:
         pairs, k = config.num_pairs, config.embedding_dim
         return pairs * k * (4 if training else 3)  # (B, P, k) left, right and their product
 
-    def pair_weights_and_projection(self, embedded):
-        weights = self.field_pair_weights.expand(embedded.shape[0], -1)  # (B, P)
-        return weights, embedded.new_ones(self.config.embedding_dim)
+    def pair_weights_and_projection(self, products, slot=None):
+        shape = products.shape[:2] if slot is None else slot.shape  # (B, P)
+        return self.field_pair_weights.expand(shape), products.new_ones(self.config.embedding_dim)  # r_fg per pair
 
 
 class AFM(PairwiseModel):
@@ -377,8 +383,8 @@ class AFM(PairwiseModel):
 
     def one_hot_interaction(self, feature_ids: torch.Tensor) -> torch.Tensor:
         products, slot = self.distinct_pair_products(feature_ids)  # (U, k), (B, P)
-        attention = torch.softmax(per_slot(self.attention_scores(products), slot), dim=1)  # (B, P)  a_ij, per row
-        return self.pool_distinct(products, slot, self.attention_dropout(attention), self.projection)  # (B,)
+        attention, projection = self.pair_weights_and_projection(products, slot)  # (B, P) a_ij per row, (k,)
+        return self.pool_distinct(products, slot, self.attention_dropout(attention), projection)  # (B,)
 
     def forward_with_attention(self, feature_ids, feature_values) -> tuple[torch.Tensor, torch.Tensor]:
         """Prediction (B,) and a_ij (B, P) from one forward pass (dropout applies in training mode)."""
@@ -395,18 +401,11 @@ class AFM(PairwiseModel):
         # (B, P, k) left, right, products (and their gradient); (B, P, t) pre-activation and ReLU.
         return pairs * (4 * k + 3 * t) if training else pairs * (3 * k + 2 * t)
 
-    def pair_weights_and_projection(self, embedded):
-        return self.attention_weights(self.pair_products(embedded)), self.projection
-
-    def pair_weights_and_values(self, feature_ids, feature_values, embedded):
-        """With one-hot rows, each distinct pair's score and value once, then a softmax per row
-        (Frappe's test split: 141 k distinct pairs in 1.3 M pair slots)."""
-        if not bool((feature_values == 1).all()):
-            return super().pair_weights_and_values(feature_ids, feature_values, embedded)
-        products, slot = self.distinct_pair_products(feature_ids.long())  # (U, k), (B, P)
-        scores = self.attention_scores(products)  # (U,)  a'
-        values = products @ self.projection  # (U,)  p^T (e_i ⊙ e_j)
-        return torch.softmax(scores[slot], dim=1), values[slot]  # (B, P), (B, P)
+    def pair_weights_and_projection(self, products, slot=None):
+        if slot is None:
+            return self.attention_weights(products), self.projection  # (B, P), (k,)
+        # Each distinct pair's score once, then the softmax over each row's own pairs.
+        return torch.softmax(per_slot(self.attention_scores(products), slot), dim=1), self.projection
 
 
 MODEL_CLASSES = {"fm": FM, "fwfm": FwFM, "afm": AFM}

@@ -89,10 +89,10 @@ def measure(impl: str, k: int, batch: int, steps: int, warmup: int, threads: int
         name = "fm" if impl == "fm" else "afm"
         model = build_model(ModelConfig(model=name, num_features=int(sum(FRAPPE_FIELD_SIZES)), num_fields=10,
                                         embedding_dim=k, attention_dim=k, dropout_pooled=0.0)).to(dev)
+        one_hot = "plain" not in impl  # every x is 1 here: the distinct-pair path, unless asked not to
         call = model
         if impl.endswith("compiled"):
-            call = torch.compile(model)
-        one_hot = "plain" not in impl  # every x is 1 here: the trainer's one-hot path, unless asked not to
+            call = torch.compile(model, dynamic=True if one_hot else None)  # as the trainer compiles it
 
         def forward(rows_):
             return call(x[rows_], ones[rows_], one_hot)
@@ -254,7 +254,7 @@ def summarize(records: list[dict], k: int, device: str) -> None:
         print(json.dumps({"impl": key[0], "batch": key[1], "k": k, "runs": len(runs), **medians[key],
                           "train_min": min(spread), "train_max": max(spread)}))
     for batch in sorted({b for _, b in medians}):
-        default = default_impl(batch, device)
+        default = default_impl(k, batch, device)
         for ours in OURS:
             for peer in PEERS:
                 a, b = medians.get((ours, batch)), medians.get((peer, batch))
@@ -264,14 +264,19 @@ def summarize(records: list[dict], k: int, device: str) -> None:
                           f"{a['infer_samples_per_s'] / b['infer_samples_per_s']:.2f}x")
 
 
-def default_impl(batch: int, device: str) -> str:
-    """What the CLI and the app run for a Frappe training of 20 epochs at this batch size."""
+def default_impl(k: int, batch: int, device: str) -> str:
+    """Which of ours the CLI and the app run for an AFM on Frappe, 20 epochs at this batch size."""
     import torch
 
+    from afm.models import AFM, ModelConfig
     from afm.train import TrainConfig, should_compile
 
-    config = TrainConfig(batch_size=batch, epochs=20)
-    return "afm-compiled" if should_compile(config, torch.device(device), FRAPPE_TRAIN_ROWS) else "afm"
+    model = ModelConfig(model="afm", num_features=sum(FRAPPE_FIELD_SIZES), num_fields=10, embedding_dim=k,
+                        attention_dim=k)
+    distinct = AFM.distinct_pairs_pay(model, batch)
+    compiled = should_compile(TrainConfig(batch_size=batch, epochs=20), torch.device(device), FRAPPE_TRAIN_ROWS,
+                              distinct)
+    return ("afm" if distinct else "afm-plain") + ("-compiled" if compiled else "")
 
 
 if __name__ == "__main__":

@@ -200,16 +200,16 @@ def test_match_sum_starts_afm_as_the_fm_with_uniform_attention():
     torch.testing.assert_close(afm(ids, values), fm(ids, values))
 
 
-def test_afm_distinct_pair_path_equals_the_general_path():
-    from afm.models import PairwiseModel
-
-    model = randomise(make("afm", num_features=12)).eval()
+@pytest.mark.parametrize("name", ["fm", "fwfm", "afm"])
+def test_distinct_pair_decomposition_equals_the_general_path(name):
+    model = randomise(make(name, num_features=12)).eval()
     ids, _ = batch(num_rows=50, num_features=12)  # many repeated feature pairs
     ones = torch.ones(ids.shape, dtype=torch.float64)
     embedded = model.embed(ids, ones)
     fast = model.pair_weights_and_values(ids, ones, embedded)
-    general = PairwiseModel.pair_weights_and_values(model, ids, ones, embedded)
-    for a, b in zip(fast, general):
+    products = model.pair_products(embedded)  # (B, P, k): every pair slot on its own
+    weights, projection = model.pair_weights_and_projection(products)
+    for a, b in zip(fast, (weights, products @ projection)):
         torch.testing.assert_close(a, b)
     terms = model.decompose(ids, ones)
     torch.testing.assert_close(terms.prediction, model(ids, ones))
