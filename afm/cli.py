@@ -137,8 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--base-url", default=None, help="mirror to download from instead of the default")
     download.add_argument("--timeout", type=_positive_float, default=60.0, help="seconds per connection attempt")
 
-    sample = commands.add_parser("sample", help="generate the synthetic sample dataset")
-    sample.add_argument("--out", default=None, help="directory (default: the bundled sample_data/)")
+    sample = commands.add_parser("sample", help="generate the bundled synthetic samples")
+    sample.add_argument("--name", choices=("all", "sample", "sample-fixed"), default="all")
+    sample.add_argument("--out", default=None, help="directory; each sample goes to OUT/NAME/ (default: sample_data/)")
     sample.add_argument("--rows", type=_positive_int, default=None)
     sample.add_argument("--seed", type=int, default=None)
     sample.add_argument("--checkpoints", action="store_true",
@@ -333,19 +334,23 @@ def command_download(args) -> dict:
 
 def command_sample(args) -> dict:
     from afm.paths import sample_dir
-    from afm.synthetic import SyntheticConfig, write_sample
+    from afm.synthetic import SAMPLES, write_sample
 
-    config = SyntheticConfig()
-    if args.rows is not None:
-        config.num_rows = args.rows
-    if args.seed is not None:
-        config.seed = args.seed
-    directory = write_sample(args.out or sample_dir(), config)
-    summary = {"directory": str(directory), "rows": config.num_rows}
-    if args.checkpoints:
-        from afm.bundled import train_sample_checkpoints
+    names = list(SAMPLES) if args.name == "all" else [args.name]
+    summary = {"samples": {}}
+    for name in names:
+        config = SAMPLES[name]
+        if args.rows is not None:
+            config.num_rows = args.rows
+        if args.seed is not None:
+            config.seed = args.seed
+        directory = write_sample(Path(args.out or sample_dir()) / name, config)
+        made = {"directory": str(directory), "rows": config.num_rows}
+        if args.checkpoints:
+            from afm.bundled import train_sample_checkpoints
 
-        summary["checkpoints"] = {name: str(path) for name, path in train_sample_checkpoints(directory).items()}
+            made["checkpoints"] = {m: str(p) for m, p in train_sample_checkpoints(name, directory).items()}
+        summary["samples"][name] = made
     return summary
 
 

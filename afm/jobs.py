@@ -239,7 +239,7 @@ def epoch_table(history: list[dict]) -> pd.DataFrame:
     """The per-epoch numbers a person reads, in a sensible order, rounded; epoch 0 (before
     training) has no training numbers, shown as blanks."""
     table = pd.DataFrame(history)
-    table = table[[c for c in EPOCH_COLUMNS if c in table.columns]].round(4)
+    table = table[[c for c in EPOCH_COLUMNS if c in table.columns]].astype("float64").round(4)  # None -> blank
     if "samples_per_second" in table:
         table["samples_per_second"] = table["samples_per_second"].round(0)
     return table

@@ -14,7 +14,10 @@ runs = st.session_state.runs
 if not runs:
     st.info("No runs yet: train or load a model on the Data & model page.")
     st.stop()
-names = st.multiselect("Runs", list(runs), default=list(runs))
+current = state.load_current(show_errors=False)
+on_this_data = [n for n, r in runs.items() if current is not None and r.dataset.get("name") == current.name]
+names = st.multiselect("Runs", list(runs), default=on_this_data or list(runs),
+                       help="At first, the runs on the current dataset.")
 picked = {name: runs[name] for name in names}
 has_binary = any(run.task == "binary" for run in picked.values())
 metric = st.radio("Metric", ["rmse", "auc", "logloss"] if has_binary else ["rmse"], horizontal=True)

@@ -112,8 +112,9 @@ with train_tab:
                                 index=len(fm_runs) if model_name == "afm" and fm_runs else 0,
                                 disabled=model_name == "fm",
                                 help="The authors' recipe: AFM starts from a trained FM's embeddings and biases.")
-        track = d.checkbox("Record gradient coupling each epoch", value=k <= 64,
-                           help="Measures coupling on 512 validation rows after every epoch (Gradient coupling page).")
+        track = d.checkbox("Track coupling", value=k <= 64,
+                           help="Measure gradient coupling on 512 validation rows after every epoch (the Gradient "
+                                "coupling page's *Over training* tab).")
         task = "regression"
         if dataset.is_binary:
             task = st.radio("Task", ["regression", "binary"], horizontal=True,
@@ -234,9 +235,9 @@ if st.session_state.runs:
              "test": run.best.get("test_rmse", run.best.get("test_auc")), "source": run.source}
             for name, run in st.session_state.runs.items()]
     st.dataframe(pd.DataFrame(rows), hide_index=True)
+    run, problem = state.fitting_active_run(dataset)
     state.run_picker("Active model")
     run = state.active_run()
-    problem = state.fit_problem(run, state.dataset_for(run, dataset))
     if problem:
         st.warning(f"The active model cannot score this dataset: {problem}.")
     st.download_button("Download the active model's checkpoint", data=run.to_bytes,

@@ -187,11 +187,15 @@ class CouplingSummary:
     share: np.ndarray  # (F, F) C[f, g]: mean ||part of ∂L/∂v_f from pair (f, g)||, rows sum to 1
     cosine: np.ndarray  # (F, F) mean cosine between partner g's part and the total ∂L/∂v_f
     cancellation: np.ndarray  # (F,) mean of 1 - ||Σ_g G_fg|| / Σ_g ||G_fg||: partners pulling apart
+    # (F,) the same index if the partners' pulls (with their actual sizes) pointed in independent
+    # random directions of R^k (for k large, orthogonal): 1 - sqrt(Σ_g ||G_fg||²) / Σ_g ||G_fg||.
+    # With 9 equal pulls it is 1 - 1/3 = 0.667. Below it, partners pull more *together* than chance.
+    cancellation_baseline: np.ndarray
     rows: int
 
     def to_json(self) -> dict:
         return finite({"share": self.share, "cosine": self.cosine, "cancellation": self.cancellation,
-                       "rows": self.rows})
+                       "cancellation_baseline": self.cancellation_baseline, "rows": self.rows})
 
 
 def coupling_summary(model: PairwiseModel, feature_ids, feature_values, targets, task="regression",
@@ -203,6 +207,7 @@ def coupling_summary(model: PairwiseModel, feature_ids, feature_values, targets,
     cosine_sum = torch.zeros(fields, fields, dtype=torch.float64)
     cosine_count = torch.zeros(fields, fields, dtype=torch.float64)
     cancel_sum = torch.zeros(fields, dtype=torch.float64)
+    baseline_sum = torch.zeros(fields, dtype=torch.float64)
     cancel_count = torch.zeros(fields, dtype=torch.float64)
     rows = feature_ids.shape[0]
     for start in range(0, rows, chunk):
@@ -221,6 +226,8 @@ def coupling_summary(model: PairwiseModel, feature_ids, feature_values, targets,
         pulled = norms.sum(2)  # (b, F)  Σ_g ||G_fg||
         has_pull = pulled > 0
         cancel_sum += torch.where(has_pull, 1 - total_norm / pulled.clamp_min(1e-300), 0.0).sum(0).cpu()
+        independent = norms.square().sum(2).sqrt()  # (b, F)  ||Σ_g G_fg|| if the pulls were orthogonal
+        baseline_sum += torch.where(has_pull, 1 - independent / pulled.clamp_min(1e-300), 0.0).sum(0).cpu()
         cancel_count += has_pull.sum(0).cpu()
     share = share_sum / rows
     share = share / share.sum(1, keepdim=True).clamp_min(1e-300)
@@ -228,7 +235,17 @@ def coupling_summary(model: PairwiseModel, feature_ids, feature_values, targets,
     cosine.fill_diagonal_(float("nan"))
     share.fill_diagonal_(float("nan"))
     cancellation = torch.where(cancel_count > 0, cancel_sum / cancel_count.clamp_min(1), float("nan"))
-    return CouplingSummary(share.numpy(), cosine.numpy(), cancellation.numpy(), rows)
+    baseline = torch.where(cancel_count > 0, baseline_sum / cancel_count.clamp_min(1), float("nan"))
+    return CouplingSummary(share.numpy(), cosine.numpy(), cancellation.numpy(), baseline.numpy(), rows)
+
+
+def relu_active_fraction(model: AFM, feature_ids, feature_values) -> float:
+    """The share of the attention network's ReLU units that are on (W e_q + b > 0) over these
+    rows' pairs: u_q = Wᵀ(h ⊙ 1[...]) is zero only when all of a pair's units are off."""
+    assert isinstance(model, AFM), "only AFM has an attention network"
+    with torch.no_grad():
+        products = model.pair_products(model.embed(feature_ids.long(), feature_values))  # (B, P, k)
+        return float((model.attention(products) > 0).double().mean())
 
 
 @dataclass
@@ -371,6 +388,7 @@ class CouplingTracker:
         ids, values, targets = (t.to(device) for t in self.batch)
         summary = coupling_summary(self.model, ids, values, targets, self.task)
         measures = {**summary.to_json(), "cancellation_mean": float(np.nanmean(summary.cancellation)),
+                    "cancellation_baseline_mean": float(np.nanmean(summary.cancellation_baseline)),
                     "information_abundance": information_abundance(self.model)}
         if isinstance(self.model, AFM):
             measures["seed_formula_error"] = seed_formula_error(self.model, ids, values, targets, self.task)

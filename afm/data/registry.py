@@ -18,6 +18,7 @@ from afm.paths import data_roots, sample_dir
 FRAPPE_FIELDS = {"user": 957, "item": 4082, "daytime": 7, "weekday": 7, "isweekend": 2,
                  "homework": 3, "cost": 2, "weather": 9, "country": 80, "city": 233}
 ML_TAG_FIELD_NAMES = ("user", "movie", "tag")
+BUNDLED_SAMPLES = ("sample", "sample-fixed")  # folders of sample_data/ (afm.synthetic makes them)
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,10 @@ class RegistryEntry:
 
 
 REGISTRY = {
-    "sample": RegistryEntry("Synthetic sample with planted pairwise interactions (bundled)",
-                            "sample.{train,validation,test}.libfm"),
+    "sample": RegistryEntry("Synthetic: the device decides whether user x item matters (AFM's case; bundled)",
+                            "sample/sample.{train,validation,test}.libfm"),
+    "sample-fixed": RegistryEntry("Synthetic: three field pairs matter in every row (FwFM's case; bundled)",
+                                  "sample-fixed/sample-fixed.{train,validation,test}.libfm"),
     "frappe": RegistryEntry("Frappe app-usage context data, 10 fields, 5,382 features (AFM paper)",
                             "frappe.{train,validation,test}.libfm"),
     "ml-tag": RegistryEntry("MovieLens tag data, 3 fields (user, movie, tag), 90,445 features",
@@ -57,8 +60,8 @@ def load_dataset(spec: str | os.PathLike, data_dir: str | os.PathLike | None = N
     encoded with its saved vocabularies and scaling (never refitted), libfm ids are checked
     against its feature table."""
     spec_str = str(spec)
-    if spec_str == "sample":
-        return load_libfm_dir(sample_dir(), name="sample", schema=schema)
+    if spec_str in BUNDLED_SAMPLES:
+        return load_libfm_dir(sample_dir() / spec_str, name=spec_str, schema=schema)
     if spec_str == "frappe":
         return load_libfm_dir(resolve_dataset_dir("frappe", data_dir), name="frappe", field_sizes=FRAPPE_FIELDS,
                               schema=schema)
