@@ -222,3 +222,19 @@ def test_a_second_training_waits_in_line_with_its_place_and_stops_from_the_queue
     finally:
         running.request_stop()
         running.join(timeout=60)
+
+
+def test_an_afm_started_from_an_fm_explains_its_epoch_0():
+    at = app().run()
+    assert at.selectbox[0].value == "afm"
+    start = [s for s in at.selectbox if s.label == "Start from (FM pretraining)"][0]
+    assert start.value == "sample FM"  # the authors' recipe is the default for AFM
+    at.number_input(key="ep_quick").set_value(1)
+    at.get("form_submit_button")[0].click().run()
+    job = at.session_state["job"]
+    assert job.join(timeout=TIMEOUT) and job.status == "done", job.error
+    at.run()
+    notes = [c.value for c in at.caption if "Epoch 0 is the FM's embeddings" in c.value]
+    assert notes and "P = 45" in notes[0]
+    at.switch_page("pages/curves.py").run()
+    assert any("Epoch 0 is the FM's embeddings" in c.value for c in at.caption)
