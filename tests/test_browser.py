@@ -86,3 +86,58 @@ def test_train_the_sample_model_through_the_ui(server, page):
     open_page(page, server, "curves", "Curves")
     assert page.get_by_text("AFM k=16 on sample", exact=False).count() >= 1
     assert_healthy(page)
+
+
+@pytest.fixture(scope="module")
+def narrow(server):
+    """A fresh session in an 800-px-wide window, as on a small laptop or a projector."""
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        tab = browser.new_context(viewport={"width": 800, "height": 1400}).new_page()
+        tab.set_default_timeout(60_000)
+        yield tab
+        browser.close()
+
+
+def test_the_dataset_radio_follows_every_click(server, narrow):
+    """In a fresh session: Frappe, then the bundled sample, then Frappe: each click takes at once."""
+    narrow.goto(server)
+    narrow.get_by_role("heading", name="Data & model").first.wait_for()
+    wait_until_idle(narrow)
+    radio = narrow.get_by_role("radiogroup").first
+    for label in ("Frappe", "Bundled sample (synthetic)", "Upload a file", "Bundled sample (synthetic)"):
+        radio.get_by_text(label, exact=True).click()
+        wait_until_idle(narrow)
+        checked = radio.locator("input:checked").first.evaluate("e => e.closest('label').innerText")
+        assert checked.strip() == label, (label, checked)
+    assert_healthy(narrow)
+
+
+def test_layouts_stack_on_an_800_px_screen(server, narrow):
+    if not narrow.url.startswith(server):
+        narrow.goto(server)
+        narrow.get_by_role("heading", name="Data & model").first.wait_for()
+    content = "[data-testid='stMainBlockContainer']"
+    for slug, title in PAGES[1:]:
+        open_page(narrow, server, slug, title)
+        assert_healthy(narrow)
+        narrow.locator(".js-plotly-plot").first.wait_for()
+        width = narrow.locator(content).first.bounding_box()["width"]
+        for plot in narrow.locator(".js-plotly-plot").all():
+            box = plot.bounding_box()
+            if box:  # every chart gets the content's width, none is squeezed beside another
+                assert box["width"] > 0.8 * width, (title, box["width"], width)
+        # Nothing runs off the right edge: formulas and tab bars end inside the content column and
+        # need no horizontal scrolling (a few pixels of KaTeX overhang aside).
+        overflow = narrow.evaluate(f"""() => {{
+            const right = document.querySelector("{content}").getBoundingClientRect().right;
+            return [...document.querySelectorAll("{content} .katex-display, {content} [data-baseweb='tab-list']")]
+                .filter(e => e.offsetParent !== null)
+                .filter(e => e.getBoundingClientRect().right > right + 2 || e.scrollWidth > e.clientWidth + 4)
+                .map(e => e.innerText.slice(0, 30)); }}""")
+        assert overflow == [], (title, overflow)
+        if slug == "coupling":
+            tab = narrow.get_by_role("tab", name="Verify")
+            box = tab.bounding_box()
+            assert box and box["x"] + box["width"] <= 800, box
+        narrow.screenshot(path=str(SCREENSHOTS / f"{slug}_800px.png"), full_page=True)
