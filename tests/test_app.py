@@ -45,7 +45,7 @@ def test_attention_page():
     no_errors(at)
     # Heatmap, ground truth, phone rows vs laptop rows, top pairs, one row's waterfall.
     assert len(charts(at)) == 6
-    assert any("Ground truth" in m.value and "only where device is phone" in m.value and "1 of 1 recovered"
+    assert any("Ground truth" in m.value and "only where device is phone" in m.value and "2 of 2 recovered"
                in m.value for m in at.markdown), [m.value for m in at.markdown]
     split_by = [s for s in at.selectbox if s.label == "Split the rows by"][0]
     assert split_by.value == "device"  # the sample's gate is the default split

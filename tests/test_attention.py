@@ -138,8 +138,9 @@ def test_on_the_gated_sample_attention_switches_user_x_item_by_device_and_afm_wi
     pair in phone rows and not in laptop rows, and beats FwFM, which beats FM (one seed; the
     README's table has three)."""
     data = load_dataset("sample")
-    (planted,) = planted_pairs(sample_dir() / "sample")
-    assert planted.pair == "user x item" and planted.when == ("device", ("phone",))
+    gated, constant = planted_pairs(sample_dir() / "sample")
+    assert gated.pair == "user x item" and gated.when == ("device", ("phone",))
+    assert constant.pair == "hour x device" and constant.when is None
     rmse = {}
     for name in ("fm", "fwfm", "afm"):
         model = build_model(ModelConfig(model=name, num_features=data.schema.num_features,
