@@ -34,7 +34,6 @@ from afm.limits import rows_within
 from afm.metrics import sigmoid
 from afm.train import predict
 
-FLOAT_FORMAT = "%.9g"  # enough digits for a float32 to read back as the same number
 EXPLAIN_FLOATS_PER_PAIR = 12  # (rows, P) arrays explaining a chunk holds at once, in float32 units
 
 Progress = Callable[[int, int, int], None]  # (rows scored, bytes read, file size)
@@ -63,8 +62,8 @@ def predict_file(checkpoint: Checkpoint | str | os.PathLike, data: str | os.Path
         with open(fd, "w", encoding="utf-8", newline="", closefd=False) as handle:
             for chunk in iter_rows(data, checkpoint.schema, label=label, chunk_rows=chunk_rows):
                 table = score_chunk(checkpoint, chunk, explain)
-                table.to_csv(handle, header=counts["rows"] == 0, index=False, float_format=FLOAT_FORMAT,
-                             lineterminator="\n")
+                # float32 columns are written in their shortest form that reads back as the same number
+                table.to_csv(handle, header=counts["rows"] == 0, index=False, lineterminator="\n")
                 counts["rows"] += len(chunk)
                 counts["labelled"] = chunk.labels is not None
                 if progress is not None:
@@ -90,13 +89,13 @@ def score_chunk(checkpoint: Checkpoint, chunk: RowChunk, explain: int = 0) -> pd
     if explain:
         rows = Split(chunk.feature_ids, chunk.feature_values, np.zeros(len(chunk), dtype=np.float32))
         terms = decompose_split(model, rows)
-        prediction = terms.prediction.double().numpy()
+        prediction = terms.prediction.float().numpy()
     else:
         prediction = predict(model, torch.from_numpy(chunk.feature_ids).to(device),
                              torch.from_numpy(chunk.feature_values).to(device))
     table["prediction"] = prediction
     if checkpoint.task == "binary":
-        table["probability"] = sigmoid(prediction)
+        table["probability"] = sigmoid(prediction).astype(np.float32)
     if explain:
         labels = value_labels(checkpoint.schema, chunk.feature_ids, chunk.feature_values)
         table = pd.concat([table, largest_pair_terms(terms, labels, explain)], axis=1)

@@ -42,8 +42,8 @@ def largest_pair_terms(terms: PredictionTerms, labels: np.ndarray, count: int) -
     """For each row, its `count` pair terms largest in size, largest first (ties: the earlier
     pair): columns pair_r ('user=u1 x item=i2'), contribution_r (signed term) and attention_r
     (a_ij; 1 for FM, r_fg for FwFM), r = 1..count."""
-    contributions = terms.pair_terms.double().cpu().numpy()  # (n, P)
-    weights = terms.pair_weights.double().cpu().numpy()  # (n, P)
+    contributions = terms.pair_terms.float().cpu().numpy()  # (n, P)
+    weights = terms.pair_weights.float().cpu().numpy()  # (n, P)
     rows, pairs = contributions.shape
     count = min(count, pairs)
     fields = labels.shape[1]
