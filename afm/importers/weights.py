@@ -13,6 +13,7 @@ import io
 import json
 import os
 import pickle
+import re
 import struct
 import warnings
 from collections.abc import Mapping, Sequence
@@ -29,7 +30,8 @@ from afm.files import read_regular_file
 from afm.models import ModelConfig, build_model
 
 NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model")  # {"state_dict": {...}, "epoch": 3, ...}
-SAVE_ADVICE = ("save the weights with torch.save(model.state_dict(), PATH) or safetensors.torch.save_file("
+_UNSAFE_GLOBAL = re.compile(r"GLOBAL (\S+) was not an allowed global")
+SAVE_ADVICE = ("Save the weights with torch.save(model.state_dict(), PATH) or safetensors.torch.save_file("
                "model.state_dict(), PATH)")
 
 
@@ -50,10 +52,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             state = state[key]
             break
     if not (isinstance(state, Mapping) and state and all(isinstance(k, str) for k in state)):
-        raise CheckpointError(label, f"holds no state_dict (a mapping from names to tensors); {SAVE_ADVICE}")
+        raise CheckpointError(label, f"holds no state_dict (a mapping from names to tensors). {SAVE_ADVICE}")
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
-        raise CheckpointError(label, f"entries {bad[:5]} are not tensors; {SAVE_ADVICE}")
+        raise CheckpointError(label, f"entries {bad[:5]} are not tensors. {SAVE_ADVICE}")
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return dict(state)
@@ -72,10 +74,12 @@ def _load_pickle_weights(data: bytes, label: str):
             warnings.simplefilter("ignore")  # torch warns about pickle protocols; the outcome is what counts
             return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower():
-            raise CheckpointError(label, "refused: this pickle holds more than tensors (it would run code or "
-                                  f"rebuild Python objects while loading, and is never loaded); {SAVE_ADVICE}") from None
-        raise CheckpointError(label, f"not a safetensors or PyTorch weights file ({str(exc)[:120]})") from None
+        called = _UNSAFE_GLOBAL.search(str(exc))
+        if called:
+            raise CheckpointError(label, f"refused: loading this pickle would call {called.group(1)[:80]} (code, or "
+                                  f"Python objects that are not tensors); it was not loaded. {SAVE_ADVICE}") from None
+        raise CheckpointError(label, "refused: not a file that torch.load(weights_only=True) can read safely (a "
+                              f"pickle of more than tensors, or no PyTorch file at all). {SAVE_ADVICE}") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types for files that are not its own
         raise CheckpointError(label, f"not a safetensors or PyTorch weights file ({type(exc).__name__})") from None
 
