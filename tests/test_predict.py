@@ -256,3 +256,35 @@ def test_cli_predict_prints_progress_and_the_json_summary(sample_afm, tmp_path, 
     captured = capsys.readouterr()
     assert code == 2 and captured.out == "" and len(captured.err.strip().splitlines()) == 1
     assert "trained on libfm data" in captured.err or "cannot read file" in captured.err
+
+
+@pytest.mark.slow
+def test_the_predict_page_scores_an_upload_and_offers_the_csv_and_the_report():
+    from streamlit.testing.v1 import AppTest
+
+    from afm.paths import CHECKOUT
+
+    at = AppTest.from_file(str(CHECKOUT / "app.py"), default_timeout=120)
+    at.switch_page("pages/predict.py").run()
+    assert not at.exception and not at.error
+    test = load_dataset("sample").test
+    at.file_uploader(key="predict_upload").upload("new rows.libfm", libfm_rows(test, range(200), labels=False).encode())
+    at.run()
+    at.number_input(key="predict_explain").set_value(2)
+    next(b for b in at.button if b.label == "Score the rows").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    result = at.session_state["predict_result"]
+    scored = pd.read_csv(result.path)
+    assert len(scored) == 200 and result.download_name == "scored-new rows.csv"
+    assert list(scored.columns) == ["row", "prediction", "pair_1", "contribution_1", "attention_1", "pair_2",
+                                    "contribution_2", "attention_2"]
+    expected = predict(load_checkpoint(sample_checkpoint_path("afm")).model,
+                       torch.from_numpy(test.feature_ids[:200]), torch.from_numpy(test.feature_values[:200]))
+    np.testing.assert_allclose(scored["prediction"], expected, rtol=1e-5, atol=1e-6)
+    assert [b.label for b in at.get("download_button")] == ["Download the scored rows (CSV)",
+                                                             "Download the report (HTML)"]
+    # A bad file: the error names the file as the user named it and the line, never a server path.
+    at.file_uploader(key="predict_upload").upload("broken.libfm", b"1 0:1 60:1\n").run()
+    next(b for b in at.button if b.label == "Score the rows").click().run()
+    errors = [e.value for e in at.error]
+    assert any("broken.libfm, line 1" in e for e in errors) and not any("afm-uploads" in e for e in errors), errors

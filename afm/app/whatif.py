@@ -27,7 +27,7 @@ def render_what_if(run: Run, dataset: Dataset) -> None:
     origin = st.radio("Start from", list(ORIGINS), format_func=ORIGINS.get, horizontal=True, key="whatif_origin")
     if origin == "row":
         left, right = st.columns(2)
-        split = left.selectbox("Split", SPLITS, key="whatif_split",
+        split = left.selectbox("Split", SPLITS[::-1], key="whatif_split",  # test rows first, as above
                                format_func=lambda s: f"{s} ({len(dataset.splits[s]):,} rows)")
         rows = dataset.splits[split]
         index = int(right.number_input(f"Row (0 to {len(rows) - 1:,})", 0, len(rows) - 1, 0, key="whatif_row"))
@@ -55,7 +55,7 @@ def render_what_if(run: Run, dataset: Dataset) -> None:
     st.caption((f"Changed: {', '.join(changed)}. " if changed else "Nothing changed yet: pick another value. ")
                + "The changes of all terms add up to the change of the prediction.")
     table = result.table.reindex(result.table["change"].abs().sort_values(ascending=False, kind="stable").index)
-    st.dataframe(table.round(5), hide_index=True, key="whatif_table")
+    st.dataframe(table.round(5), hide_index=True)
 
 
 def _pick(schema: FieldSchema, field: int, row: Row, label: str, prefix: str) -> int | float:
