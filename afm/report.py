@@ -149,7 +149,8 @@ def _model_card(checkpoint: Checkpoint, dataset: Dataset | None, split: str) -> 
         parts.append("<p class='note'>No training history: this model was imported or made by hand.</p>")
     if dataset is not None:
         rows = dataset.rows(split)
-        predictions = predict(checkpoint.model, torch.from_numpy(rows.feature_ids), torch.from_numpy(rows.feature_values))
+        predictions = predict(checkpoint.model, torch.from_numpy(rows.feature_ids),
+                              torch.from_numpy(rows.feature_values))
         label_range = checkpoint.label_range or dataset.label_range
         task = checkpoint.task if checkpoint.task != "binary" or dataset.is_binary else "regression"
         measured = evaluate_predictions(predictions, rows.labels, task, label_range)
@@ -175,7 +176,7 @@ def _attention_sections(checkpoint: Checkpoint, dataset: Dataset, split: str) ->
     names = list(schema.field_names)
     model_name = checkpoint.model_config.model
     spread = field_pair_heatmap(pair_matrix(summary.attention_std, len(names)), names,
-                                f"Spread of the pair weight across rows (standard deviation) over {summary.rows:,} rows",
+                                f"Spread of the pair weight across rows (standard deviation), {summary.rows:,} rows",
                                 colorbar="std")
     parts = [f"<h2>Attention</h2><p class='note'>Over the {summary.rows:,} {_text(split)} rows of "
              f"{_text(dataset.name)}. Attention is a weight, not a cause: a pair with a high a_ij can push the "

@@ -14,7 +14,7 @@ from afm.app.loopback import CHROMIUM, CHROMIUM_ARGS
 from afm.bundled import sample_checkpoint_path
 from afm.checkpoint import Checkpoint, load_checkpoint
 from afm.cli import main
-from afm.data import load_csv, load_dataset
+from afm.data import load_csv
 from afm.models import ModelConfig, build_model
 from afm.report import build_report, report_dataset, write_report
 

@@ -132,7 +132,8 @@ def test_what_if_on_the_attention_page():
     at.selectbox(key=f"whatif_to_{item}").set_value(choice).run()
     assert not at.exception and not at.error
     start_row = Row(sample.test.feature_ids[5], sample.test.feature_values[5])
-    expected = compare_rows(checkpoint.model, sample.schema, start_row, start_row.with_field(sample.schema, item, choice))
+    changed = start_row.with_field(sample.schema, item, choice)
+    expected = compare_rows(checkpoint.model, sample.schema, start_row, changed)
     shown = metrics()
     assert shown["Prediction, starting row"][0] == pytest.approx(expected.start_prediction, abs=1e-4)
     assert shown["Prediction now"][0] == pytest.approx(expected.prediction, abs=1e-4)
@@ -150,3 +151,13 @@ def test_what_if_on_the_attention_page():
     assert metrics()["Prediction, starting row"][0] == pytest.approx(expected.start_prediction, abs=1e-4)
     assert metrics()["Prediction now"][0] == pytest.approx(expected.prediction, abs=1e-4)
     assert len(at.get("plotly_chart")) >= 5
+
+
+def test_the_docs_python_example_runs():
+    import re
+
+    text = (ROOT / "docs" / "explain.md").read_text()
+    example = next(block for block in re.findall(r"```python\n(.*?)```", text, re.S) if "compare_rows" in block)
+    namespace: dict = {}
+    exec(compile(example, "docs/explain.md", "exec"), namespace)
+    assert namespace["result"].changed_fields == ["item"]
