@@ -149,8 +149,9 @@ def _model_card(checkpoint: Checkpoint, dataset: Dataset | None, split: str) -> 
         parts.append("<p class='note'>No training history: this model was imported or made by hand.</p>")
     if dataset is not None:
         rows = dataset.rows(split)
-        predictions = predict(checkpoint.model, torch.from_numpy(rows.feature_ids),
-                              torch.from_numpy(rows.feature_values))
+        device = next(checkpoint.model.parameters()).device
+        predictions = predict(checkpoint.model, torch.from_numpy(rows.feature_ids).to(device),
+                              torch.from_numpy(rows.feature_values).to(device))
         label_range = checkpoint.label_range or dataset.label_range
         task = checkpoint.task if checkpoint.task != "binary" or dataset.is_binary else "regression"
         measured = evaluate_predictions(predictions, rows.labels, task, label_range)

@@ -288,3 +288,19 @@ def test_the_predict_page_scores_an_upload_and_offers_the_csv_and_the_report():
     next(b for b in at.button if b.label == "Score the rows").click().run()
     errors = [e.value for e in at.error]
     assert any("broken.libfm, line 1" in e for e in errors) and not any("afm-uploads" in e for e in errors), errors
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "file is empty"),
+    (b"city,hour,member,price,label\n", "no rows to score"),
+    (b"city,hour,member,price\n\xff\xfe,1,true,2.0\n", "not UTF-8 text"),
+    (b"\x1f\x8b\x08\x00rest", "gzip-compressed"),
+])
+def test_empty_and_binary_csv_files_are_one_line_errors(tmp_path, content, message):
+    write_csv_rows(tmp_path / "train.csv", 40)
+    checkpoint = random_checkpoint(load_csv(tmp_path / "train.csv", min_count=1))
+    path = tmp_path / "rows.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        predict_file(checkpoint, path, tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()

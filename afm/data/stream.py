@@ -86,12 +86,13 @@ def _csv_chunks(handle: BinaryIO, path: Path, encoder: TabularEncoder, label: st
                 chunk_rows: int) -> Iterator[RowChunk]:
     label_column = label or encoder.label
     aliases = {c.name: _aliases(c.values) for c in encoder.columns if c.kind == "categorical"}
-    # The same options as `read_table`, so a cell reads here as it did when the model was trained.
-    reader = pd.read_csv(handle, skipinitialspace=True, skip_blank_lines=False, encoding="utf-8",
-                         chunksize=chunk_rows)
-    rows_before, lines_before, seen_header = 0, 0, False
+    rows_before, lines_before, seen_header, reader = 0, 0, False, None
     while True:
         try:
+            if reader is None:  # reads the header: its errors are the file's too
+                # The same options as `read_table`, so a cell reads as it did when the model was trained.
+                reader = pd.read_csv(handle, skipinitialspace=True, skip_blank_lines=False, encoding="utf-8",
+                                     chunksize=chunk_rows)
             frame = next(reader)
         except StopIteration:
             break
