@@ -35,6 +35,7 @@ def libfm_rows(split, rows=None, labels=True) -> str:
                    for r in rows)
 
 
+@pytest.mark.slow  # scores the same rows several times
 def test_shuffled_unlabelled_rows_score_as_the_original_rows_row_for_row(sample_afm, tmp_path):
     test = load_dataset("sample", schema=sample_afm.schema).test
     original, shuffled = tmp_path / "test.libfm", tmp_path / "shuffled.libfm"
@@ -130,6 +131,7 @@ def random_checkpoint(dataset, model="afm", task="regression", seed=0) -> Checkp
     return Checkpoint(network.eval(), config, {"task": task}, [], schema, dataset.info())
 
 
+@pytest.mark.slow  # scores the same rows several times
 def test_csv_rows_in_any_order_without_labels_and_in_any_chunks_score_as_the_whole_file(tmp_path):
     path = tmp_path / "rows.csv"
     frame = write_csv_rows(path, 120)
