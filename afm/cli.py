@@ -405,8 +405,6 @@ def _sizes(text: str) -> list[int]:
 def add_explain_commands(commands) -> None:
     """`predict`, `report` and `import`: scoring, explaining and sharing a model, and models
     trained with other libraries."""
-    from afm.data.stream import DEFAULT_CHUNK_ROWS
-
     predict = commands.add_parser("predict", help="score (and explain) every row of a CSV or libfm file")
     predict.add_argument("--checkpoint", required=True)
     predict.add_argument("--data", required=True, metavar="FILE",
@@ -415,8 +413,8 @@ def add_explain_commands(commands) -> None:
     predict.add_argument("--explain", type=_non_negative_int, default=0, metavar="N",
                          help="also each row's N pair terms largest in size (pair, contribution, attention)")
     predict.add_argument("--label", default=None, help="label column of a CSV (default: the model's)")
-    predict.add_argument("--chunk-rows", type=_positive_int, default=DEFAULT_CHUNK_ROWS,
-                         help="rows read, scored and written at a time")
+    predict.add_argument("--chunk-rows", type=_positive_int, default=None,
+                         help="rows read, scored and written at a time (default 50,000)")
     predict.add_argument("--device", default="auto", help="auto, cpu or cuda")
     predict.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
@@ -476,8 +474,9 @@ def command_predict(args) -> dict:
     from afm.train import resolve_device
 
     checkpoint = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
-    summary = predict_file(checkpoint, args.data, args.out, explain=args.explain, label=args.label,
-                           chunk_rows=args.chunk_rows, progress=None if args.quiet else _PredictProgress())
+    chunking = {"chunk_rows": args.chunk_rows} if args.chunk_rows else {}
+    summary = predict_file(checkpoint, args.data, args.out, explain=args.explain, label=args.label, **chunking,
+                           progress=None if args.quiet else _PredictProgress())
     if not args.quiet:
         print(f"afm predict: {summary['rows']:,} rows scored into {args.out}", file=sys.stderr)
     return {"checkpoint": str(args.checkpoint), **summary}
