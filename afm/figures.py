@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from afm.analysis.attention import PairSummary, pair_matrix
 
@@ -115,6 +116,32 @@ def decomposition_figure(table: pd.DataFrame, prediction: float, label: float | 
     title = f"Prediction {prediction:+.4f}" + (f" (label {label:+g})" if label is not None else "")
     figure.update_layout(title=title, yaxis=dict(autorange="reversed"), height=max(350, 26 * (len(names) + 1)),
                          margin=dict(l=10, r=10, t=50, b=10))
+    return figure
+
+
+def what_if_figure(table: pd.DataFrame, top: int = 12) -> go.Figure:
+    """A what-if comparison (`afm.analysis.whatif.compare_rows`'s table): the `top` terms that
+    moved most, each as it was in the start row and as it is now (left), and the pairs' attention
+    before and after (right; the softmax moves every pair's weight when one field changes)."""
+    parts = table[table["kind"] != "bias"]
+    moved = parts.reindex(parts["change"].abs().sort_values(ascending=False, kind="stable").index).head(top)
+    moved = moved.iloc[::-1]  # largest on top
+    figure = make_subplots(rows=1, cols=2, shared_yaxes=True, column_widths=[0.62, 0.38], horizontal_spacing=0.02,
+                           subplot_titles=["Term: start row vs now", "Attention a_ij: start row vs now"])
+    for name, column, attention, colour, values in (
+            ("start row", "start_term", "start_attention", "#9ecae1", "start"),
+            ("now", "term", "attention", "#d62728", "now")):
+        hover = moved[values].where(moved[values] != "", moved["part"])
+        figure.add_trace(go.Bar(x=moved[column], y=moved["part"], orientation="h", name=name, marker_color=colour,
+                                customdata=np.stack([hover], axis=1), legendgroup=name,
+                                hovertemplate="%{customdata[0]}<br>term %{x:+.4f}<extra>" + name + "</extra>"),
+                         row=1, col=1)
+        figure.add_trace(go.Bar(x=moved[attention], y=moved["part"], orientation="h", name=name, marker_color=colour,
+                                showlegend=False, legendgroup=name, customdata=np.stack([hover], axis=1),
+                                hovertemplate="%{customdata[0]}<br>a_ij %{x:.4f}<extra>" + name + "</extra>"),
+                         row=1, col=2)
+    figure.update_layout(barmode="group", height=max(320, 34 * len(moved) + 90), margin=dict(l=10, r=10, t=50, b=10),
+                         legend=dict(orientation="h", y=-0.08))
     return figure
 
 

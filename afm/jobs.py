@@ -217,7 +217,7 @@ def runs_table(runs: dict[str, Run]) -> pd.DataFrame:
     for name, run in runs.items():
         best = run.best
         rows.append({"run": name, "model": run.model_config.model.upper(), "data": run.dataset.get("name"),
-                     "k": run.model_config.embedding_dim, "task": run.task, "epochs": len(run.history) - 1,
+                     "k": run.model_config.embedding_dim, "task": run.task, "epochs": max(len(run.history) - 1, 0),
                      "best_epoch": run.best_epoch,
                      **{key: best.get(key) for key in ("valid_rmse", "test_rmse", "valid_auc", "test_auc",
                                                         "valid_logloss", "test_logloss") if key in best},

@@ -41,9 +41,9 @@ def main() -> None:
                 result = train_model(build_model(config, seed=seed), data, train)
                 best = result.best
                 results.setdefault((sample, name), []).append((best["valid_rmse"], best["test_rmse"]))
-                print(json.dumps({"sample": sample, "model": name, "seed": seed, "best_epoch": result.best_epoch,
-                                  "valid_rmse": round(best["valid_rmse"], 4), "test_rmse": round(best["test_rmse"], 4)}),
-                      flush=True)
+                record = {"sample": sample, "model": name, "seed": seed, "best_epoch": result.best_epoch,
+                          "valid_rmse": round(best["valid_rmse"], 4), "test_rmse": round(best["test_rmse"], 4)}
+                print(json.dumps(record), flush=True)
 
     def cell(values: list[float]) -> str:
         return f"{statistics.mean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0:.4f}"

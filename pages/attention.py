@@ -7,6 +7,7 @@ import streamlit as st
 
 from afm.analysis.attention import default_min_support, ranked_pairs, row_decomposition, rows_by_value, summarize_pairs
 from afm.app import cache, state
+from afm.app.whatif import render_what_if
 from afm.data.registry import BUNDLED_SAMPLES, REGISTRY
 from afm.figures import attention_heatmap, decomposition_figure, planted_heatmap, top_pairs_figure
 from afm.paths import sample_dir
@@ -97,3 +98,5 @@ st.caption(f"bias + first-order terms + pair terms = {parts['value'].sum():+.5f}
            f"term is {largest['term']} ({largest['value']:+.4f}, weight {largest['weight']:.3f}).")
 with st.expander("All terms of this row"):
     st.dataframe(parts.assign(value=np.round(parts["value"], 5)), hide_index=True)
+
+render_what_if(run, dataset)

@@ -20,7 +20,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no Chromium (apt-get install chromium)")]
 
 PAGES = [("data_model", "Data & model"), ("attention", "Attention"), ("coupling", "Gradient coupling"),
-         ("curves", "Curves")]
+         ("curves", "Curves"), ("predict", "Predict & share")]
+NO_CHARTS = ("data_model", "predict")
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_every_page_renders_charts_and_no_exception(server, page):
     for slug, title in PAGES:
         open_page(page, server, slug, title)
         assert_healthy(page)
-        if slug != "data_model":
+        if slug not in NO_CHARTS:
             page.locator(".js-plotly-plot").first.wait_for()
             assert page.locator(".js-plotly-plot").count() >= 1
         page.screenshot(path=str(SCREENSHOTS / f"{slug}.png"), full_page=True)
