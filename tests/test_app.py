@@ -43,8 +43,8 @@ def test_attention_page():
     at = app()
     at.switch_page("pages/attention.py").run()
     no_errors(at)
-    # Heatmap, ground truth, phone rows vs laptop rows, top pairs, one row's waterfall.
-    assert len(charts(at)) == 6
+    # Heatmap, ground truth, phone rows vs laptop rows, top pairs, one row's waterfall, what-if.
+    assert len(charts(at)) == 7
     assert any("Ground truth" in m.value and "only where device is phone" in m.value and "2 of 2 recovered"
                in m.value for m in at.markdown), [m.value for m in at.markdown]
     split_by = [s for s in at.selectbox if s.label == "Split the rows by"][0]

@@ -206,14 +206,21 @@ def test_crlf_and_cr_line_ends_split_across_blocks_keep_line_numbers(sample_afm,
         assert sum(len(c) for c in chunks) == 60 and chunks[-1].lines[-1] == 60
 
 
-@pytest.mark.parametrize("content, message", [
-    ("1 0:1\n", "row needs one feature of each field|rows have 1 features"),
-    ("0:1 60:1 100:1 124:1 128:1 135:1 147:1 152:1 158:1 164:1\n" * 25 + "2 0:1 60:1 100:1 124:1 128:1 135:1 147:1 "
-     "152:1 158:1 164:1\n", "line 26:"),
-    ("1 0:1 60:1 100:1 124:1 128:1 135:1 147:1 152:1 158:1 9999:1\n", "beyond the schema's 167 features"),
-    ("\n\n", "file is empty"),
+# One row of the sample's fields (the first feature of each field), without and with a label.
+def _valid_ids(schema) -> str:
+    return " ".join(f"{int(schema.field_values(f)[0])}:1" for f in range(schema.num_fields))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("one feature", "row needs one feature of each field|rows have 1 features"),
+    ("label only on line 26", "line 26:"),
+    ("id beyond the table", "beyond the schema's 115 features"),
+    ("empty", "file is empty"),
 ])
-def test_bad_libfm_rows_name_the_line_of_the_whole_file(sample_afm, tmp_path, content, message):
+def test_bad_libfm_rows_name_the_line_of_the_whole_file(sample_afm, tmp_path, case, message):
+    ids = _valid_ids(sample_afm.schema)
+    content = {"one feature": "1 0:1\n", "label only on line 26": f"{ids}\n" * 25 + f"2 {ids}\n",
+               "id beyond the table": "1 " + ids.rsplit(" ", 1)[0] + " 9999:1\n", "empty": "\n\n"}[case]
     path = tmp_path / "rows.libfm"
     path.write_text(content)
     with pytest.raises(DataError, match=message):

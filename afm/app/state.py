@@ -106,10 +106,18 @@ def data_dir_problem() -> str | None:
 
 
 def dataset_for(run: Run, dataset: Dataset) -> Dataset:
-    """The dataset as `run` must see it: a CSV is encoded with the run's own saved encoding."""
-    if run.schema.csv_encoding is not None and run.schema.csv_encoding != dataset.schema.csv_encoding:
-        return load_current(schema=run.schema, show_errors=False) or dataset
-    return dataset
+    """The dataset as `run` must see it: read with the run's own schema (a CSV with its saved
+    encoding, libfm ids with its field layout), as the CLI does. When the data cannot be read that
+    way, the dataset as it is, so that `fit_problem` says why the run does not fit."""
+    if run.schema == dataset.schema:
+        return dataset
+    spec = dataset_spec()
+    if spec is None:
+        return dataset
+    schema_json = json.dumps(run.schema.to_json(), sort_keys=True)
+    seen, _ = cache.dataset_or_problem(spec, setting("data_dir"), setting("label_column") or None,
+                                       cache.file_stamp(spec), schema_json, _schema=run.schema)
+    return seen or dataset
 
 
 def fit_problem(run: Run, dataset: Dataset) -> str | None:
