@@ -4,13 +4,13 @@ and the measures the app shows. The derivation is in docs/gradient_coupling.md.
 For one row, pair q = (i, j) with e_q = (v_i ⊙ v_j) x_i x_j, the gradient of the loss L with
 respect to embedding v_i is a sum over partners j of  ℓ' x_i x_j (v_j ⊙ c_q), where
 
-    FM    c_q = 1                                        (eq. 7 of the seed)
+    FM    c_q = 1                                        (eq. 7 of the blog post)
     FwFM  c_q = r_q 1
     AFM   c_q = a_q p + a_q (s_q - s̄) u_q,   s_q = pᵀe_q,  s̄ = Σ_m a_m s_m,
           u_q = Wᵀ(h ⊙ 1[W e_q + b > 0])                 (full softmax Jacobian)
 
 The pair (i, j) sends ℓ' x_i x_j (v_j ⊙ c_q) to v_i and ℓ' x_i x_j (v_i ⊙ c_q) to v_j; these
-parts sum exactly to the gradient. The seed's eq. (11) keeps only the diagonal a(1 - a) of the
+parts sum exactly to the gradient. The blog post's eq. (11) keeps only the diagonal a(1 - a) of the
 softmax Jacobian and multiplies by p elementwise where s_q enters as a scalar;
 `seed_formula_gradient` implements it literally so its error can be measured.
 
@@ -129,9 +129,9 @@ def embedding_gradient_parts(model: PairwiseModel, feature_ids, feature_values, 
 
 
 def seed_formula_gradient(model: AFM, feature_ids, feature_values, targets, task: str = "regression"):
-    """The seed's eq. (11), literally: ∂L/∂v_i = ℓ' p x_i ⊙ Σ_j (a_ij(1 - a_ij) φ(i, v_j) ⊙
+    """The blog post's eq. (11), literally: ∂L/∂v_i = ℓ' p x_i ⊙ Σ_j (a_ij(1 - a_ij) φ(i, v_j) ⊙
     (v_i ⊙ v_j) x_j + a_ij v_j x_j), φ(i, v_j) = ∂a'_ij/∂v_i = x_i x_j (v_j ⊙ u_ij). (B, F, k)"""
-    assert isinstance(model, AFM), "the seed's formula is about AFM"
+    assert isinstance(model, AFM), "the blog post's formula is about AFM"
     with torch.no_grad():
         embeddings = model.embedding(feature_ids)  # (B, F, k)
         x = feature_values  # (B, F)
@@ -160,13 +160,14 @@ def relative_error(estimate: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def seed_formula_error(model: AFM, feature_ids, feature_values, targets, task="regression") -> float:
-    """||seed eq. (11) - autograd|| / ||autograd|| over a batch."""
+    """||blog post eq. (11) - autograd|| / ||autograd|| over a batch (the "seed formula": the
+    argument this project started from)."""
     reference = autograd_embedding_gradient(model, feature_ids, feature_values, targets, task)
     return relative_error(seed_formula_gradient(model, feature_ids, feature_values, targets, task), reference)
 
 
 def seed_formula_error_by_scale(model: AFM, feature_ids, feature_values, targets, scales, task="regression"):
-    """The seed formula's relative error when every embedding is multiplied by each scale:
+    """The blog formula's relative error when every embedding is multiplied by each scale:
     the softmax terms it drops grow with |v|², so it is right only for tiny embeddings."""
     errors = []
     for scale in scales:
