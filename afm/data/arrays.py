@@ -265,6 +265,7 @@ def open_arrays(directory: str | os.PathLike, schema: FieldSchema | None = None)
               for split in SPLITS}
     stats = {key: manifest[key] for key in ("label_range", "binary", "fingerprint")}
     notes = [str(n) for n in manifest.get("notes", []) if isinstance(n, str)]
+    notes.append(f"memory-mapped arrays written from {manifest['source']}")
     return MappedDataset(manifest["name"], schema or stored, splits, str(directory), notes, stats=stats)
 
 
