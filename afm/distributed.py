@@ -18,6 +18,7 @@ on GPUs the gradients are dense.
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -79,7 +80,10 @@ class ProcessGroup:
     def wrap(self, model: torch.nn.Module) -> DistributedDataParallel:
         """The model under DDP. Its buffers (the pair index) never change, so none are sent per step."""
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+        # torch 2.13 renamed the option; 2.11 knows only the old name.
+        parameters = inspect.signature(DistributedDataParallel.__init__).parameters
+        no_sync = "forward_sync_buffers" if "forward_sync_buffers" in parameters else "broadcast_buffers"
+        return DistributedDataParallel(model, device_ids=device_ids, **{no_sync: False})
 
 
 def start(device_name: str) -> ProcessGroup:

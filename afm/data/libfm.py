@@ -238,10 +238,12 @@ def _line_count(raw: bytes) -> int:
     return raw.count(b"\n") + raw.count(b"\r") - raw.count(b"\r\n")
 
 
-def iter_libfm_rows(path: str | os.PathLike, chunk_bytes: int = LIBFM_CHUNK_BYTES) -> Iterator[LibfmRows]:
-    """A libfm file of any size, parsed a chunk of whole lines at a time with the same checks as
-    `read_libfm`; line numbers, in the rows and in errors, count from the start of the file."""
+def iter_libfm_rows(path: str | os.PathLike, chunk_bytes: int | None = None) -> Iterator[LibfmRows]:
+    """A libfm file of any size, parsed a chunk of whole lines at a time (`LIBFM_CHUNK_BYTES`)
+    with the same checks as `read_libfm`; line numbers, in the rows and in errors, count from the
+    start of the file."""
     path = Path(path)
+    chunk_bytes = chunk_bytes or LIBFM_CHUNK_BYTES
     lines_before, width = 0, None
 
     def parse(raw: bytes) -> Iterator[LibfmRows]:
