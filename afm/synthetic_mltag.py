@@ -3,16 +3,18 @@ every machine: the paper's three fields at their sizes, the real data's row stru
 popularity, and planted interactions the attention views should recover.
 
 The real data (the AFM/NFM authors' ml-tag): every tag application (user, movie, tag) is a row
-with label 1, followed by two rows with label -1 for the same user and movie and another tag.
-Here every application offers its (user, movie) three distinct candidate tags drawn by tag
-popularity; the user picks one with probability softmax(score), a Gumbel-max draw:
+with label 1, followed by two rows with label -1 for the same user and movie and another tag,
+drawn at random from the tag vocabulary. Here every application's user and movie are drawn by
+popularity; the user considers `CANDIDATES` tags drawn by tag popularity and applies one with
+probability softmax(score), a Gumbel-max draw:
 
     score(u, m, t) = b_t + s_ut <U_u, A_t> / sqrt(r) + s_mt <M_m, B_t> / sqrt(r)
 
 with rank-r Gaussian tables, so each planted term has unit variance and s is the standard
-deviation it adds. The picked tag's row gets label 1, the two others -1. The label depends on
-user x tag and movie x tag (planted) and on the tag alone; user x movie is the same in the
-three rows of an application and carries nothing (ground-truth strength 0).
+deviation it adds. The two negatives are drawn uniformly from the vocabulary, as the authors
+did. A label thus depends on the tag alone (popular tags are applied, random ones are not), on
+user x tag and movie x tag (planted); user x movie is the same in the three rows of an
+application and carries nothing (ground-truth strength 0).
 
 Users, movies and tags are drawn with Zipf-like popularity, p ∝ 1 / rank^a (a few users and
 tags account for most applications, as in MovieLens; the exponents are chosen, not fitted),
@@ -42,13 +44,14 @@ ML_TAG_FIELDS = {"user": 17_045, "movie": 23_743, "tag": 49_657}
 ML_TAG_ROWS = 2_006_859  # 668,953 tag applications x (1 positive + 2 negatives)
 ROWS_PER_APPLICATION = 3
 APPLICATIONS_PER_CHUNK = 100_000
+CANDIDATES = 10  # tags a user considers for one application
 
 
 @dataclass
 class MlTagConfig:
     num_rows: int = ML_TAG_ROWS
     fields: dict[str, int] = field(default_factory=lambda: dict(ML_TAG_FIELDS))  # user, movie, tag
-    popularity: dict[str, float] = field(default_factory=lambda: {"user": 1.1, "movie": 0.9, "tag": 1.0})
+    popularity: dict[str, float] = field(default_factory=lambda: {"user": 1.1, "movie": 1.1, "tag": 1.0})
     # (field, field, strength); every planted pair involves the tag (see the module docstring)
     planted: list[tuple[str, str, float]] = field(
         default_factory=lambda: [("user", "tag", 1.0), ("movie", "tag", 1.5)])
@@ -100,25 +103,27 @@ def _draw(cumulative: np.ndarray, shape, rng: np.random.Generator) -> np.ndarray
 
 
 def generate_chunk(world: World, config: MlTagConfig, chunk: int, applications: int) -> tuple[np.ndarray, np.ndarray]:
-    """(feature ids (3A, 3), labels (3A,)) of `applications` applications, from chunk `chunk`'s stream."""
+    """(feature ids (3A, 3), labels (3A,)) of `applications` applications, from chunk `chunk`'s
+    stream: each application's row with label 1, then its two rows with label -1."""
     rng = np.random.default_rng([config.seed, 1, chunk])
     users = _draw(world.cumulative["user"], applications, rng)  # (A,)
     movies = _draw(world.cumulative["movie"], applications, rng)  # (A,)
-    tags = _draw(world.cumulative["tag"], (applications, ROWS_PER_APPLICATION), rng)  # (A, 3)
-    while True:  # three distinct candidates per application
-        repeated = (tags[:, 1] == tags[:, 0]) | (tags[:, 2] == tags[:, 0]) | (tags[:, 2] == tags[:, 1])  # (A,)
-        if not repeated.any():
-            break
-        tags[repeated] = _draw(world.cumulative["tag"], (int(repeated.sum()), ROWS_PER_APPLICATION), rng)
-    score = world.tag_bias[tags]  # (A, 3)
+    candidates = _draw(world.cumulative["tag"], (applications, CANDIDATES), rng)  # (A, C)
+    score = world.tag_bias[candidates]  # (A, C)
     values = {"user": users, "movie": movies}
     for other, left, right, strength in world.tables:
-        term = np.einsum("ar,acr->ac", left[values[other]], right[tags])  # (A, 3)
+        term = np.einsum("ar,acr->ac", left[values[other]], right[candidates])  # (A, C)
         score = score + strength * term / math.sqrt(config.rank)
-    picked = np.argmax(score + rng.gumbel(size=score.shape), axis=1)  # (A,) softmax(score) choice
-    # The picked candidate first, as the real data lists the positive before its two negatives.
-    order = np.argsort(np.arange(ROWS_PER_APPLICATION) != picked[:, None], axis=1, kind="stable")  # (A, 3)
-    tags = np.take_along_axis(tags, order, axis=1)  # (A, 3)
+    picked = np.argmax(score + rng.gumbel(size=score.shape), axis=1)  # (A,) a softmax(score) choice
+    applied = candidates[np.arange(applications), picked]  # (A,)
+    tags = np.empty((applications, ROWS_PER_APPLICATION), dtype=np.int64)  # (A, 3) applied, negative, negative
+    tags[:, 0] = applied
+    todo = np.ones((applications, ROWS_PER_APPLICATION), dtype=bool)
+    todo[:, 0] = False
+    while todo.any():  # negatives: uniform over the vocabulary, unlike the applied tag and each other
+        tags[todo] = rng.integers(0, config.fields["tag"], int(todo.sum()))
+        todo[:, 1] = tags[:, 1] == tags[:, 0]
+        todo[:, 2] = (tags[:, 2] == tags[:, 0]) | (tags[:, 2] == tags[:, 1])
     ids = np.stack([np.repeat(users, ROWS_PER_APPLICATION) + world.offsets["user"],
                     np.repeat(movies, ROWS_PER_APPLICATION) + world.offsets["movie"],
                     tags.ravel() + world.offsets["tag"]], axis=1)  # (3A, 3)
