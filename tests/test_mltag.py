@@ -134,7 +134,7 @@ def test_convert_makes_one_positive_and_two_unapplied_negatives_per_tag_applicat
     assert main(["convert", "ml-tag", "--tags", str(tmp_path / "tags.csv"), "--dest", str(tmp_path / "out"),
                  "--seed", "3"]) == 0
     summary = last_json(capsys)
-    assert summary["applications"] == 10 and (summary["users"], summary["movies"], summary["tags"]) == (4, 5, 9)
+    assert summary["applications"] == 10 and (summary["users"], summary["movies"], summary["tags"]) == (4, 5, 8)
     assert summary["rows"] == {"train": 21, "valid": 6, "test": 3}
     data = load_dataset("ml-tag", data_dir=tmp_path / "out")
     assert data.schema.field_names == ("user", "movie", "tag")
