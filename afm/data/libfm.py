@@ -241,7 +241,7 @@ def _line_count(raw: bytes) -> int:
 def iter_libfm_rows(path: str | os.PathLike, chunk_bytes: int | None = None) -> Iterator[LibfmRows]:
     """A libfm file of any size, parsed a chunk of whole lines at a time (`LIBFM_CHUNK_BYTES`)
     with the same checks as `read_libfm`; line numbers, in the rows and in errors, count from the
-    start of the file."""
+    start of the file. (Chunks end at a line feed: a file with CR-only line ends is read whole.)"""
     path = Path(path)
     chunk_bytes = chunk_bytes or LIBFM_CHUNK_BYTES
     lines_before, width = 0, None
