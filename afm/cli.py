@@ -351,11 +351,12 @@ def _train(args, group) -> dict | None:
 
 
 def command_evaluate(args) -> dict:
-    import torch
+    import numpy as np
 
     from afm.checkpoint import load_checkpoint
+    from afm.data import SPLITS
     from afm.metrics import evaluate_predictions
-    from afm.train import predict, resolve_device
+    from afm.train import predict_rows, resolve_device
 
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.checkpoint, device=device)
@@ -365,13 +366,14 @@ def command_evaluate(args) -> dict:
         raise ConfigError("this is a binary-task model and the data's labels are not two classes")
     for warning in checkpoint.check_fits(dataset):
         print(f"afm: warning: {warning}", file=sys.stderr)
-    split = dataset.rows(args.split)
     label_range = checkpoint.label_range or dataset.label_range
-    predictions = predict(checkpoint.model, torch.from_numpy(split.feature_ids).to(device),
-                          torch.from_numpy(split.feature_values).to(device))
-    metrics = evaluate_predictions(predictions, split.labels, task, label_range)
+    # A chunk of rows at a time: memory-mapped data larger than memory is scored too.
+    names = SPLITS if args.split == "all" else (args.split,)
+    predictions = np.concatenate([predict_rows(checkpoint.model, dataset.splits[n], device) for n in names])
+    labels = np.concatenate([dataset.splits[n].labels for n in names])
+    metrics = evaluate_predictions(predictions, labels, task, label_range)
     return {"model": checkpoint.model_config.model, "task": task, "dataset": dataset.name, "split": args.split,
-            **metrics, "rows": len(split), "device": str(device)}
+            **metrics, "rows": len(labels), "device": str(device)}
 
 
 def command_download(args) -> dict:

@@ -142,3 +142,22 @@ def test_libfm_written_in_chunks_reads_back_exactly(tmp_path):
     assert np.array_equal(back.feature_ids, ids) and np.array_equal(back.feature_values, values)
     assert np.array_equal(back.labels, labels)
     assert format_libfm(np.array([1.0, -1.0], np.float32), np.array([[3, 7], [0, 2]])) == b"1 3:1 7:1\n-1 0:1 2:1\n"
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_arrays_scores_them_as_it_scores_the_libfm_rows(ml_tag_dir, tmp_path, capsys):
+    arrays = tmp_path / "arrays"
+    assert main(["encode", "--data", str(ml_tag_dir), "--dest", str(arrays)]) == 0
+    model = tmp_path / "fm.safetensors"
+    assert main(["train", "--data", str(arrays), "--model", "fm", "--k", "4", "--epochs", "2", "--batch-size", "256",
+                 "--out", str(model)]) == 0
+    trained = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert trained["streamed"] and trained["world_size"] == 1
+    scores = {}
+    for data in (arrays, ml_tag_dir):
+        assert main(["evaluate", "--checkpoint", str(model), "--data", str(data), "--split", "all"]) == 0
+        out, err = capsys.readouterr()
+        assert "warning" not in err  # the same fingerprint: the model recognises its data
+        scores[data] = json.loads(out.splitlines()[-1])
+    assert scores[arrays]["rmse"] == pytest.approx(scores[ml_tag_dir]["rmse"], abs=1e-6)
+    assert scores[arrays]["rows"] == 3000
