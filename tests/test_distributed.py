@@ -62,9 +62,18 @@ def _process(rank: int, world: int, port: int, out: str) -> None:
 
 @pytest.fixture(scope="module")
 def two_process_steps(tmp_path_factory) -> list[dict]:
-    """The CASES trained by two processes (started once: each start imports torch)."""
+    """The CASES trained by two processes (started once: each start imports torch). Plain
+    subprocesses, not multiprocessing's spawn, which re-runs whatever `__main__` is (under
+    pytest, after AppTest: app.py)."""
     out = tmp_path_factory.mktemp("ddp") / "steps.pt"
-    torch.multiprocessing.spawn(_process, args=(2, free_port(), str(out)), nprocs=2)
+    port = free_port()
+    processes = [subprocess.Popen([sys.executable, "-c", f"from tests.test_distributed import _process; "
+                                   f"_process({rank}, 2, {port}, {str(out)!r})"], cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for rank in range(2)]
+    for process in processes:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-3000:]
     return torch.load(out)
 
 
