@@ -286,6 +286,8 @@ def _train(args, group) -> dict | None:
         raise ConfigError(f"--dropout A,B: attention dropout A applies to AFM only, not {args.model}")
     if args.match_fm and (args.model != "afm" or not args.init_from):
         raise ConfigError("--match-fm needs --model afm and --init-from an FM checkpoint")
+    if group is not None and args.batch_size % group.world_size:
+        raise ConfigError(f"--batch-size {args.batch_size} must divide evenly over the {group.world_size} processes")
     out = Path(args.out)
     check_writable_target(out, lambda problem: ConfigError(f"--out {out}: {problem}"))
     train_config = TrainConfig(
