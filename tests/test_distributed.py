@@ -29,7 +29,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def one_step(model_name: str, sparse: bool, group=None) -> TrainResult:
+def one_step(model_name: str, sparse: bool, stream: str, group=None) -> TrainResult:
     """One epoch that is one step: the batch is every training row (280), over all processes."""
     data = random_dataset(num_rows=400, field_sizes=(50, 40, 30, 60))
     seed_everything(0)
@@ -37,11 +37,12 @@ def one_step(model_name: str, sparse: bool, group=None) -> TrainResult:
                          embedding_dim=8, attention_dim=8, dropout_attention=0.0, dropout_pooled=0.0)
     train_config = TrainConfig(epochs=1, batch_size=len(data.train), lr=0.05, device="cpu",
                                l2_attention=2.0 if model_name == "afm" else 0.0,
-                               sparse_embeddings="on" if sparse else "off")
+                               sparse_embeddings="on" if sparse else "off", stream=stream)
     return train_model(build_model(config, seed=0), data, train_config, group=group)
 
 
-CASES = [("fm", True), ("afm", True), ("afm", False)]  # (model, sparse embedding gradients)
+# (model, sparse embedding gradients, batches streamed from the data)
+CASES = [("fm", True, "off"), ("afm", True, "off"), ("afm", False, "off"), ("afm", True, "on")]
 
 
 def _process(rank: int, world: int, port: int, out: str) -> None:
@@ -52,7 +53,7 @@ def _process(rank: int, world: int, port: int, out: str) -> None:
 
     group = start("cpu")
     try:
-        results = [one_step(model_name, sparse, group) for model_name, sparse in CASES]
+        results = [one_step(*case, group=group) for case in CASES]
         if group.is_main:
             torch.save([{"state": r.model.state_dict(), "history": r.history, "best_epoch": r.best_epoch,
                          "world_size": r.world_size} for r in results], out)
@@ -77,11 +78,11 @@ def two_process_steps(tmp_path_factory) -> list[dict]:
     return torch.load(out)
 
 
-@pytest.mark.parametrize("case", range(len(CASES)), ids=[f"{m}-{'sparse' if s else 'dense'}" for m, s in CASES])
+@pytest.mark.parametrize("case", range(len(CASES)),
+                         ids=[f"{m}-{'sparse' if s else 'dense'}-stream-{st}" for m, s, st in CASES])
 def test_two_processes_take_the_single_process_step_on_the_whole_batch(two_process_steps, case):
-    model_name, sparse = CASES[case]
     ddp = two_process_steps[case]
-    single = one_step(model_name, sparse)
+    single = one_step(*CASES[case])
     assert ddp["world_size"] == 2 and single.best_epoch == ddp["best_epoch"] == 1  # the step was kept
     initial = build_model(single.model.config, seed=0).state_dict()
     for name, weight in single.model.state_dict().items():
