@@ -1,4 +1,4 @@
-"""Command line: `python -m afm train|evaluate|download|sample|info`.
+"""Command line: `python -m afm train|evaluate|history|download|sample|info|synthesize|convert|encode`.
 
 Contract (the app, the benchmarks and outside scripts rely on it): progress goes to stderr, the
 last stdout line is one JSON object, and bad arguments or data exit with code 2 and one clear
@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                        help="torch.compile the training step (auto: on CUDA, or CPU batches >= 1024, for runs "
                             "of 1M+ samples)")
+    train.add_argument("--stream", choices=("auto", "on", "off"), default="auto",
+                       help="stream batches from the data in shuffled blocks instead of moving every row to the "
+                            "device (auto: for memory-mapped arrays, see `afm encode`)")
     train.add_argument("--out", required=True, metavar="CKPT", help="checkpoint path (.safetensors)")
     train.add_argument("--quiet", action="store_true", help="no per-epoch progress on stderr")
 
@@ -154,7 +157,33 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--every", type=_positive_int, default=1,
                          help="only every Nth epoch (the first, best and last are always shown)")
     add_explain_commands(commands)
+    add_scale_commands(commands, data_arguments)
     return parser
+
+
+def add_scale_commands(commands, data_arguments) -> None:
+    """The paper's ml-tag shape made or converted here, and data written as memory-mapped arrays."""
+    from afm.synthetic_mltag import ML_TAG_ROWS
+
+    synthesize = commands.add_parser("synthesize", help="write a synthetic dataset of the paper's ml-tag shape")
+    synthesize.add_argument("dataset", choices=("ml-tag",))
+    synthesize.add_argument("--rows", type=_positive_int, default=ML_TAG_ROWS,
+                            help=f"rows over the three splits (default: the paper's {ML_TAG_ROWS:,})")
+    synthesize.add_argument("--dest", required=True, help="directory; files go to DEST/ml-tag/")
+    synthesize.add_argument("--seed", type=int, default=2017)
+
+    convert = commands.add_parser("convert", help="turn a MovieLens tags.csv into the paper's ml-tag libfm splits")
+    convert.add_argument("dataset", choices=("ml-tag",))
+    convert.add_argument("--tags", required=True, help="MovieLens tags.csv (userId,movieId,tag,timestamp)")
+    convert.add_argument("--dest", required=True, help="directory; files go to DEST/ml-tag/")
+    convert.add_argument("--seed", type=int, default=0, help="seed of the negative tags and the 70/20/10 split")
+
+    encode = commands.add_parser("encode", help="write a dataset once as memory-mapped arrays (data larger than "
+                                                "memory; libfm splits are streamed)")
+    data_arguments(encode)
+    encode.add_argument("--dest", required=True, help="new directory for the arrays")
+    encode.add_argument("--schema-from", default=None, metavar="CKPT",
+                        help="encode as this model's training data was (its fields, its CSV encoding)")
 
 
 # --------------------------------------------------------------------------- commands
@@ -227,7 +256,19 @@ def _load_data(args, schema=None):
     return load_dataset(args.data, data_dir=args.data_dir, seed=args.split_seed, label=args.label, schema=schema)
 
 
-def command_train(args) -> dict:
+def command_train(args) -> dict | None:
+    """`afm train`; launched by torchrun, one process of a training over several (afm.distributed):
+    only the first writes the checkpoint and the summary line (None elsewhere)."""
+    from afm.distributed import launched_by_torchrun, start, stop
+
+    group = start(args.device) if launched_by_torchrun() else None
+    try:
+        return _train(args, group)
+    finally:
+        stop(group)
+
+
+def _train(args, group) -> dict | None:
     from afm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
     from afm.files import check_writable_target
     from afm.models import ModelConfig, build_model
@@ -236,6 +277,7 @@ def command_train(args) -> dict:
         TrainingDiverged,
         check_training_memory,
         resolve_device,
+        rows_on_device,
         seed_everything,
         train_model,
     )
@@ -246,6 +288,8 @@ def command_train(args) -> dict:
         raise ConfigError(f"--dropout A,B: attention dropout A applies to AFM only, not {args.model}")
     if args.match_fm and (args.model != "afm" or not args.init_from):
         raise ConfigError("--match-fm needs --model afm and --init-from an FM checkpoint")
+    if group is not None and args.batch_size % group.world_size:
+        raise ConfigError(f"--batch-size {args.batch_size} must divide evenly over the {group.world_size} processes")
     out = Path(args.out)
     check_writable_target(out, lambda problem: ConfigError(f"--out {out}: {problem}"))
     train_config = TrainConfig(
@@ -253,30 +297,35 @@ def command_train(args) -> dict:
         lr=args.lr if args.lr is not None else defaults["lr"], optimizer=args.optimizer,
         l2_attention=args.l2_attention if args.l2_attention is not None else defaults["l2_attention"],
         patience=args.patience, seed=args.seed, device=args.device, deterministic=args.deterministic,
-        compile=args.compile)
+        compile=args.compile, stream=args.stream)
     resolve_device(args.device)  # fail on a missing GPU before any work
     # An AFM started from an FM must see the data exactly as that FM did (its CSV encoding).
     pretrained = load_checkpoint(args.init_from) if args.init_from else None
     dataset = _load_data(args, schema=pretrained.schema if pretrained else None)
-    seed_everything(args.seed, args.deterministic)
+    main = group is None or group.is_main
+    # Dropout masks differ between processes; the initial weights come from build_model's own seed.
+    seed_everything(args.seed + (group.rank if group is not None else 0), args.deterministic)
     config = ModelConfig(model=args.model, num_features=dataset.schema.num_features,
                          num_fields=dataset.schema.num_fields, embedding_dim=args.k, attention_dim=args.t,
                          dropout_attention=dropout_attention, dropout_pooled=dropout_pooled)
-    check_training_memory(config, train_config, sum(len(s) for s in dataset.splits.values()))
+    check_training_memory(config, train_config, rows_on_device(dataset, train_config, group))
     model = build_model(config, seed=args.seed)
     if pretrained is not None:
         for warning in pretrained.check_fits(dataset):
             print(f"afm: warning: {warning}", file=sys.stderr)
         model.init_from(pretrained.model, match_sum=args.match_fm)
-    callbacks = [] if args.quiet else [_ProgressLog(args.task)]
-    if not args.quiet:
+    quiet = args.quiet or not main
+    callbacks = [] if quiet else [_ProgressLog(args.task)]
+    if not quiet:
+        processes = f", {group.world_size} processes ({group.backend})" if group is not None else ""
         print(f"afm: {args.model} on {dataset.name} ({len(dataset.train):,} train rows, "
               f"{dataset.schema.num_fields} fields, {dataset.schema.num_features:,} features), "
-              f"k={args.k}" + (f", t={args.t}" if args.model == "afm" else ""), file=sys.stderr)
+              f"k={args.k}" + (f", t={args.t}" if args.model == "afm" else "") + processes, file=sys.stderr)
     diverged = None
     with _FirstInterruptStops() as interrupt:
         try:
-            result = train_model(model, dataset, train_config, callbacks=callbacks, should_stop=interrupt.is_set)
+            result = train_model(model, dataset, train_config, callbacks=callbacks, should_stop=interrupt.is_set,
+                                 group=group)
         except TrainingDiverged as exc:
             result, diverged = exc.result, str(exc)
     stop_reason = "diverged" if diverged else "interrupted" if result.stop_reason == "stop_requested" \
@@ -285,8 +334,10 @@ def command_train(args) -> dict:
         if diverged:
             raise ConfigError(f"{diverged}. Nothing was written: no epoch did better than the start")
         raise KeyboardInterrupt
+    if not main:
+        return None  # the first process writes the checkpoint; every process holds the same model
     checkpoint = Checkpoint.from_training(result, dataset, init_from=str(args.init_from) if args.init_from else None,
-                                          match_fm=args.match_fm)
+                                          match_fm=args.match_fm, world_size=result.world_size)
     checkpoint.train_config["stop_reason"] = stop_reason
     save_checkpoint(out, checkpoint)
     if stop_reason in PARTIAL_STOPS:
@@ -298,16 +349,18 @@ def command_train(args) -> dict:
                "stop_reason": stop_reason}
     summary.update({key: value for key, value in best.items() if key.startswith(("valid_", "test_"))})
     summary.update({"seconds": round(result.seconds, 3), "samples_per_second": round(result.samples_per_second, 1),
-                    "device": result.device, "compiled": result.compiled, "checkpoint": str(out)})
+                    "device": result.device, "compiled": result.compiled, "world_size": result.world_size,
+                    "streamed": result.streamed, "checkpoint": str(out)})
     return summary
 
 
 def command_evaluate(args) -> dict:
-    import torch
+    import numpy as np
 
     from afm.checkpoint import load_checkpoint
+    from afm.data import SPLITS
     from afm.metrics import evaluate_predictions
-    from afm.train import predict, resolve_device
+    from afm.train import predict_rows, resolve_device
 
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.checkpoint, device=device)
@@ -317,13 +370,14 @@ def command_evaluate(args) -> dict:
         raise ConfigError("this is a binary-task model and the data's labels are not two classes")
     for warning in checkpoint.check_fits(dataset):
         print(f"afm: warning: {warning}", file=sys.stderr)
-    split = dataset.rows(args.split)
     label_range = checkpoint.label_range or dataset.label_range
-    predictions = predict(checkpoint.model, torch.from_numpy(split.feature_ids).to(device),
-                          torch.from_numpy(split.feature_values).to(device))
-    metrics = evaluate_predictions(predictions, split.labels, task, label_range)
+    # A chunk of rows at a time: memory-mapped data larger than memory is scored too.
+    names = SPLITS if args.split == "all" else (args.split,)
+    predictions = np.concatenate([predict_rows(checkpoint.model, dataset.splits[n], device) for n in names])
+    labels = np.concatenate([dataset.splits[n].labels for n in names])
+    metrics = evaluate_predictions(predictions, labels, task, label_range)
     return {"model": checkpoint.model_config.model, "task": task, "dataset": dataset.name, "split": args.split,
-            **metrics, "rows": len(split), "device": str(device)}
+            **metrics, "rows": len(labels), "device": str(device)}
 
 
 def command_download(args) -> dict:
@@ -520,15 +574,40 @@ def command_import(args) -> dict:
             **({"t": config.attention_dim} if config.model == "afm" else {}), "checkpoint": str(out)}
 
 
+def command_synthesize(args) -> dict:
+    from afm.synthetic_mltag import MlTagConfig, write_ml_tag
+
+    return write_ml_tag(args.dest, MlTagConfig(num_rows=args.rows, seed=args.seed))
+
+
+def command_convert(args) -> dict:
+    from afm.data.movielens import convert_tags
+
+    return convert_tags(args.tags, args.dest, seed=args.seed)
+
+
+def command_encode(args) -> dict:
+    from afm.checkpoint import load_checkpoint
+    from afm.data.registry import encode_dataset
+
+    schema = load_checkpoint(args.schema_from).schema if args.schema_from else None
+    dataset = encode_dataset(args.data, args.dest, data_dir=args.data_dir, seed=args.split_seed, label=args.label,
+                             schema=schema)
+    return {"directory": args.dest, **dataset.summary()}
+
+
 COMMANDS = {"train": command_train, "evaluate": command_evaluate, "download": command_download,
-            "sample": command_sample, "info": command_info, "history": command_history}
-COMMANDS.update({"predict": command_predict, "report": command_report, "import": command_import})
+            "sample": command_sample, "info": command_info, "history": command_history,
+            "synthesize": command_synthesize, "convert": command_convert, "encode": command_encode,
+            "predict": command_predict, "report": command_report, "import": command_import}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         summary = COMMANDS[args.command](args)
+        if summary is None:  # a process of a torchrun training other than the first: nothing to say
+            return 0
     except AFMError as exc:
         print(f"afm {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -20,7 +20,7 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -85,6 +85,19 @@ def read_regular_file(path: str | os.PathLike, max_bytes: int, error: Callable[[
         raise error(f"cannot read file ({_reason(exc)})") from None
     finally:
         os.close(fd)
+
+
+def iter_regular_file(path: str | os.PathLike, block_bytes: int, error: Callable[[str], AFMError]) -> Iterator[bytes]:
+    """A regular file of any size, `block_bytes` at a time: for data too large to hold at once."""
+    with open_regular_file(path, error) as handle:
+        while True:
+            try:
+                block = handle.read(block_bytes)
+            except OSError as exc:
+                raise error(f"cannot read file ({_reason(exc)})") from None
+            if not block:
+                return
+            yield block
 
 
 def check_writable_target(path: Path, error: Callable[[str], AFMError]) -> None:
