@@ -39,7 +39,7 @@ def test_the_report_holds_the_model_card_and_every_analysis(sample_report):
                     "Top pairs", "Gradient coupling"):
         assert heading in page, heading
     assert "valid_rmse" in page and "Measured now on the test rows of sample (1,500 rows)" in page
-    assert "weather=weather_" in page  # feature-value pairs are named
+    assert "user=user_" in page and "device=phone" in page  # feature-value pairs are named
     # plotly.js is inside, once, and nothing is fetched from anywhere.
     assert page.count("<script type='text/javascript'>") == 1 and "<script src" not in page.lower()
     assert page.count('class="plotly-graph-div"') == 7
