@@ -19,6 +19,7 @@ page = st.navigation([
     st.Page("pages/attention.py", title="Attention", icon=":material/grid_on:"),
     st.Page("pages/coupling.py", title="Gradient coupling", icon=":material/link:"),
     st.Page("pages/curves.py", title="Curves", icon=":material/show_chart:"),
+    st.Page("pages/predict.py", title="Predict & share", icon=":material/ios_share:"),
 ])
 sidebar = st.sidebar.empty()
 try:

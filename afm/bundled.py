@@ -1,5 +1,6 @@
-"""The small FM, FwFM and AFM checkpoints shipped in sample_data/, so the app is useful the
-moment it opens. `python -m afm sample --checkpoints` remakes them (seeded, deterministic)."""
+"""The small FM, FwFM and AFM checkpoints shipped with each bundled sample (sample_data/NAME/),
+so the app is useful the moment it opens. `python -m afm sample --checkpoints` remakes them
+(seeded, deterministic)."""
 
 from __future__ import annotations
 
@@ -18,13 +19,13 @@ from afm.train import TrainConfig, seed_everything, train_model
 PROBE_ROWS = 512  # validation rows the coupling tracker measures every epoch
 
 
-def sample_checkpoint_path(model: str, directory: str | Path | None = None) -> Path:
-    return Path(directory or sample_dir()) / f"sample_{model}.safetensors"
+def sample_checkpoint_path(model: str, sample: str = "sample", directory: str | Path | None = None) -> Path:
+    return Path(directory or sample_dir() / sample) / f"{sample}_{model}.safetensors"
 
 
-def train_sample_checkpoints(directory: str | Path | None = None) -> dict[str, Path]:
-    directory = Path(directory or sample_dir())
-    data = load_libfm_dir(directory, name="sample")
+def train_sample_checkpoints(sample: str = "sample", directory: str | Path | None = None) -> dict[str, Path]:
+    directory = Path(directory or sample_dir() / sample)
+    data = load_libfm_dir(directory, name=sample)
     probe = [torch.from_numpy(array[:PROBE_ROWS]) for array in
              (data.valid.feature_ids, data.valid.feature_values, data.valid.labels)]
     paths = {}
@@ -37,5 +38,5 @@ def train_sample_checkpoints(directory: str | Path | None = None) -> dict[str, P
         model = build_model(config, seed=train_config.seed)
         result = train_model(model, data, train_config, callbacks=[CouplingTracker(model, *probe)])
         checkpoint = Checkpoint.from_training(result, data, init_from=None, preset="quick")
-        paths[name] = save_checkpoint(sample_checkpoint_path(name, directory), checkpoint)
+        paths[name] = save_checkpoint(sample_checkpoint_path(name, sample, directory), checkpoint)
     return paths

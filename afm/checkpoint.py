@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
@@ -86,6 +87,15 @@ class Checkpoint:
             raise CheckpointError(trained_on or "checkpoint",
                                   f"the model expects {config.num_fields} fields, the data {dataset.name!r} has "
                                   f"{dataset.schema.num_fields}; it was trained on {trained_on!r}")
+        if dataset.schema.field_names != self.schema.field_names:
+            raise CheckpointError(trained_on or "checkpoint",
+                                  f"the model's fields are {list(self.schema.field_names)[:10]}, the data's "
+                                  f"{list(dataset.schema.field_names)[:10]}; it was trained on {trained_on!r}")
+        shared = min(dataset.schema.num_features, config.num_features)
+        if not np.array_equal(dataset.schema.feature_field[:shared], self.schema.feature_field[:shared]):
+            raise CheckpointError(trained_on or "checkpoint",
+                                  f"the same feature ids belong to other fields in {dataset.name!r} than in the "
+                                  f"model's training data {trained_on!r}")
         largest = max((int(s.feature_ids.max()) for s in dataset.splits.values() if len(s)), default=-1)
         if largest >= config.num_features:
             raise CheckpointError(trained_on or "checkpoint",

@@ -14,6 +14,7 @@ SEQUENTIAL = "Blues"
 DIVERGING = "RdBu"
 MODEL_COLORS = {"fm": "#1f77b4", "fwfm": "#2ca02c", "afm": "#d62728"}
 SPLIT_DASH = {"train": "dot", "valid": "solid", "test": "dash"}
+SPLIT_STYLE_NAMES = {"dot": "dotted", "solid": "solid", "dash": "dashed"}
 
 
 def _heatmap(matrix: np.ndarray, names, *, diverging: bool, hover: np.ndarray | None = None,
@@ -35,6 +36,7 @@ def field_pair_heatmap(matrix: np.ndarray, field_names, title: str, colorbar: st
     return figure
 
 
+COLORBAR_TITLES = {"attention": "a_ij", "contribution": "a·pᵀ(e⊙e)", "magnitude": "|a·pᵀ(e⊙e)|"}
 ATTENTION_MODES = {
     "attention": ("Mean attention a_ij", "attention_mean", False),
     "contribution": ("Mean signed contribution a_ij·pᵀ(e_i⊙e_j)", "contribution_mean", True),
@@ -42,9 +44,11 @@ ATTENTION_MODES = {
 }
 
 
-def attention_heatmap(summary: PairSummary, field_names, mode: str = "attention", model_name: str = "afm") -> go.Figure:
+def attention_heatmap(summary: PairSummary, field_names, mode: str = "attention", model_name: str = "afm",
+                      zmax: float | None = None, rows_label: str = "") -> go.Figure:
     """Field x field view of a `PairSummary`; hover shows the pair, a_ij's mean and spread and
-    the pair's mean contribution to the prediction."""
+    the pair's mean contribution to the prediction. `zmax`: a colour scale shared with other
+    heatmaps (rows of one value against rows of another); `rows_label`: which rows, for the title."""
     title, attribute, diverging = ATTENTION_MODES[mode]
     fields = len(field_names)
     if model_name != "afm" and mode == "attention":
@@ -60,18 +64,27 @@ def attention_heatmap(summary: PairSummary, field_names, mode: str = "attention"
                                f"{matrices['attention_std'][i, j]:.4f}<br>"
                                f"contribution {matrices['contribution_mean'][i, j]:+.4f} "
                                f"(|·| {matrices['contribution_abs_mean'][i, j]:.4f})")
-    return field_pair_heatmap(matrices[attribute], field_names, f"{title} over {summary.rows:,} rows",
-                              colorbar=mode, diverging=diverging, hover=hover)
+    figure = field_pair_heatmap(matrices[attribute], field_names,
+                                f"{title} over {summary.rows:,} {rows_label + ' ' if rows_label else ''}rows",
+                                colorbar=COLORBAR_TITLES[mode], diverging=diverging, hover=hover)
+    if zmax is not None:
+        figure.update_traces(zmax=zmax, zmin=-zmax if diverging else 0)
+    return figure
 
 
-def planted_heatmap(planted: list[tuple[str, str, float]], field_names) -> go.Figure:
-    """The synthetic sample's ground truth: the strength of each planted pair, 0 elsewhere."""
+def planted_heatmap(planted, field_names) -> go.Figure:
+    """The synthetic sample's ground truth (`afm.synthetic.PlantedPair`s): the strength of each
+    planted pair where it acts, 0 elsewhere; hover says when a pair acts only in some rows."""
     index = {name: i for i, name in enumerate(field_names)}
     matrix = np.zeros((len(field_names), len(field_names)))
     np.fill_diagonal(matrix, np.nan)
-    for a, b, strength in planted:
-        matrix[index[a], index[b]] = matrix[index[b], index[a]] = strength
-    return field_pair_heatmap(matrix, field_names, "Planted interactions (ground truth)", colorbar="strength")
+    hover = np.full(matrix.shape, "", dtype=object)
+    for pair in planted:
+        a, b = index[pair.first], index[pair.second]
+        matrix[a, b] = matrix[b, a] = pair.strength
+        hover[a, b] = hover[b, a] = pair.describe()
+    return field_pair_heatmap(matrix, field_names, "Planted interactions (ground truth)", colorbar="strength",
+                              hover=np.where(hover == "", None, hover))
 
 
 def top_pairs_figure(table: pd.DataFrame, by: str = "attention_mean") -> go.Figure:
@@ -106,28 +119,61 @@ def decomposition_figure(table: pd.DataFrame, prediction: float, label: float | 
     return figure
 
 
-def side_by_side_heatmaps(matrices: dict[str, np.ndarray], field_names, title: str, diverging: bool = False,
-                          colorbar: str = "") -> go.Figure:
-    """One field x field heatmap per model on a shared colour scale (FM | FwFM | AFM)."""
-    names = list(matrices)
-    figure = make_subplots(rows=1, cols=len(names), subplot_titles=[n.upper() for n in names],
-                           horizontal_spacing=0.04)
-    finite = np.concatenate([m[np.isfinite(m)] for m in matrices.values()])
-    bound = float(np.abs(finite).max()) if finite.size else 1.0
-    for column, name in enumerate(names, start=1):
-        figure.add_trace(_heatmap(matrices[name], field_names, diverging=diverging, zmax=bound, colorbar=colorbar,
-                                  showscale=column == len(names)), row=1, col=column)
-        figure.update_yaxes(autorange="reversed", showticklabels=column == 1, row=1, col=column)
-    figure.update_layout(title=title, height=420, margin=dict(l=10, r=10, t=70, b=10))
+def what_if_figure(table: pd.DataFrame, top: int = 12) -> go.Figure:
+    """A what-if comparison (`afm.analysis.whatif.compare_rows`'s table): the `top` terms that
+    moved most, each as it was in the start row and as it is now (left), and the pairs' attention
+    before and after (right; the softmax moves every pair's weight when one field changes)."""
+    parts = table[table["kind"] != "bias"]
+    moved = parts.reindex(parts["change"].abs().sort_values(ascending=False, kind="stable").index).head(top)
+    moved = moved.iloc[::-1]  # largest on top
+    figure = make_subplots(rows=1, cols=2, shared_yaxes=True, column_widths=[0.62, 0.38], horizontal_spacing=0.02,
+                           subplot_titles=["Term: start row vs now", "Attention a_ij: start row vs now"])
+    for name, column, attention, colour, values in (
+            ("start row", "start_term", "start_attention", "#9ecae1", "start"),
+            ("now", "term", "attention", "#d62728", "now")):
+        hover = moved[values].where(moved[values] != "", moved["part"])
+        figure.add_trace(go.Bar(x=moved[column], y=moved["part"], orientation="h", name=name, marker_color=colour,
+                                customdata=np.stack([hover], axis=1), legendgroup=name,
+                                hovertemplate="%{customdata[0]}<br>term %{x:+.4f}<extra>" + name + "</extra>"),
+                         row=1, col=1)
+        figure.add_trace(go.Bar(x=moved[attention], y=moved["part"], orientation="h", name=name, marker_color=colour,
+                                showlegend=False, legendgroup=name, customdata=np.stack([hover], axis=1),
+                                hovertemplate="%{customdata[0]}<br>a_ij %{x:.4f}<extra>" + name + "</extra>"),
+                         row=1, col=2)
+    figure.update_layout(barmode="group", height=max(320, 34 * len(moved) + 90), margin=dict(l=10, r=10, t=50, b=10),
+                         legend=dict(orientation="h", y=-0.08))
     return figure
 
 
-def per_field_bars(values: dict[str, np.ndarray], field_names, title: str, yaxis: str) -> go.Figure:
-    """Grouped bars, one group per field, one bar per model."""
-    figure = go.Figure([go.Bar(name=name.upper(), x=list(field_names), y=np.asarray(v),
+def field_pair_heatmaps(matrices: dict[str, np.ndarray], field_names, title: str, colorbar: str,
+                        diverging: bool = False, x_title: str = "partner g",
+                        y_title: str = "embedding v_f of field f") -> dict[str, go.Figure]:
+    """One field x field heatmap per model (FM, FwFM, AFM), each its own figure so a page can lay
+    them side by side on a wide screen and one under the other on a narrow one, all on one
+    colour scale so the colours compare across models."""
+    finite = np.concatenate([m[np.isfinite(m)] for m in matrices.values()])
+    bound = float(np.abs(finite).max()) if finite.size else 1.0
+    figures = {}
+    for name, matrix in matrices.items():
+        figure = go.Figure(_heatmap(matrix, field_names, diverging=diverging, zmax=bound, colorbar=colorbar))
+        figure.update_layout(title=f"{name.upper()}: {title}", height=420, margin=dict(l=10, r=10, t=50, b=10),
+                             xaxis_title=x_title, yaxis=dict(autorange="reversed", title=y_title))
+        figures[name] = figure
+    return figures
+
+
+def per_field_bars(values: dict[str, np.ndarray], field_names, title: str, yaxis: str,
+                   baselines: dict[str, np.ndarray] | None = None, baseline_label: str = "baseline") -> go.Figure:
+    """Grouped bars, one group per field, one bar per model; `baselines` (per model, per field)
+    are drawn as markers on the bars, e.g. what chance alone would give."""
+    figure = go.Figure([go.Bar(name=name.upper(), x=list(field_names), y=np.asarray(v), offsetgroup=name,
                                marker_color=MODEL_COLORS.get(name)) for name, v in values.items()])
-    figure.update_layout(title=title, barmode="group", yaxis_title=yaxis, height=380,
-                         margin=dict(l=10, r=10, t=50, b=10))
+    for name, baseline in (baselines or {}).items():
+        figure.add_trace(go.Scatter(x=list(field_names), y=np.asarray(baseline), mode="markers",
+                                    name=f"{name.upper()} {baseline_label}", offsetgroup=name, legendgroup="baseline",
+                                    marker=dict(symbol="line-ew-open", size=22, line=dict(width=3, color="black"))))
+    figure.update_layout(title=title, barmode="group", scattermode="group", yaxis_title=yaxis, xaxis_title="field f",
+                         height=400, margin=dict(l=10, r=10, t=50, b=10))
     return figure
 
 
@@ -165,22 +211,32 @@ def learning_curves(runs: dict[str, list[dict]], metric: str = "rmse", splits=("
     figure = go.Figure()
     palette = ["#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
     used: set[str] = set()
+    drawn = [s for s in ("valid", "test", "train") if s in splits]  # the legend shows a run's first line
     for index, (name, history) in enumerate(runs.items()):
         usual = MODEL_COLORS.get((models or {}).get(name, ""))
         color = usual if usual and usual not in used else palette[index % len(palette)]
         used.add(color)
-        for split in splits:
+        shown = False
+        for split in drawn:
             points = [(r["epoch"], r.get(f"{split}_{metric}")) for r in history]
             points = [(e, v) for e, v in points if v is not None and np.isfinite(v)]
             if points:
                 epochs, values = zip(*points)
-                figure.add_trace(go.Scatter(x=epochs, y=values, mode="lines+markers", name=f"{name} · {split}",
+                # One legend entry per run (colour); the line style says the split.
+                figure.add_trace(go.Scatter(x=epochs, y=values, mode="lines+markers", name=name, legendgroup=name,
+                                            showlegend=not shown,
                                             line=dict(color=color, dash=SPLIT_DASH.get(split, "solid")),
                                             hovertemplate=f"{name} {split} epoch %{{x}}: %{{y:.4f}}<extra></extra>"))
+                shown = True
     for label, value in (references or {}).items():
         figure.add_hline(y=value, line=dict(color="grey", dash="dashdot", width=1), annotation_text=label,
                          annotation_position="top right")
-    figure.update_layout(title=f"{metric.upper()} per epoch", xaxis_title="epoch", yaxis_title=metric.upper(),
-                         yaxis_type="log" if log_y else "linear",
-                         height=460, margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.2))
+    last_epoch = max((r["epoch"] for history in runs.values() for r in history), default=1)
+    styles = ", ".join(f"{SPLIT_STYLE_NAMES[SPLIT_DASH[s]]} = {s}" for s in drawn)
+    figure.update_layout(title=dict(text=f"{metric.upper()} per epoch", subtitle=dict(
+                             text=f"colour: run; line: {styles}")),
+                         xaxis=dict(title="epoch", tickmode="linear", tick0=0, dtick=max(1, -(-last_epoch // 10))),
+                         yaxis_title=metric.upper(), yaxis_type="log" if log_y else "linear",
+                         height=460 + 22 * max(0, len(runs) - 3), margin=dict(l=10, r=10, t=70, b=10),
+                         legend=dict(orientation="h", yanchor="top", y=-0.15))
     return figure

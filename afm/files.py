@@ -20,8 +20,9 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from afm.errors import AFMError
 
@@ -33,8 +34,8 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def read_regular_file(path: str | os.PathLike, max_bytes: int, error: Callable[[str], AFMError]) -> bytes:
-    """The bytes of a regular file of at most `max_bytes`, or `error(problem)` raised."""
+def _open_regular(path: str | os.PathLike, error: Callable[[str], AFMError]) -> tuple[int, os.stat_result]:
+    """A read-only descriptor of a regular file and its status, or `error(problem)` raised."""
     try:
         # O_NONBLOCK: opening a FIFO for reading must not wait for a writer.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
@@ -46,6 +47,27 @@ def read_regular_file(path: str | os.PathLike, max_bytes: int, error: Callable[[
             raise error("is a directory, not a file")
         if not stat.S_ISREG(info.st_mode):
             raise error("is not a regular file (a device, FIFO or socket); give a file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info
+
+
+def open_regular_file(path: str | os.PathLike, error: Callable[[str], AFMError]) -> BinaryIO:
+    """A regular file opened for reading in binary, of any size (for readers that stream it in
+    chunks), or `error(problem)` raised; the same refusals as `read_regular_file`."""
+    fd, _ = _open_regular(path, error)
+    try:
+        os.set_blocking(fd, True)
+    except OSError:
+        pass
+    return os.fdopen(fd, "rb")
+
+
+def read_regular_file(path: str | os.PathLike, max_bytes: int, error: Callable[[str], AFMError]) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`, or `error(problem)` raised."""
+    fd, info = _open_regular(path, error)
+    try:
         if info.st_size > max_bytes:
             raise error(f"file is {info.st_size:,} bytes, more than the {max_bytes:,} allowed here")
         chunks, remaining = [], info.st_size + 1  # one byte more tells a file that grew meanwhile
@@ -63,6 +85,19 @@ def read_regular_file(path: str | os.PathLike, max_bytes: int, error: Callable[[
         raise error(f"cannot read file ({_reason(exc)})") from None
     finally:
         os.close(fd)
+
+
+def iter_regular_file(path: str | os.PathLike, block_bytes: int, error: Callable[[str], AFMError]) -> Iterator[bytes]:
+    """A regular file of any size, `block_bytes` at a time: for data too large to hold at once."""
+    with open_regular_file(path, error) as handle:
+        while True:
+            try:
+                block = handle.read(block_bytes)
+            except OSError as exc:
+                raise error(f"cannot read file ({_reason(exc)})") from None
+            if not block:
+                return
+            yield block
 
 
 def check_writable_target(path: Path, error: Callable[[str], AFMError]) -> None:

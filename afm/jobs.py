@@ -52,14 +52,15 @@ class TrainingJob:
     page (which also tells the scheduler someone is still looking), `request_stop()` from a button."""
 
     def __init__(self, name: str, dataset: Dataset, model_config: ModelConfig, train_config: TrainConfig,
-                 init_from: PairwiseModel | None = None, init_from_name: str | None = None, callbacks=(),
-                 scheduler: TrainingScheduler | None = None):
+                 init_from: PairwiseModel | None = None, init_from_name: str | None = None, match_fm: bool = False,
+                 callbacks=(), scheduler: TrainingScheduler | None = None):
         self.name = name
         self.dataset = dataset
         self.model_config = model_config
         self.train_config = train_config
         self.init_from = init_from
         self.init_from_name = init_from_name if init_from is not None else None
+        self.match_fm = match_fm and init_from is not None and model_config.model == "afm"  # p = P, see init_from
         self.extra_callbacks = list(callbacks)
         self.scheduler = scheduler or default_scheduler()
         self.notes: list[str] = []  # what the server's policy changed, for the page to say
@@ -182,7 +183,7 @@ class TrainingJob:
 
             model = build_model(self.model_config, seed=self.train_config.seed)
             if self.init_from is not None:
-                model.init_from(self.init_from)
+                model.init_from(self.init_from, match_sum=self.match_fm)
             callbacks = [self, *[make(model) for make in self.extra_callbacks]]
             result = train_model(model, self.dataset, self.train_config, callbacks=callbacks, should_stop=should_stop)
             self._keep(result)
@@ -200,7 +201,8 @@ class TrainingJob:
                 self._finish("failed", f"internal error: {type(exc).__name__}: {str(exc)[:300]}")
 
     def _keep(self, result) -> None:
-        checkpoint = Checkpoint.from_training(result, self.dataset, init_from=self.init_from_name)
+        checkpoint = Checkpoint.from_training(result, self.dataset, init_from=self.init_from_name,
+                                              match_fm=self.match_fm)
         self.run = Run.from_checkpoint(checkpoint, self.name, "trained", fresh=True)
 
     def _finish(self, status: str, error: str | None = None) -> None:
@@ -215,7 +217,7 @@ def runs_table(runs: dict[str, Run]) -> pd.DataFrame:
     for name, run in runs.items():
         best = run.best
         rows.append({"run": name, "model": run.model_config.model.upper(), "data": run.dataset.get("name"),
-                     "k": run.model_config.embedding_dim, "task": run.task, "epochs": len(run.history) - 1,
+                     "k": run.model_config.embedding_dim, "task": run.task, "epochs": max(len(run.history) - 1, 0),
                      "best_epoch": run.best_epoch,
                      **{key: best.get(key) for key in ("valid_rmse", "test_rmse", "valid_auc", "test_auc",
                                                         "valid_logloss", "test_logloss") if key in best},
@@ -239,7 +241,17 @@ def epoch_table(history: list[dict]) -> pd.DataFrame:
     """The per-epoch numbers a person reads, in a sensible order, rounded; epoch 0 (before
     training) has no training numbers, shown as blanks."""
     table = pd.DataFrame(history)
-    table = table[[c for c in EPOCH_COLUMNS if c in table.columns]].round(4)
+    table = table[[c for c in EPOCH_COLUMNS if c in table.columns]].astype("float64").round(4)  # None -> blank
     if "samples_per_second" in table:
         table["samples_per_second"] = table["samples_per_second"].round(0)
     return table
+
+
+def epoch_zero_note(model: str, init_from: str | None, match_fm: bool, num_pairs: int) -> str | None:
+    """Why an AFM started from an FM begins worse than that FM (shown where its epoch 0 is)."""
+    if model != "afm" or not init_from or match_fm:
+        return None
+    return (f"Epoch 0 is the FM's embeddings inside an AFM with near-uniform attention (a_ij ≈ 1/{num_pairs}) and, as "
+            f"the authors start it, p = 1: the FM's pair sum is divided by P = {num_pairs}, so epoch 0 is worse than "
+            "the FM it came from (and than a random start, whose pair terms are near zero). Training recovers the "
+            f"scale within an epoch or two; *Start as the FM* (p = P = {num_pairs}) starts at the FM's own RMSE.")

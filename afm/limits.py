@@ -12,6 +12,7 @@ QUOTE_CHARS = 60  # how much of a bad token or line an error message quotes
 MAX_TEXT_FILE_BYTES = 4 * 1024**3  # a libfm or CSV file read into memory (larger: convert to arrays first)
 MEMORY_FRACTION = 0.8  # of the memory available now that one training may plan to use
 PAIR_SLOT_BUDGET = 64_000_000  # floats in one (batch, P, k) tensor outside training: 256 MB
+STREAM_WINDOW_BYTES = 32 * 1024**2  # rows shuffled together when training streams memory-mapped data
 
 
 def parse_bytes(text: str) -> int:

@@ -1,6 +1,7 @@
 """FM, FwFM and AFM over one shared embedding layer.
 
-Notation (the seed's eq. 1-6): a row has F fields, field f holds feature i with value x_i
+Notation (eq. 1-6 of the blog post "AFM: Attentional Factorization Machines", 2020-07-13, which
+follows Xiao et al., IJCAI 2017): a row has F fields, field f holds feature i with value x_i
 (1 for one-hot features). e_i = v_i x_i is its embedding, k = embedding_dim. The P = F(F-1)/2
 field pairs (i < j) are enumerated once by `pair_index` (torch.triu_indices, a buffer), so no
 forward pass loops over pairs in Python.
@@ -138,7 +139,7 @@ class PairwiseModel(nn.Module):
         self.register_buffer("pair_index", torch.triu_indices(config.num_fields, config.num_fields, offset=1),
                              persistent=False)  # (2, P)
         self.pooled_dropout = nn.Dropout(config.dropout_pooled)
-        # The authors' initialisation: v ~ N(0, 0.01), w = 0, w0 = 0 (not the seed's randn biases).
+        # The authors' initialisation: v ~ N(0, 0.01), w = 0, w0 = 0 (not the blog post's randn biases).
         nn.init.normal_(self.embedding.weight, 0.0, 0.01, generator=generator)
         nn.init.zeros_(self.linear.weight)
 

@@ -1,5 +1,6 @@
-"""Training loop: data resident on the device, batches cut by index, per-epoch history,
-early stopping on validation, callbacks for live progress and a stop request.
+"""Training loop: batches from the rows resident on the device or streamed from memory-mapped
+arrays (afm.batches), per-epoch history, early stopping on validation, callbacks for live
+progress and a stop request; under torchrun one model over several processes (afm.distributed).
 
 The objective per batch is the authors' (their TF code): 1/2 * sum_b (y_b - ŷ_b)^2 plus
 1/2 * l2_attention * ||W||^2 on AFM's attention matrix. It is a sum over the batch, not a mean,
@@ -16,17 +17,21 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from afm.batches import DeviceSplit, ResidentBatches, StreamedBatches, is_memory_mapped, window_rows
 from afm.data import Dataset, Split
 from afm.errors import AFMError, ConfigError
 from afm.limits import MEMORY_FRACTION, available_memory_bytes, rows_within
-from afm.metrics import SELECTION_METRIC, binary_targets, evaluate_predictions
+from afm.metrics import SELECTION_METRIC, evaluate_predictions
 from afm.models import MODEL_CLASSES, ModelConfig, PairwiseModel, parameter_count, regularized_parameters
+
+if TYPE_CHECKING:
+    from afm.distributed import ProcessGroup
 
 TASKS = ("regression", "binary")
 OPTIMIZERS = ("adagrad", "adam")
@@ -62,6 +67,9 @@ class TrainConfig:
     # (tested). "auto": when every training value is 1 and the model's `distinct_pairs_pay` (large
     # k and t, or large batches); "on": whenever every training value is 1; "off": the plain path.
     distinct_pairs: str = "auto"
+    # Batches streamed from the data in shuffled blocks (afm.batches) instead of all rows moved
+    # to the device: "auto" = when the training rows are memory-mapped arrays (`afm encode`).
+    stream: str = "auto"
 
     def __post_init__(self):
         checks = [
@@ -80,6 +88,7 @@ class TrainConfig:
             (self.compile in ("auto", "on", "off"), "compile must be auto, on or off"),
             (self.sparse_embeddings in ("auto", "on", "off"), "sparse_embeddings must be auto, on or off"),
             (self.distinct_pairs in ("auto", "on", "off"), "distinct_pairs must be auto, on or off"),
+            (self.stream in ("auto", "on", "off"), "stream must be auto, on or off"),
         ]
         for ok, message in checks:
             if not ok:
@@ -106,20 +115,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(True)
 
 
-class DeviceSplit:
-    """A split's tensors on the training device, so a batch is one index operation."""
-
-    def __init__(self, split: Split, device: torch.device, task: str):
-        self.feature_ids = torch.from_numpy(split.feature_ids).to(device)  # (N, F)
-        self.feature_values = torch.from_numpy(split.feature_values).to(device)  # (N, F)
-        labels = binary_targets(split.labels) if task == "binary" else split.labels
-        self.targets = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32)).to(device)  # (N,)
-        self.labels = split.labels  # original labels, for metrics
-
-    def __len__(self) -> int:
-        return int(self.targets.shape[0])
-
-
 @torch.no_grad()
 def predict(model: PairwiseModel, feature_ids: torch.Tensor, feature_values: torch.Tensor,
             batch_size: int = 16384) -> np.ndarray:
@@ -130,6 +125,20 @@ def predict(model: PairwiseModel, feature_ids: torch.Tensor, feature_values: tor
     outputs = [model.inference(feature_ids[i:i + batch_size], feature_values[i:i + batch_size])
                for i in range(0, feature_ids.shape[0], batch_size)]
     return torch.cat(outputs).float().cpu().numpy() if outputs else np.zeros(0, dtype=np.float32)
+
+
+def predict_rows(model: PairwiseModel, split: Split, device: torch.device, rows: range | None = None,
+                 batch_size: int = 16384) -> np.ndarray:
+    """Raw outputs for `rows` of a split in memory or memory-mapped, `batch_size` rows at a time
+    copied to the device: memory holds one chunk of rows and the float32 outputs."""
+    rows = rows if rows is not None else range(len(split))
+    outputs = np.empty(len(rows), dtype=np.float32)
+    for start in range(rows.start, rows.stop, batch_size):
+        stop = min(start + batch_size, rows.stop)
+        ids = torch.from_numpy(np.array(split.feature_ids[start:stop])).to(device)  # (b, F)
+        values = torch.from_numpy(np.array(split.feature_values[start:stop])).to(device)  # (b, F)
+        outputs[start - rows.start:stop - rows.start] = predict(model, ids, values, batch_size)
+    return outputs
 
 
 def evaluate_split(model: PairwiseModel, split: DeviceSplit, task: str, label_range,
@@ -158,6 +167,8 @@ class TrainResult:
     config: TrainConfig = field(repr=False, default=None)
     compiled: bool = False  # whether the training forward ran through torch.compile
     distinct_pairs: bool = False  # whether training computed each distinct feature pair of a batch once
+    world_size: int = 1  # processes that trained it together (torchrun)
+    streamed: bool = False  # whether batches were streamed from the data (afm.batches)
 
     @property
     def best(self) -> dict:
@@ -242,6 +253,7 @@ def _batch_advice(plan: MemoryPlan, budget: int, model_config: ModelConfig) -> s
 
 
 SPARSE_MIN_FEATURES = 20_000
+DISTRIBUTED_STOP_CHECK_BATCHES = 16  # under DDP, a stop request is agreed on every this many batches
 COMPILE_MIN_CPU_BATCH = 1024
 COMPILE_MIN_SAMPLES = 1_000_000
 
@@ -255,12 +267,12 @@ def should_compile(config: TrainConfig, device: torch.device, train_rows: int, d
     return long_run and (device.type == "cuda" or distinct_pairs or config.batch_size >= COMPILE_MIN_CPU_BATCH)
 
 
-def uses_distinct_pairs(model: PairwiseModel, config: TrainConfig, train: DeviceSplit) -> bool:
-    """Whether to train through the distinct-pair path. Checked once, not per batch (a check per
-    batch would sync a GPU every step)."""
+def uses_distinct_pairs(model: PairwiseModel, config: TrainConfig, train: Split, batch_size: int) -> bool:
+    """Whether to train through the distinct-pair path (`batch_size`: rows per process and step).
+    Checked once on the training rows, not per batch (a check per batch would sync a GPU every step)."""
     wanted = config.distinct_pairs == "on" or (config.distinct_pairs == "auto"
-                                               and model.distinct_pairs_pay(model.config, config.batch_size))
-    return wanted and model.computes_distinct_pairs and bool((train.feature_values == 1).all())
+                                               and model.distinct_pairs_pay(model.config, batch_size))
+    return wanted and model.computes_distinct_pairs and train.one_hot
 
 
 def make_optimizer(model: PairwiseModel, config: TrainConfig) -> torch.optim.Optimizer:
@@ -272,63 +284,114 @@ def make_optimizer(model: PairwiseModel, config: TrainConfig) -> torch.optim.Opt
 
 
 def batch_objective(model: PairwiseModel, predictions: torch.Tensor, targets: torch.Tensor,
-                    config: TrainConfig) -> torch.Tensor:
-    """The authors' per-batch objective (see the module docstring)."""
+                    config: TrainConfig, data_weight: float = 1.0) -> torch.Tensor:
+    """The authors' per-batch objective (see the module docstring). `data_weight` scales the
+    data term alone: N under DDP, whose gradient average over N processes then gives the sum
+    over the global batch plus the regularizer's gradient once (afm.distributed)."""
     if config.task == "binary":
         loss = F.binary_cross_entropy_with_logits(predictions, targets, reduction="sum")
     else:
         loss = 0.5 * (predictions - targets).square().sum()
+    if data_weight != 1.0:
+        loss = data_weight * loss
     if config.l2_attention > 0:
         for weight in regularized_parameters(model):
             loss = loss + 0.5 * config.l2_attention * weight.square().sum()
     return loss
 
 
+def uses_streaming(dataset: Dataset, config: TrainConfig) -> bool:
+    if config.stream != "auto":
+        return config.stream == "on"
+    return is_memory_mapped(dataset.train)
+
+
+def rows_on_device(dataset: Dataset, config: TrainConfig, group: ProcessGroup | None = None) -> int:
+    """Rows the training holds at once, for the memory plan: every row (or this process's shard)
+    when resident; three windows and an evaluation chunk when streamed."""
+    if uses_streaming(dataset, config):
+        return 3 * window_rows(dataset.schema.num_fields) + config.eval_batch_size
+    world = group.world_size if group is not None else 1
+    return sum(len(s) for s in dataset.splits.values()) // world
+
+
 def train_model(model: PairwiseModel, dataset: Dataset, config: TrainConfig,
                 callbacks: tuple[Callback, ...] | list[Callback] = (),
-                should_stop: Callable[[], bool] | None = None) -> TrainResult:
+                should_stop: Callable[[], bool] | None = None, group: ProcessGroup | None = None) -> TrainResult:
     """Train `model` on `dataset.train`, select the epoch on `dataset.valid`, report `dataset.test`.
 
     The model's initial weights are whatever it was built with; seed before building it
-    (`seed_everything`) for a reproducible run.
+    (`seed_everything`) for a reproducible run. With `group` (afm.distributed, under torchrun)
+    this process trains its shard of the rows with `config.batch_size / world_size` rows a step,
+    and all processes end with the same model.
     """
     if config.task == "binary" and not dataset.is_binary:
         raise ConfigError("the binary task needs labels in {0, 1} or {-1, +1}; use --task regression")
-    device = resolve_device(config.device)
-    check_training_memory(model.config, config, sum(len(s) for s in dataset.splits.values()))
-    model.to(device)
-    splits = {name: DeviceSplit(split, device, config.task) for name, split in dataset.splits.items()}
-    if len(splits["train"]) == 0 or len(splits["valid"]) == 0:
+    world = group.world_size if group is not None else 1
+    if config.batch_size % world:
+        raise ConfigError(f"--batch-size {config.batch_size} must divide evenly over the {world} processes")
+    device = group.device if group is not None else resolve_device(config.device)
+    streamed = uses_streaming(dataset, config)
+    check_training_memory(model.config, config, rows_on_device(dataset, config, group))
+    if len(dataset.train) < world or len(dataset.valid) == 0:
         raise ConfigError("training and validation splits must not be empty")
+    model.to(device)
+    batch_size = config.batch_size // world
+    shard = group.training_shard(len(dataset.train)) if group is not None else range(len(dataset.train))
+    source = StreamedBatches if streamed else ResidentBatches
+    train = source(dataset.train, shard, device, config.task, batch_size, config.seed)
+    # Resident single-process evaluation keeps each split on the device; otherwise rows are read
+    # a chunk at a time, shared among the processes and the outputs gathered.
+    resident = {name: DeviceSplit(dataset.splits[name], device, config.task) for name in ("valid", "test")} \
+        if not streamed and group is None else None
     label_range = dataset.label_range
     metric_name, lower_is_better = SELECTION_METRIC[config.task]
-    distinct = uses_distinct_pairs(model, config, splits["train"])
-    compiled = should_compile(config, device, len(splits["train"]), distinct)
-    # Sparse gradients do not go through the compiler; a compiled step keeps dense ones.
+    distinct = uses_distinct_pairs(model, config, dataset.train, batch_size)
+    # Under DDP, compiling is asked for explicitly only (its graph breaks at every gradient bucket).
+    compiled = should_compile(config, device, len(train), distinct) and (group is None or config.compile == "on")
+    # Sparse gradients do not go through the compiler (a compiled step keeps dense ones), nor
+    # through NCCL (it has no sparse all-reduce).
     wanted = config.sparse_embeddings == "on" or (config.sparse_embeddings == "auto"
                                                   and model.config.num_features >= SPARSE_MIN_FEATURES)
-    sparse = wanted and config.optimizer == "adagrad" and not compiled
-    # The distinct-pair count U changes every batch: compile for any shape at once, not once per U.
-    forward = torch.compile(model, dynamic=True if distinct else None) if compiled else model
+    sparse = wanted and config.optimizer == "adagrad" and not compiled and \
+        (group is None or group.backend == "gloo")
     if sparse:
         torch.sparse.check_sparse_tensor_invariants.disable()  # the default, said explicitly: no warning
     model.embedding.sparse = model.linear.sparse = sparse
+    wrapped = group.wrap(model) if group is not None else model
+    # The distinct-pair count U changes every batch: compile for any shape at once, not once per U.
+    forward = torch.compile(wrapped, dynamic=True if distinct else None) if compiled else wrapped
     optimizer = make_optimizer(model, config)
-    generator = torch.Generator(device="cpu").manual_seed(config.seed)
-    train = splits["train"]
-    num_batches = math.ceil(len(train) / config.batch_size)
+    num_batches = train.num_batches
+    rows_per_epoch = len(train) * world
 
     def evaluate_all(record: dict) -> dict:
         start = time.perf_counter()
         for name in ("valid", "test"):
-            if len(splits[name]):
-                metrics = evaluate_split(model, splits[name], config.task, label_range, config.eval_batch_size)
-                record.update({f"{name}_{key}": value for key, value in metrics.items()})
+            split = dataset.splits[name]
+            if not len(split):
+                continue
+            if resident is not None:
+                metrics = evaluate_split(model, resident[name], config.task, label_range, config.eval_batch_size)
+            else:
+                rows = group.evaluation_shard(len(split)) if group is not None else range(len(split))
+                outputs = predict_rows(model, split, device, rows, config.eval_batch_size)
+                outputs = group.gather(outputs, len(split)) if group is not None else outputs
+                metrics = evaluate_predictions(outputs, split.labels, config.task, label_range)
+            record.update({f"{name}_{key}": value for key, value in metrics.items()})
         record["eval_seconds"] = time.perf_counter() - start
         return record
 
     def is_better(value: float, best: float) -> bool:
         return value < best if lower_is_better else value > best
+
+    def stop_requested(batch: int) -> bool:
+        if group is None:
+            return should_stop is not None and should_stop()
+        # Every process must stop after the same batch: ask them all, every few batches.
+        if batch % DISTRIBUTED_STOP_CHECK_BATCHES and batch != num_batches:
+            return False
+        return group.any(should_stop is not None and should_stop())
 
     history = [evaluate_all({"epoch": 0})]
     for callback in callbacks:  # the starting point, so live curves and trackers begin at epoch 0
@@ -341,20 +404,18 @@ def train_model(model: PairwiseModel, dataset: Dataset, config: TrainConfig,
         model.load_state_dict(best_state)
         model.embedding.sparse = model.linear.sparse = False
         return TrainResult(model, history, best_epoch, reason, str(device), train_seconds,
-                           samples_seen / train_seconds if train_seconds > 0 else 0.0, config, compiled, distinct)
+                           samples_seen / train_seconds if train_seconds > 0 else 0.0, config, compiled=compiled,
+                           distinct_pairs=distinct, world_size=world, streamed=streamed)
 
     for epoch in range(1, config.epochs + 1):
         model.train()
         start = time.perf_counter()
-        order = torch.randperm(len(train), generator=generator).to(device)  # (N,)
         loss_sum = torch.zeros((), device=device)
         squared_error_sum = torch.zeros((), device=device)
         stopped = False
-        for batch in range(num_batches):
-            rows = order[batch * config.batch_size:(batch + 1) * config.batch_size]  # (B,)
-            predictions = forward(train.feature_ids[rows], train.feature_values[rows], distinct)  # (B,)
-            targets = train.targets[rows]  # (B,)
-            loss = batch_objective(model, predictions, targets, config)
+        for batch, (ids, values, targets) in enumerate(train.epoch(), start=1):
+            predictions = forward(ids, values, distinct)  # (B,)
+            loss = batch_objective(model, predictions, targets, config, data_weight=world)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -362,8 +423,8 @@ def train_model(model: PairwiseModel, dataset: Dataset, config: TrainConfig,
             loss_sum += loss.detach()
             squared_error_sum += (predictions.detach() - targets).square().sum()
             for callback in callbacks:
-                callback.on_batch_end(epoch, batch + 1, num_batches)
-            if should_stop is not None and should_stop():
+                callback.on_batch_end(epoch, batch, num_batches)
+            if stop_requested(batch):
                 stopped = True
                 break
         if device.type == "cuda":
@@ -373,11 +434,14 @@ def train_model(model: PairwiseModel, dataset: Dataset, config: TrainConfig,
             # A partial epoch is not a comparable data point; keep the best full epoch.
             return result("stop_requested")
         train_seconds += seconds
-        samples_seen += len(train)
-        record = {"epoch": epoch, "train_loss": loss_sum.item() / len(train),
-                  "train_rmse": math.sqrt(squared_error_sum.item() / len(train)) if config.task == "regression"
+        samples_seen += rows_per_epoch
+        # Under DDP: each process's loss counts its data term N times and the regularizer once.
+        loss_total, squared_error_total = (loss_sum.item(), squared_error_sum.item()) if group is None \
+            else group.sum([loss_sum.item() / world, squared_error_sum.item()])
+        record = {"epoch": epoch, "train_loss": loss_total / rows_per_epoch,
+                  "train_rmse": math.sqrt(squared_error_total / rows_per_epoch) if config.task == "regression"
                   else None,
-                  "seconds": seconds, "samples_per_second": len(train) / seconds}
+                  "seconds": seconds, "samples_per_second": rows_per_epoch / seconds}
         if not math.isfinite(record["train_loss"]):
             history.append(record)
             raise TrainingDiverged(

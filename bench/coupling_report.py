@@ -83,6 +83,7 @@ def main() -> None:
                                 if hessian.method.startswith("Hutch") else "")])
         per_field = ", ".join(f"{n} {c:.2f}" for n, c in zip(names, summary.cancellation))
         tug_rows.append([label, float(np.nanmean(summary.cancellation)),
+                         float(np.nanmean(summary.cancellation_baseline)),
                          float(np.nanmean(off_diagonal(summary.cosine))), per_field])
         timing.append([label, share_seconds, hessian_seconds])
     print("### Pair-contribution shares\n")
@@ -91,12 +92,13 @@ def main() -> None:
     print(table(["model", "model-coupling part", "loss-curvature part", "ratio (scale-free)", "total", "method"],
                 hessian_rows))
     print("\n### Tug-of-war\n")
-    print(table(["model", "mean cancellation", "mean cosine(partner, total)", "cancellation per field"], tug_rows))
+    print(table(["model", "mean cancellation", "chance (random directions)", "mean cosine(partner, total)",
+                 "cancellation per field"], tug_rows))
     if "afm" in models:
         afm = models["afm"]
         scales = [0.01, 0.1, 0.3, 1.0, 3.0]
         errors = seed_formula_error_by_scale(afm, ids[:256], values[:256], targets[:256], scales)
-        print("\n### Seed eq. (11) against autograd (trained AFM, embeddings rescaled)\n")
+        print("\n### The blog post's eq. (11) against autograd (trained AFM, embeddings rescaled)\n")
         print(table(["embedding scale"] + [str(s) for s in scales], [["relative error"] + [float(e) for e in errors]]))
         print(f"\nAs trained: {seed_formula_error(afm, ids, values, targets):.4f}")
         summary = summarize_pairs(decompose_split(afm, data.valid, rows=rows), data.schema)

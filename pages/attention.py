@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from afm.analysis.attention import row_decomposition
+from afm.analysis.attention import default_min_support, ranked_pairs, row_decomposition, rows_by_value, summarize_pairs
 from afm.app import cache, state
+from afm.app.whatif import render_what_if
+from afm.data.registry import BUNDLED_SAMPLES, REGISTRY
 from afm.figures import attention_heatmap, decomposition_figure, planted_heatmap, top_pairs_figure
 from afm.paths import sample_dir
 from afm.synthetic import planted_pairs
@@ -29,30 +31,58 @@ st.caption("Attention is a weight, not a cause: a pair with high a_ij can still 
 
 terms, summary = cache.pair_analysis(run.key, dataset.fingerprint, split, run, dataset)
 names = list(dataset.schema.field_names)
-planted = planted_pairs(sample_dir()) if dataset.name == "sample" else []
+planted = planted_pairs(sample_dir() / dataset.name) if dataset.name in BUNDLED_SAMPLES else []
+grid = st.grid(2 if planted else 1, min_column_width=480)  # side by side when wide, stacked when narrow
+grid.plotly_chart(attention_heatmap(summary, names, view, model_name), config=state.PLOTLY_CONFIG)
 if planted:
-    heat, truth = st.columns(2)
-    heat.plotly_chart(attention_heatmap(summary, names, view, model_name), config=state.PLOTLY_CONFIG)
-    truth.plotly_chart(planted_heatmap(planted, names), config=state.PLOTLY_CONFIG)
+    grid.plotly_chart(planted_heatmap(planted, names), config=state.PLOTLY_CONFIG)
     learned = summary.ranking()[:len(planted)]
-    wanted = {f"{a} x {b}" for a, b, _ in planted}
-    found = len(wanted & set(learned))
-    st.markdown(f"**Ground truth:** the {len(planted)} planted pairs are {sorted(wanted)}; the model's top "
-                f"{len(planted)} by mean |contribution| are {learned} ({found} of {len(planted)} recovered).")
-else:
-    st.plotly_chart(attention_heatmap(summary, names, view, model_name), config=state.PLOTLY_CONFIG)
+    found = len({p.pair for p in planted} & set(learned))
+    st.markdown(f"**Ground truth** ({REGISTRY[dataset.name].description}): planted "
+                f"{'; '.join(p.describe() for p in planted)}. The model's top {len(planted)} by mean |contribution|: "
+                f"{', '.join(learned)} ({found} of {len(planted)} recovered).")
+
+st.subheader("Attention row by row: compare rows by one field's value")
+gates = [p.when[0] for p in planted if p.when]
+by = st.selectbox("Split the rows by", ["(no split)", *names], index=1 + names.index(gates[0]) if gates else 0,
+                  help="AFM computes its attention for each row; FM and FwFM weigh a pair the same in every row.")
+if by != "(no split)":
+    groups = rows_by_value(dataset.splits[split], dataset.schema, by)
+    shown = st.multiselect("Values", list(groups), default=list(groups)[:2], max_selections=4)
+    summaries = {value: summarize_pairs(terms, dataset.schema, rows=groups[value]) for value in shown}
+    if summaries:
+        attribute = {"attention": "attention_mean", "contribution": "contribution_mean",
+                     "magnitude": "contribution_abs_mean"}[view]
+        bound = max(float(np.nanmax(np.abs(getattr(s, attribute)))) for s in summaries.values())
+        compare = st.grid(len(summaries), min_column_width=420)
+        for value, part in summaries.items():
+            compare.plotly_chart(attention_heatmap(part, names, view, model_name, zmax=bound,
+                                                   rows_label=f"{by}={value}"), config=state.PLOTLY_CONFIG)
+    if gates and by == gates[0]:
+        st.caption("On this sample the device decides whether user x item matters. A fixed weight per field pair "
+                   "(FM, FwFM) can only split the difference between phone and laptop rows. AFM's attention is a "
+                   "softmax over each row's pairs: in phone rows it puts its weight on user x item; in laptop rows it "
+                   "moves it to pairs whose value pᵀ(e_i⊙e_j) is near zero, which switches user x item off. That is "
+                   "why AFM's RMSE is a third of FwFM's here, and no better on the fixed-pairs sample.")
+
+st.subheader("Field pairs, most important first")
+st.dataframe(ranked_pairs(summary).round(4), hide_index=True,
+             column_config={"attention_std": st.column_config.NumberColumn("attention spread (std)")})
 
 st.subheader("Top feature-value pairs")
 a, b, c = st.columns(3)
 top = a.slider("How many", 5, 50, 15)
-support = b.number_input("Seen in at least (rows)", 1, 100_000, 20)
-by = c.selectbox("Ranked by", ["attention_mean", "contribution_abs_mean", "contribution_mean"],
-                 format_func=lambda s: s.replace("_", " "))
-table = cache.top_pairs(run.key, dataset.fingerprint, split, top, int(support), by, run, dataset)
+support = b.number_input("Seen in at least (rows)", 1, 100_000,
+                         default_min_support(dataset.splits[split], dataset.schema, summary),
+                         key=f"support_{run.key}_{dataset.fingerprint}_{split}",
+                         help="The default keeps value pairs of the most important field pairs in view.")
+rank_by = c.selectbox("Ranked by", ["attention_mean", "contribution_abs_mean", "contribution_mean"],
+                      format_func=lambda s: s.replace("_", " "))
+table = cache.top_pairs(run.key, dataset.fingerprint, split, top, int(support), rank_by, run, dataset)
 if table.empty:
     st.info("No feature-value pair is that frequent here; lower the minimum support.")
 else:
-    st.plotly_chart(top_pairs_figure(table, by), config=state.PLOTLY_CONFIG)
+    st.plotly_chart(top_pairs_figure(table, rank_by), config=state.PLOTLY_CONFIG)
     st.dataframe(table.drop(columns=["first", "second"]), hide_index=True)
 
 st.subheader("One row, decomposed")
@@ -68,3 +98,5 @@ st.caption(f"bias + first-order terms + pair terms = {parts['value'].sum():+.5f}
            f"term is {largest['term']} ({largest['value']:+.4f}, weight {largest['weight']:.3f}).")
 with st.expander("All terms of this row"):
     st.dataframe(parts.assign(value=np.round(parts["value"], 5)), hide_index=True)
+
+render_what_if(run, dataset)

@@ -6,7 +6,7 @@ import streamlit as st
 
 from afm.app import state
 from afm.figures import learning_curves
-from afm.jobs import histories_frame, runs_table
+from afm.jobs import epoch_zero_note, histories_frame, runs_table
 
 state.init_state()
 st.title("Curves")
@@ -14,7 +14,10 @@ runs = st.session_state.runs
 if not runs:
     st.info("No runs yet: train or load a model on the Data & model page.")
     st.stop()
-names = st.multiselect("Runs", list(runs), default=list(runs))
+current = state.load_current(show_errors=False)
+on_this_data = [n for n, r in runs.items() if current is not None and r.dataset.get("name") == current.name]
+names = st.multiselect("Runs", list(runs), default=on_this_data or list(runs),
+                       help="At first, the runs on the current dataset.")
 picked = {name: runs[name] for name in names}
 has_binary = any(run.task == "binary" for run in picked.values())
 metric = st.radio("Metric", ["rmse", "auc", "logloss"] if has_binary else ["rmse"], horizontal=True)
@@ -30,6 +33,11 @@ figure = learning_curves({name: run.history for name, run in picked.items()}, me
                          models={name: run.model_config.model for name, run in picked.items()}, log_y=log_y)
 st.plotly_chart(figure, config={**state.PLOTLY_CONFIG,
                                 "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "afm-curves"}})
+for name, run in picked.items():
+    note = epoch_zero_note(run.model_config.model, run.train_config.get("init_from"),
+                           bool(run.train_config.get("match_fm")), run.model_config.num_pairs)
+    if note:
+        st.caption(f"**{name}**: {note}")
 st.caption("PNG: the camera icon on the chart. HTML and CSV: the buttons below.")
 st.subheader("Run comparison")
 st.dataframe(runs_table(picked), hide_index=True)

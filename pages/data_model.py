@@ -15,7 +15,7 @@ from afm.checkpoint import load_checkpoint
 from afm.download import download_dataset
 from afm.errors import AFMError
 from afm.figures import learning_curves
-from afm.jobs import Run, TrainingJob, epoch_table
+from afm.jobs import Run, TrainingJob, epoch_table, epoch_zero_note
 from afm.models import ModelConfig
 from afm.paths import runs_dir, sample_dir
 from afm.presets import PRESETS, preset
@@ -113,8 +113,12 @@ with train_tab:
                                 index=len(fm_runs) if model_name == "afm" and fm_runs else 0,
                                 disabled=model_name == "fm",
                                 help="The authors' recipe: AFM starts from a trained FM's embeddings and biases.")
-        track = d.checkbox("Record gradient coupling each epoch", value=k <= 64,
-                           help="Measures coupling on 512 validation rows after every epoch (Gradient coupling page).")
+        track = d.checkbox("Track coupling", value=k <= 64,
+                           help="Measure gradient coupling on 512 validation rows after every epoch (the Gradient "
+                                "coupling page's *Over training* tab).")
+        match_fm = st.checkbox("Start as the FM (p = P)", value=False, disabled=model_name != "afm",
+                               help="With FM pretraining: start AFM's projection at p = P (pairs) so that, with "
+                                    "near-uniform attention, it starts as the FM it came from (the authors use p = 1).")
         task = "regression"
         if dataset.is_binary:
             task = st.radio("Task", ["regression", "binary"], horizontal=True,
@@ -136,7 +140,7 @@ with train_tab:
             name = f"{model_name.upper()} k={int(k)} on {dataset.name} #{len(st.session_state.runs) + 1}"
             st.session_state.job = TrainingJob(name, dataset, config, train_config,
                                                init_from=start.model if start else None,
-                                               init_from_name=start.name if start else None,
+                                               init_from_name=start.name if start else None, match_fm=match_fm,
                                                callbacks=trackers).start()
             st.session_state.job_collected = False
         except AFMError as exc:
@@ -172,6 +176,10 @@ with train_tab:
             st.button("Stop training", on_click=job.request_stop,
                       help="Stops after the current batch; the best epoch so far is kept.")
         if history:
+            note = epoch_zero_note(job.model_config.model, job.init_from_name, job.match_fm,
+                                   job.model_config.num_pairs)
+            if note:
+                st.caption(note)
             metric = "rmse" if job.train_config.task == "regression" else "auc"
             st.plotly_chart(learning_curves({job.name: history}, metric), config=state.PLOTLY_CONFIG,
                             key=f"live_{job.name}_{len(history)}")
@@ -235,9 +243,9 @@ if st.session_state.runs:
              "test": run.best.get("test_rmse", run.best.get("test_auc")), "source": run.source}
             for name, run in st.session_state.runs.items()]
     st.dataframe(pd.DataFrame(rows), hide_index=True)
+    run, problem = state.fitting_active_run(dataset)
     state.run_picker("Active model")
     run = state.active_run()
-    problem = state.fit_problem(run, state.dataset_for(run, dataset))
     if problem:
         st.warning(f"The active model cannot score this dataset: {problem}.")
     st.download_button("Download the active model's checkpoint", data=run.to_bytes,

@@ -33,7 +33,8 @@ def test_data_page_opens_with_the_sample_and_a_ready_model():
     assert [m.label for m in at.metric][:3] == ["train rows", "valid rows", "test rows"]
     assert at.metric[0].value == "10,500"
     # The bundled FM, FwFM and AFM sample runs are there and AFM is active.
-    assert set(at.session_state["runs"]) == {"sample FM", "sample FWFM", "sample AFM"}
+    assert set(at.session_state["runs"]) == {f"{sample} {model}" for sample in ("sample", "sample-fixed")
+                                             for model in ("FM", "FWFM", "AFM")}
     assert at.session_state["active_run"] == "sample AFM"
     assert any(b.label == "Train" for b in at.get("form_submit_button"))
 
@@ -42,9 +43,13 @@ def test_attention_page():
     at = app()
     at.switch_page("pages/attention.py").run()
     no_errors(at)
-    assert len(charts(at)) >= 4  # heatmap, ground truth, top pairs, row waterfall
-    assert any("Ground truth" in m.value for m in at.markdown)
-    assert any("3 of 3 recovered" in m.value for m in at.markdown)
+    # Heatmap, ground truth, phone rows vs laptop rows, top pairs, one row's waterfall, what-if.
+    assert len(charts(at)) == 7
+    assert any("Ground truth" in m.value and "only where device is phone" in m.value and "2 of 2 recovered"
+               in m.value for m in at.markdown), [m.value for m in at.markdown]
+    split_by = [s for s in at.selectbox if s.label == "Split the rows by"][0]
+    assert split_by.value == "device"  # the sample's gate is the default split
+    assert at.dataframe[0].value["pair"].iloc[0] == "user x item"  # the ranked field-pair table
     at.radio[1].set_value("contribution").run()
     no_errors(at)
     at.number_input[1].set_value(7).run()  # another row
@@ -57,9 +62,9 @@ def test_coupling_page_computes_only_the_open_tab_and_verifies_against_autograd(
     no_errors(at)
     assert [s.label for s in at.selectbox][:3] == ["FM", "FWFM", "AFM"]
     assert at.get("latex")
-    # Lazy tabs: the first tab's two outputs (one figure) are drawn, the others' are not computed.
-    assert len(charts(at)) == 1
-    expected_charts = {"Hessian blocks": 1, "Tug-of-war": 2, "Seed formula": 1, "Over training": 3, "Verify": 0}
+    # Lazy tabs: only the open tab's figures (one heatmap per model) are computed and drawn.
+    assert len(charts(at)) == 3
+    expected_charts = {"Hessian": 3, "Tug-of-war": 4, "Blog's formula": 1, "Over training": 3, "Verify": 0}
     for tab, count in expected_charts.items():
         at.session_state["coupling_tab"] = tab
         at.run()
@@ -206,7 +211,7 @@ def test_a_second_training_waits_in_line_with_its_place_and_stops_from_the_queue
         no_errors(at)
     running, queued = first.session_state["job"], second.session_state["job"]
     try:
-        assert running.status == "running" and queued.status == "queued"
+        assert running.status == "running" and queued.status == "queued", (running.error, queued.error)
         assert any("Queued: number 1 in line" in i.value for i in second.info), [i.value for i in second.info]
         stop = [b for b in second.button if b.label == "Stop training"]
         stop[0].click().run()
@@ -217,3 +222,19 @@ def test_a_second_training_waits_in_line_with_its_place_and_stops_from_the_queue
     finally:
         running.request_stop()
         running.join(timeout=60)
+
+
+def test_an_afm_started_from_an_fm_explains_its_epoch_0():
+    at = app().run()
+    assert at.selectbox[0].value == "afm"
+    start = [s for s in at.selectbox if s.label == "Start from (FM pretraining)"][0]
+    assert start.value == "sample FM"  # the authors' recipe is the default for AFM
+    at.number_input(key="ep_quick").set_value(1)
+    at.get("form_submit_button")[0].click().run()
+    job = at.session_state["job"]
+    assert job.join(timeout=TIMEOUT) and job.status == "done", job.error
+    at.run()
+    notes = [c.value for c in at.caption if "Epoch 0 is the FM's embeddings" in c.value]
+    assert notes and "P = 45" in notes[0]
+    at.switch_page("pages/curves.py").run()
+    assert any("Epoch 0 is the FM's embeddings" in c.value for c in at.caption)

@@ -20,7 +20,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no Chromium (apt-get install chromium)")]
 
 PAGES = [("data_model", "Data & model"), ("attention", "Attention"), ("coupling", "Gradient coupling"),
-         ("curves", "Curves")]
+         ("curves", "Curves"), ("predict", "Predict & share")]
+NO_CHARTS = ("data_model", "predict")
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +31,23 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser():
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 2200})  # tall: whole pages
-        tab = context.new_page()
-        tab.set_default_timeout(60_000)
-        yield tab
-        browser.close()
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def new_tab(browser, width: int, height: int):
+    """A tab in a fresh context: its own Streamlit session."""
+    tab = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    tab.set_default_timeout(60_000)
+    return tab
+
+
+@pytest.fixture(scope="module")
+def page(server, browser):
+    return new_tab(browser, 1400, 2200)  # tall: whole pages
 
 
 def wait_until_idle(tab) -> None:
@@ -67,7 +77,7 @@ def test_every_page_renders_charts_and_no_exception(server, page):
     for slug, title in PAGES:
         open_page(page, server, slug, title)
         assert_healthy(page)
-        if slug != "data_model":
+        if slug not in NO_CHARTS:
             page.locator(".js-plotly-plot").first.wait_for()
             assert page.locator(".js-plotly-plot").count() >= 1
         page.screenshot(path=str(SCREENSHOTS / f"{slug}.png"), full_page=True)
@@ -86,3 +96,54 @@ def test_train_the_sample_model_through_the_ui(server, page):
     open_page(page, server, "curves", "Curves")
     assert page.get_by_text("AFM k=16 on sample", exact=False).count() >= 1
     assert_healthy(page)
+
+
+@pytest.fixture(scope="module")
+def narrow(server, browser):
+    """A fresh session in an 800-px-wide window, as on a small laptop or a projector."""
+    return new_tab(browser, 800, 1400)
+
+
+def test_the_dataset_radio_follows_every_click(server, narrow):
+    """In a fresh session: Frappe, then the bundled sample, then Frappe: each click takes at once."""
+    narrow.goto(server)
+    narrow.get_by_role("heading", name="Data & model").first.wait_for()
+    wait_until_idle(narrow)
+    radio = narrow.get_by_role("radiogroup").first
+    for label in ("Frappe", "Bundled sample (synthetic)", "Upload a file", "Bundled sample (synthetic)"):
+        radio.get_by_text(label, exact=True).click()
+        wait_until_idle(narrow)
+        checked = radio.locator("input:checked").first.evaluate("e => e.closest('label').innerText")
+        assert checked.strip() == label, (label, checked)
+    assert_healthy(narrow)
+
+
+def test_layouts_stack_on_an_800_px_screen(server, narrow):
+    if not narrow.url.startswith(server):
+        narrow.goto(server)
+        narrow.get_by_role("heading", name="Data & model").first.wait_for()
+    content = "[data-testid='stMainBlockContainer']"
+    for slug, title in PAGES[1:]:
+        open_page(narrow, server, slug, title)
+        assert_healthy(narrow)
+        if slug not in NO_CHARTS:
+            narrow.locator(".js-plotly-plot").first.wait_for()
+        width = narrow.locator(content).first.bounding_box()["width"]
+        for plot in narrow.locator(".js-plotly-plot").all():
+            box = plot.bounding_box()
+            if box:  # every chart gets the content's width, none is squeezed beside another
+                assert box["width"] > 0.8 * width, (title, box["width"], width)
+        # Nothing runs off the right edge: formulas and tab bars end inside the content column and
+        # need no horizontal scrolling (a few pixels of KaTeX overhang aside).
+        overflow = narrow.evaluate(f"""() => {{
+            const right = document.querySelector("{content}").getBoundingClientRect().right;
+            return [...document.querySelectorAll("{content} .katex-display, {content} [data-baseweb='tab-list']")]
+                .filter(e => e.offsetParent !== null)
+                .filter(e => e.getBoundingClientRect().right > right + 2 || e.scrollWidth > e.clientWidth + 4)
+                .map(e => e.innerText.slice(0, 30)); }}""")
+        assert overflow == [], (title, overflow)
+        if slug == "coupling":
+            tab = narrow.get_by_role("tab", name="Verify")
+            box = tab.bounding_box()
+            assert box and box["x"] + box["width"] <= 800, box
+        narrow.screenshot(path=str(SCREENSHOTS / f"{slug}_800px.png"), full_page=True)

@@ -114,13 +114,14 @@ def test_module_entry_point_end_to_end(tmp_path):
 
 
 def test_history_table(capsys):
-    path = str(PROJECT_ROOT / "sample_data" / "sample_afm.safetensors")
-    code, stdout, _ = run(capsys, "history", "--checkpoint", path, "--format", "markdown", "--every", "5")
+    path = str(PROJECT_ROOT / "sample_data" / "sample-fixed" / "sample-fixed_afm.safetensors")
+    code, stdout, _ = run(capsys, "history", "--checkpoint", path, "--format", "markdown", "--every", "10")
     assert code == 0
     lines = stdout.strip().splitlines()
     assert lines[0].startswith("| epoch | train_rmse | valid_rmse")
-    assert [line.split("|")[1].strip() for line in lines[2:-1]] == ["0", "5", "10", "15"]
-    assert last_json(stdout) == {"checkpoint": path, "epochs": 15, "best_epoch": 15}
+    # Every 10th epoch, plus the best (25) and the last (30) always.
+    assert [line.split("|")[1].strip() for line in lines[2:-1]] == ["0", "10", "20", "25", "30"]
+    assert last_json(stdout) == {"checkpoint": path, "epochs": 30, "best_epoch": 25}
 
 
 def test_csv_with_numeric_columns_end_to_end(tmp_path, capsys):

@@ -184,3 +184,83 @@ def test_tracker_records_coupling_into_the_history(tmp_path):
     assert len(measures["hessian_model_part"]) == 10
     path = save_checkpoint(tmp_path / "m.safetensors", Checkpoint.from_training(result, data))
     assert load_checkpoint(path).history[2]["coupling"]["share"] == measures["share"]
+
+
+# --------------------------------------------------------------------------- claims the docs make
+
+
+def rescaled(model, c: float):
+    """v -> c v, with the weights that read e_i ⊙ e_j divided by c² (AFM: p and W; FwFM: r):
+    the same function of the inputs, other parameters."""
+    import copy
+
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.embedding.weight.mul_(c)
+        if name_of(model) == "afm":
+            other.projection.div_(c * c)
+            other.attention.weight.div_(c * c)
+        else:
+            other.field_pair_weights.div_(c * c)
+    return other
+
+
+def name_of(model) -> str:
+    return model.config.model
+
+
+@pytest.mark.parametrize("name", ["fwfm", "afm"])
+def test_hessian_blocks_are_not_invariant_to_reparameterisation_but_their_ratio_is(name):
+    """v -> c v with p, W (or r) -> / c² leaves every prediction unchanged and divides both
+    Hessian parts by c²: absolute block sizes cannot be compared across models; the ratio of the
+    model part to the curvature part can."""
+    model, ids, values, targets = model_and_batch(name, rows=16, scale=0.5)
+    model.eval()
+    c = 3.0
+    other = rescaled(model, c).eval()
+    torch.testing.assert_close(other(ids, values), model(ids, values), rtol=1e-10, atol=1e-10)
+    probes = "exact"
+    base = hessian_coupling(model, ids, values, targets, probes=probes)
+    moved = hessian_coupling(other, ids, values, targets, probes=probes)
+    off = ~np.eye(FIELDS, dtype=bool)
+    np.testing.assert_allclose(moved.model_part[off], base.model_part[off] / c**2, rtol=1e-8)
+    np.testing.assert_allclose(moved.curvature_part[off], base.curvature_part[off] / c**2, rtol=1e-8)
+    np.testing.assert_allclose((moved.model_part / moved.curvature_part)[off],
+                               (base.model_part / base.curvature_part)[off], rtol=1e-8)
+
+
+def test_cancellation_baseline_is_what_random_directions_give():
+    """Partners pulling in independent random directions: the cancellation index equals its
+    baseline; nine equal pulls give 1 - 1/3. FM's index does not involve the loss at all."""
+    from afm.analysis.coupling import CouplingSummary  # noqa: F401 - the field under test
+
+    config = ModelConfig(model="fm", num_features=1000, num_fields=10, embedding_dim=4096, attention_dim=4)
+    model = build_model(config, seed=0).double().eval()  # random N(0, 0.01) embeddings in 4096 dimensions
+    g = torch.Generator().manual_seed(0)
+    ids = torch.arange(10).repeat(64, 1) + 10 * torch.randint(0, 100, (64, 10), generator=g)  # (64, 10)
+    values = torch.ones(64, 10, dtype=torch.float64)
+    summary = coupling_summary(model, ids, values, torch.randn(64, generator=g, dtype=torch.float64))
+    np.testing.assert_allclose(summary.cancellation, summary.cancellation_baseline, atol=0.02)
+    np.testing.assert_allclose(summary.cancellation_baseline, 1 - 1 / 3, atol=0.02)
+    other_targets = coupling_summary(model, ids, values, torch.randn(64, generator=g, dtype=torch.float64) * 50)
+    np.testing.assert_allclose(other_targets.cancellation, summary.cancellation, rtol=1e-12)
+
+
+def test_the_seed_formula_is_close_at_initialisation_because_embeddings_are_small_not_because_relus_are_off():
+    """A default AFM has about half its attention ReLUs on; the seed's eq. (11) is nearly right
+    at N(0, 0.01) embeddings and far off once they are 100 times larger."""
+    from afm.analysis.coupling import relu_active_fraction, seed_formula_error
+
+    config = ModelConfig(model="afm", num_features=200, num_fields=8, embedding_dim=16, attention_dim=16)
+    model = build_model(config, seed=0).double().eval()
+    g = torch.Generator().manual_seed(1)
+    ids = torch.arange(8).repeat(128, 1) * 25 + torch.randint(0, 25, (128, 8), generator=g)
+    values = torch.ones(128, 8, dtype=torch.float64)
+    targets = torch.randn(128, generator=g, dtype=torch.float64)
+    assert 0.3 < relu_active_fraction(model, ids, values) < 0.7
+    assert seed_formula_error(model, ids, values, targets) < 0.01
+    grown = rescaled(model, 1.0)
+    with torch.no_grad():
+        grown.embedding.weight.mul_(100)
+    assert 0.3 < relu_active_fraction(grown, ids, values) < 0.7
+    assert seed_formula_error(grown, ids, values, targets) > 0.3

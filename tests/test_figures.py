@@ -33,8 +33,12 @@ def test_attention_heatmap_modes_and_hover():
 
 
 def test_planted_heatmap_marks_only_planted_pairs():
-    z = np.asarray(figures.planted_heatmap([("a", "c", 0.7)], NAMES).data[0].z, dtype=float)
+    from afm.synthetic import PlantedPair
+
+    figure = figures.planted_heatmap([PlantedPair("a", "c", 0.7, when=("b", ("on",)))], NAMES)
+    z = np.asarray(figure.data[0].z, dtype=float)
     assert z[0, 2] == z[2, 0] == 0.7 and z[0, 1] == 0
+    assert "only where b is on" in figure.data[0].text[0][2]
 
 
 def test_decomposition_waterfall_ends_at_the_prediction():
@@ -52,16 +56,24 @@ def test_decomposition_waterfall_ends_at_the_prediction():
     assert len(figures.top_pairs_figure(top).data[0].y) == 4
 
 
-def test_side_by_side_and_bars_and_curves():
+def test_heatmaps_per_model_bars_and_curves():
     matrices = {"fm": np.eye(3), "afm": np.ones((3, 3))}
-    figure = figures.side_by_side_heatmaps(matrices, NAMES, "share")
-    assert len(figure.data) == 2 and figure.data[0].zmax == figure.data[1].zmax == 1.0
-    bars = figures.per_field_bars({"fm": [0.1, 0.2, 0.3], "afm": [0.3, 0.2, 0.1]}, NAMES, "t", "y")
-    assert [b.name for b in bars.data] == ["FM", "AFM"]
+    heatmaps = figures.field_pair_heatmaps(matrices, NAMES, "share", colorbar="share")
+    assert list(heatmaps) == ["fm", "afm"]
+    assert heatmaps["fm"].data[0].zmax == heatmaps["afm"].data[0].zmax == 1.0  # one colour scale
+    assert heatmaps["afm"].data[0].colorbar.title.text == "share"
+    assert heatmaps["afm"].layout.xaxis.title.text == "partner g"
+    bars = figures.per_field_bars({"fm": [0.1, 0.2, 0.3], "afm": [0.3, 0.2, 0.1]}, NAMES, "t", "y",
+                                  baselines={"fm": [0.5, 0.5, 0.5]}, baseline_label="chance")
+    assert [b.name for b in bars.data] == ["FM", "AFM", "FM chance"]
     history = [{"epoch": 0, "valid_rmse": 1.0, "test_rmse": 1.0},
                {"epoch": 1, "train_rmse": 0.5, "valid_rmse": 0.4, "test_rmse": 0.41, "coupling": {"x": 2.0}}]
-    curves = figures.learning_curves({"afm": history}, references={"paper AFM": 0.3102})
-    assert {t.name for t in curves.data} == {"afm · train", "afm · valid", "afm · test"}
+    curves = figures.learning_curves({"afm": history, "fm": history}, references={"paper AFM": 0.3102})
+    # One legend entry per run (its valid line); the line style tells the split, said in the subtitle.
+    assert [(t.name, t.line.dash, t.showlegend) for t in curves.data[:3]] == [
+        ("afm", "solid", True), ("afm", "dash", False), ("afm", "dot", False)]
+    assert "solid = valid" in curves.layout.title.subtitle.text
+    assert curves.layout.xaxis.dtick == 1  # whole epochs, never 0.5
     assert curves.layout.shapes[0].y0 == 0.3102
     over = figures.metric_over_epochs({"afm": history}, "x", "t", "y")
     assert list(over.data[0].x) == [1] and list(over.data[0].y) == [2.0]

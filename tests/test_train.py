@@ -253,12 +253,14 @@ def test_distinct_pairs_are_shared_where_they_pay():
     assert pays("fwfm", 64, 128) and pays("fwfm", 16, 1024) and not pays("fwfm", 32, 128)
     assert not pays("fm", 256, 4096)
     data = random_dataset()
-    train = DeviceSplit(data.train, torch.device("cpu"), "regression")
+    train = data.train
     small, large = build(data, k=8, t=8), build(data, k=32, t=32)
-    assert uses_distinct_pairs(large, TrainConfig(), train) and not uses_distinct_pairs(small, TrainConfig(), train)
-    assert uses_distinct_pairs(small, TrainConfig(distinct_pairs="on"), train)
-    assert not uses_distinct_pairs(large, TrainConfig(distinct_pairs="off"), train)
-    assert not uses_distinct_pairs(build(data, "fm"), TrainConfig(distinct_pairs="on"), train)
+    assert uses_distinct_pairs(large, TrainConfig(), train, 128)
+    assert not uses_distinct_pairs(small, TrainConfig(), train, 128)
+    assert uses_distinct_pairs(small, TrainConfig(), train, 1024)  # per-process batch size decides
+    assert uses_distinct_pairs(small, TrainConfig(distinct_pairs="on"), train, 128)
+    assert not uses_distinct_pairs(large, TrainConfig(distinct_pairs="off"), train, 128)
+    assert not uses_distinct_pairs(build(data, "fm"), TrainConfig(distinct_pairs="on"), train, 128)
 
 
 def test_presets_build_valid_configs_and_the_fast_afm_compiles():

@@ -65,9 +65,14 @@ def decompose_split(model: PairwiseModel, split: Split, batch_size: int | None =
                            joined("pair_values"), joined("pair_weights"), joined("pair_terms"))
 
 
-def summarize_pairs(terms: PredictionTerms, schema: FieldSchema) -> PairSummary:
+def summarize_pairs(terms: PredictionTerms, schema: FieldSchema, rows: np.ndarray | None = None) -> PairSummary:
+    """Per field pair over all rows of `terms`, or over the rows `rows` (a boolean mask or indices)."""
     weights = terms.pair_weights.double()  # (N, P)
     contributions = terms.pair_terms.double()  # (N, P)
+    if rows is not None:
+        index = torch.as_tensor(np.flatnonzero(rows) if np.asarray(rows).dtype == bool else rows)
+        weights, contributions = weights[index], contributions[index]  # (n, P)
+    assert weights.shape[0] > 0, "no rows to summarise"
     return PairSummary(
         pair_names=schema.pair_names(),
         attention_mean=weights.mean(0).numpy(),
@@ -76,6 +81,40 @@ def summarize_pairs(terms: PredictionTerms, schema: FieldSchema) -> PairSummary:
         contribution_abs_mean=contributions.abs().mean(0).numpy(),
         rows=int(weights.shape[0]),
     )
+
+
+def rows_by_value(split: Split, schema: FieldSchema, field_name: str, limit: int = 12) -> dict[str, np.ndarray]:
+    """Boolean row masks (N,), one per value of `field_name` in the split, most frequent first
+    (at most `limit`): to compare what the model does in, say, phone rows and laptop rows."""
+    column = split.feature_ids[:, schema.field_names.index(field_name)]  # (N,)
+    ids, counts = np.unique(column, return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:limit]
+    return {schema.value_name(int(ids[i])): column == ids[i] for i in order}
+
+
+def ranked_pairs(summary: PairSummary) -> pd.DataFrame:
+    """The field pairs, most important (mean |contribution|) first, with their attention and its
+    spread and the signed and absolute contribution: the table every dataset gets."""
+    frame = summary.frame().sort_values("contribution_abs_mean", ascending=False, kind="stable")
+    frame.insert(0, "rank", np.arange(1, len(frame) + 1))
+    return frame.reset_index(drop=True)
+
+
+def default_min_support(split: Split, schema: FieldSchema, summary: PairSummary, pairs: int = 3,
+                        wanted: int = 5, cap: int = 20) -> int:
+    """A "seen in at least N rows" default that keeps value pairs of the field pairs that matter:
+    for each of the `pairs` most important field pairs, the support of its `wanted`-th most
+    frequent value pair; the smallest of those, at most `cap`. A fixed 20 hid every value pair
+    of an important field pair on a small upload."""
+    names = summary.pair_names
+    left, right = np.triu_indices(schema.num_fields, k=1)
+    supports = []
+    for name in ranked_pairs(summary)["pair"][:pairs]:
+        q = names.index(name)
+        keys = split.feature_ids[:, left[q]] * schema.num_features + split.feature_ids[:, right[q]]  # (N,)
+        counts = np.sort(np.unique(keys, return_counts=True)[1])[::-1]
+        supports.append(int(counts[min(wanted, len(counts)) - 1]))
+    return max(1, min([cap, *supports]))
 
 
 def pair_matrix(values: np.ndarray, num_fields: int, diagonal: float = np.nan) -> np.ndarray:

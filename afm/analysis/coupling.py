@@ -4,13 +4,13 @@ and the measures the app shows. The derivation is in docs/gradient_coupling.md.
 For one row, pair q = (i, j) with e_q = (v_i ⊙ v_j) x_i x_j, the gradient of the loss L with
 respect to embedding v_i is a sum over partners j of  ℓ' x_i x_j (v_j ⊙ c_q), where
 
-    FM    c_q = 1                                        (eq. 7 of the seed)
+    FM    c_q = 1                                        (eq. 7 of the blog post)
     FwFM  c_q = r_q 1
     AFM   c_q = a_q p + a_q (s_q - s̄) u_q,   s_q = pᵀe_q,  s̄ = Σ_m a_m s_m,
           u_q = Wᵀ(h ⊙ 1[W e_q + b > 0])                 (full softmax Jacobian)
 
 The pair (i, j) sends ℓ' x_i x_j (v_j ⊙ c_q) to v_i and ℓ' x_i x_j (v_i ⊙ c_q) to v_j; these
-parts sum exactly to the gradient. The seed's eq. (11) keeps only the diagonal a(1 - a) of the
+parts sum exactly to the gradient. The blog post's eq. (11) keeps only the diagonal a(1 - a) of the
 softmax Jacobian and multiplies by p elementwise where s_q enters as a scalar;
 `seed_formula_gradient` implements it literally so its error can be measured.
 
@@ -129,9 +129,9 @@ def embedding_gradient_parts(model: PairwiseModel, feature_ids, feature_values, 
 
 
 def seed_formula_gradient(model: AFM, feature_ids, feature_values, targets, task: str = "regression"):
-    """The seed's eq. (11), literally: ∂L/∂v_i = ℓ' p x_i ⊙ Σ_j (a_ij(1 - a_ij) φ(i, v_j) ⊙
+    """The blog post's eq. (11), literally: ∂L/∂v_i = ℓ' p x_i ⊙ Σ_j (a_ij(1 - a_ij) φ(i, v_j) ⊙
     (v_i ⊙ v_j) x_j + a_ij v_j x_j), φ(i, v_j) = ∂a'_ij/∂v_i = x_i x_j (v_j ⊙ u_ij). (B, F, k)"""
-    assert isinstance(model, AFM), "the seed's formula is about AFM"
+    assert isinstance(model, AFM), "the blog post's formula is about AFM"
     with torch.no_grad():
         embeddings = model.embedding(feature_ids)  # (B, F, k)
         x = feature_values  # (B, F)
@@ -160,13 +160,14 @@ def relative_error(estimate: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def seed_formula_error(model: AFM, feature_ids, feature_values, targets, task="regression") -> float:
-    """||seed eq. (11) - autograd|| / ||autograd|| over a batch."""
+    """||blog post eq. (11) - autograd|| / ||autograd|| over a batch (the "seed formula": the
+    argument this project started from)."""
     reference = autograd_embedding_gradient(model, feature_ids, feature_values, targets, task)
     return relative_error(seed_formula_gradient(model, feature_ids, feature_values, targets, task), reference)
 
 
 def seed_formula_error_by_scale(model: AFM, feature_ids, feature_values, targets, scales, task="regression"):
-    """The seed formula's relative error when every embedding is multiplied by each scale:
+    """The blog formula's relative error when every embedding is multiplied by each scale:
     the softmax terms it drops grow with |v|², so it is right only for tiny embeddings."""
     errors = []
     for scale in scales:
@@ -187,11 +188,15 @@ class CouplingSummary:
     share: np.ndarray  # (F, F) C[f, g]: mean ||part of ∂L/∂v_f from pair (f, g)||, rows sum to 1
     cosine: np.ndarray  # (F, F) mean cosine between partner g's part and the total ∂L/∂v_f
     cancellation: np.ndarray  # (F,) mean of 1 - ||Σ_g G_fg|| / Σ_g ||G_fg||: partners pulling apart
+    # (F,) the same index if the partners' pulls (with their actual sizes) pointed in independent
+    # random directions of R^k (for k large, orthogonal): 1 - sqrt(Σ_g ||G_fg||²) / Σ_g ||G_fg||.
+    # With 9 equal pulls it is 1 - 1/3 = 0.667. Below it, partners pull more *together* than chance.
+    cancellation_baseline: np.ndarray
     rows: int
 
     def to_json(self) -> dict:
         return finite({"share": self.share, "cosine": self.cosine, "cancellation": self.cancellation,
-                       "rows": self.rows})
+                       "cancellation_baseline": self.cancellation_baseline, "rows": self.rows})
 
 
 def coupling_summary(model: PairwiseModel, feature_ids, feature_values, targets, task="regression",
@@ -203,6 +208,7 @@ def coupling_summary(model: PairwiseModel, feature_ids, feature_values, targets,
     cosine_sum = torch.zeros(fields, fields, dtype=torch.float64)
     cosine_count = torch.zeros(fields, fields, dtype=torch.float64)
     cancel_sum = torch.zeros(fields, dtype=torch.float64)
+    baseline_sum = torch.zeros(fields, dtype=torch.float64)
     cancel_count = torch.zeros(fields, dtype=torch.float64)
     rows = feature_ids.shape[0]
     for start in range(0, rows, chunk):
@@ -221,6 +227,8 @@ def coupling_summary(model: PairwiseModel, feature_ids, feature_values, targets,
         pulled = norms.sum(2)  # (b, F)  Σ_g ||G_fg||
         has_pull = pulled > 0
         cancel_sum += torch.where(has_pull, 1 - total_norm / pulled.clamp_min(1e-300), 0.0).sum(0).cpu()
+        independent = norms.square().sum(2).sqrt()  # (b, F)  ||Σ_g G_fg|| if the pulls were orthogonal
+        baseline_sum += torch.where(has_pull, 1 - independent / pulled.clamp_min(1e-300), 0.0).sum(0).cpu()
         cancel_count += has_pull.sum(0).cpu()
     share = share_sum / rows
     share = share / share.sum(1, keepdim=True).clamp_min(1e-300)
@@ -228,7 +236,17 @@ def coupling_summary(model: PairwiseModel, feature_ids, feature_values, targets,
     cosine.fill_diagonal_(float("nan"))
     share.fill_diagonal_(float("nan"))
     cancellation = torch.where(cancel_count > 0, cancel_sum / cancel_count.clamp_min(1), float("nan"))
-    return CouplingSummary(share.numpy(), cosine.numpy(), cancellation.numpy(), rows)
+    baseline = torch.where(cancel_count > 0, baseline_sum / cancel_count.clamp_min(1), float("nan"))
+    return CouplingSummary(share.numpy(), cosine.numpy(), cancellation.numpy(), baseline.numpy(), rows)
+
+
+def relu_active_fraction(model: AFM, feature_ids, feature_values) -> float:
+    """The share of the attention network's ReLU units that are on (W e_q + b > 0) over these
+    rows' pairs: u_q = Wᵀ(h ⊙ 1[...]) is zero only when all of a pair's units are off."""
+    assert isinstance(model, AFM), "only AFM has an attention network"
+    with torch.no_grad():
+        products = model.pair_products(model.embed(feature_ids.long(), feature_values))  # (B, P, k)
+        return float((model.attention(products) > 0).double().mean())
 
 
 @dataclass
@@ -371,6 +389,7 @@ class CouplingTracker:
         ids, values, targets = (t.to(device) for t in self.batch)
         summary = coupling_summary(self.model, ids, values, targets, self.task)
         measures = {**summary.to_json(), "cancellation_mean": float(np.nanmean(summary.cancellation)),
+                    "cancellation_baseline_mean": float(np.nanmean(summary.cancellation_baseline)),
                     "information_abundance": information_abundance(self.model)}
         if isinstance(self.model, AFM):
             measures["seed_formula_error"] = seed_formula_error(self.model, ids, values, targets, self.task)

@@ -12,6 +12,7 @@ import streamlit as st
 from afm.analysis.attention import PairSummary, decompose_split, summarize_pairs, top_feature_pairs
 from afm.checkpoint import Checkpoint, load_checkpoint
 from afm.data import Dataset, FieldSchema, load_dataset
+from afm.errors import AFMError
 from afm.jobs import Run
 from afm.models import PredictionTerms
 
@@ -32,6 +33,17 @@ def dataset(spec: str, data_dir: str | None, label: str | None, stamp: float,
     loaded = load_dataset(spec, data_dir=data_dir or None, label=label or None, schema=_schema)
     _ = loaded.fingerprint  # hash once here; the cached copies carry it
     return loaded
+
+
+@st.cache_data(show_spinner="Reading the data as the model was trained…", max_entries=16)
+def dataset_or_problem(spec: str, data_dir: str | None, label: str | None, stamp: float, schema_json: str,
+                       _schema: FieldSchema) -> tuple[Dataset | None, str | None]:
+    """The data read with a model's schema, or why it cannot be (kept, so a page that asks on
+    every rerun does not read the files again)."""
+    try:
+        return dataset(spec, data_dir, label, stamp, schema_json, _schema=_schema), None
+    except AFMError as exc:
+        return None, str(exc)
 
 
 @st.cache_resource(max_entries=16)

@@ -10,6 +10,7 @@ import streamlit as st
 from afm.app import cache
 from afm.bundled import sample_checkpoint_path
 from afm.data import Dataset
+from afm.data.registry import BUNDLED_SAMPLES
 from afm.errors import AFMError
 from afm.jobs import Run
 from afm.models import MODEL_NAMES
@@ -36,15 +37,16 @@ def init_state() -> None:
     st.session_state.active_run = None
     st.session_state.upload = None  # (path on the server, name the user gave it)
     st.session_state.job = None
-    for name in MODEL_NAMES:
-        path = sample_checkpoint_path(name)
-        if path.is_file():
-            try:
-                checkpoint, key = cache.checkpoint_file(str(path), path.stat().st_mtime)
-                add_run(Run.from_checkpoint(checkpoint, f"sample {name.upper()}", "bundled", key=key),
-                        make_active=name == "afm")
-            except AFMError as exc:  # a damaged bundle must not take the app down
-                st.session_state.startup_error = str(exc)
+    for sample in BUNDLED_SAMPLES:
+        for name in MODEL_NAMES:
+            path = sample_checkpoint_path(name, sample)
+            if path.is_file():
+                try:
+                    checkpoint, key = cache.checkpoint_file(str(path), path.stat().st_mtime)
+                    add_run(Run.from_checkpoint(checkpoint, f"{sample} {name.upper()}", "bundled", key=key),
+                            make_active=(sample, name) == ("sample", "afm"))
+                except AFMError as exc:  # a damaged bundle must not take the app down
+                    st.session_state.startup_error = str(exc)
 
 
 def default_data_dir() -> str:
@@ -104,10 +106,18 @@ def data_dir_problem() -> str | None:
 
 
 def dataset_for(run: Run, dataset: Dataset) -> Dataset:
-    """The dataset as `run` must see it: a CSV is encoded with the run's own saved encoding."""
-    if run.schema.csv_encoding is not None and run.schema.csv_encoding != dataset.schema.csv_encoding:
-        return load_current(schema=run.schema, show_errors=False) or dataset
-    return dataset
+    """The dataset as `run` must see it: read with the run's own schema (a CSV with its saved
+    encoding, libfm ids with its field layout), as the CLI does. When the data cannot be read that
+    way, the dataset as it is, so that `fit_problem` says why the run does not fit."""
+    if run.schema == dataset.schema:
+        return dataset
+    spec = dataset_spec()
+    if spec is None:
+        return dataset
+    schema_json = json.dumps(run.schema.to_json(), sort_keys=True)
+    seen, _ = cache.dataset_or_problem(spec, setting("data_dir"), setting("label_column") or None,
+                                       cache.file_stamp(spec), schema_json, _schema=run.schema)
+    return seen or dataset
 
 
 def fit_problem(run: Run, dataset: Dataset) -> str | None:
@@ -134,6 +144,23 @@ def active_run() -> Run | None:
     return st.session_state.runs.get(name) if name else None
 
 
+def fitting_active_run(dataset: Dataset) -> tuple[Run | None, str | None]:
+    """The active run if it can score `dataset`; else it switches to a run that can (one trained
+    on this very data first, AFM first) and says so; else (active run, why it cannot)."""
+    run = active_run()
+    problem = fit_problem(run, dataset_for(run, dataset)) if run else None
+    if run is None or problem is None:
+        return run, None
+    fitting = [r for r in st.session_state.runs.values() if fit_problem(r, dataset_for(r, dataset)) is None]
+    if not fitting:
+        return run, problem
+    chosen = min(fitting, key=lambda r: (r.dataset.get("fingerprint") != dataset.fingerprint,
+                                         r.model_config.model != "afm"))
+    st.session_state.active_run = chosen.name
+    st.info(f"Showing **{chosen.name}**: the active model {run.name!r} cannot score {dataset.name!r} ({problem}).")
+    return chosen, None
+
+
 def require_run_and_data() -> tuple[Run, Dataset]:
     """The active run and the current dataset as that run sees it, or a message and a stop."""
     init_state()
@@ -142,17 +169,14 @@ def require_run_and_data() -> tuple[Run, Dataset]:
         if dataset_spec() is None:
             st.info("No data yet: upload a file on the **Data & model** page.")
         st.stop()
-    run = active_run()
+    run, problem = fitting_active_run(dataset)
     if run is None:
         st.info("No model yet: train or load one on the **Data & model** page.")
         st.stop()
-    dataset = dataset_for(run, dataset)
-    problem = fit_problem(run, dataset)
     if problem:
-        st.error(f"The active model does not fit the data: {problem}. Pick another run or dataset on the "
-                 "**Data & model** page.")
+        st.error(f"The active model does not fit the data: {problem}. Train one on the **Data & model** page.")
         st.stop()
-    return run, dataset
+    return run, dataset_for(run, dataset)
 
 
 def run_picker(label: str = "Model", key: str = "picker_active_run") -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pandas as pd
 from afm.data.schema import FieldSchema, infer_schema, schema_from_sizes, schema_from_tsv
 from afm.data.splits import SPLITS, Dataset, Split, split_indices
 from afm.errors import DataError, quote
-from afm.files import read_regular_file
+from afm.files import iter_regular_file, read_regular_file, write_atomic
 from afm.limits import MAX_FEATURES, MAX_FIELDS, MAX_TEXT_FILE_BYTES
 
 # libfm file suffix of each split, as the AFM authors name them.
@@ -182,8 +183,24 @@ def find_libfm_splits(directory: Path) -> dict[str, Path] | None:
     return None
 
 
+def schema_of_dir(directory: Path, feature_ids: list[np.ndarray], field_sizes: dict[str, int] | None = None,
+                  field_names: Sequence[str] | None = None) -> FieldSchema:
+    """The schema of libfm splits in `directory`: its features.tsv, else the known layout
+    `field_sizes`, else inferred from each column's id range (and named `field_names`).
+    `feature_ids`: (N, F) arrays of the splits (any rows that hold each column's smallest and
+    largest id will do)."""
+    num_features = max(int(ids.max()) for ids in feature_ids) + 1
+    tsv = sorted(directory.glob("*features.tsv"))
+    if tsv:
+        return schema_from_tsv(tsv[0], num_features)
+    if field_sizes is not None and sum(field_sizes.values()) >= num_features:
+        return schema_from_sizes(field_sizes, num_features)
+    return infer_schema(feature_ids, directory, field_names)
+
+
 def load_libfm_dir(directory: str | os.PathLike, name: str | None = None,
-                   field_sizes: dict[str, int] | None = None, schema: FieldSchema | None = None) -> Dataset:
+                   field_sizes: dict[str, int] | None = None, schema: FieldSchema | None = None,
+                   field_names: Sequence[str] | None = None) -> Dataset:
     """Published splits in one directory. With `schema` (a checkpoint's), the rows are read as
     that model sees them: its fields, and no id beyond its table."""
     directory = Path(directory)
@@ -195,14 +212,7 @@ def load_libfm_dir(directory: str | os.PathLike, name: str | None = None,
     if len(set(widths.values())) != 1:
         raise DataError(directory, f"splits have different numbers of fields: {widths}")
     if schema is None:
-        num_features = max(int(r.split.feature_ids.max()) for r in rows.values()) + 1
-        tsv = sorted(directory.glob("*features.tsv"))
-        if tsv:
-            schema = schema_from_tsv(tsv[0], num_features)
-        elif field_sizes is not None and sum(field_sizes.values()) >= num_features:
-            schema = schema_from_sizes(field_sizes, num_features)
-        else:
-            schema = infer_schema([r.split.feature_ids for r in rows.values()], directory)
+        schema = schema_of_dir(directory, [r.split.feature_ids for r in rows.values()], field_sizes, field_names)
     splits = {s: order_columns_by_field(rows[s], schema, paths[s]) for s in SPLITS}
     return Dataset(name or directory.name, schema, splits, str(directory))
 
@@ -216,3 +226,89 @@ def load_libfm_file(path: str | os.PathLike, seed: int = 0, schema: FieldSchema 
     everything = order_columns_by_field(rows, schema, path)
     splits = {name: everything.take(idx) for name, idx in split_indices(len(everything), seed).items()}
     return Dataset(path.stem, schema, splits, str(path), notes=[f"split 70/20/10 with seed {seed}"])
+
+
+# --------------------------------------------------------------------------- files of any size
+
+LIBFM_CHUNK_BYTES = 8 * 1024**2  # whole lines parsed at once when a file is streamed: ~130 MB at peak
+
+
+def _line_count(raw: bytes) -> int:
+    """Lines as `check_text` numbers them (CR, LF and CRLF each end one)."""
+    return raw.count(b"\n") + raw.count(b"\r") - raw.count(b"\r\n")
+
+
+def iter_libfm_rows(path: str | os.PathLike, chunk_bytes: int | None = None) -> Iterator[LibfmRows]:
+    """A libfm file of any size, parsed a chunk of whole lines at a time (`LIBFM_CHUNK_BYTES`)
+    with the same checks as `read_libfm`; line numbers, in the rows and in errors, count from the
+    start of the file. (Chunks end at a line feed: a file with CR-only line ends is read whole.)"""
+    path = Path(path)
+    chunk_bytes = chunk_bytes or LIBFM_CHUNK_BYTES
+    lines_before, width = 0, None
+
+    def parse(raw: bytes) -> Iterator[LibfmRows]:
+        nonlocal lines_before, width
+        if raw.strip():
+            try:
+                rows = parse_libfm(raw, path)
+            except DataError as exc:
+                line = exc.line + lines_before if exc.line is not None else None
+                raise DataError(path, exc.problem, line=line) from None
+            rows.line_numbers += lines_before
+            width = rows.split.num_fields if width is None else width
+            if rows.split.num_fields != width:
+                raise DataError(path, f"row has {rows.split.num_fields} features, the first row has {width}; every "
+                                "row needs exactly one feature per field", line=int(rows.line_numbers[0]))
+            yield rows
+        lines_before += _line_count(raw)
+
+    pending = b""
+    for block in iter_regular_file(path, chunk_bytes, lambda problem: DataError(path, problem)):
+        data = pending + block
+        cut = data.rfind(b"\n") + 1  # a CRLF is never cut in two: the cut follows its LF
+        if cut == 0:
+            pending = data
+            continue
+        yield from parse(data[:cut])
+        pending = data[cut:]
+    yield from parse(pending)
+    if width is None:
+        raise DataError(path, "file is empty")
+
+
+WRITE_CHUNK_ROWS = 100_000
+
+
+def format_libfm(labels: np.ndarray, feature_ids: np.ndarray, feature_values: np.ndarray | None = None) -> bytes:
+    """Rows as libfm text, `label id:value ...` (value 1 when `feature_values` is None: one-hot).
+    Labels and values are written with 9 significant digits, so float32 numbers read back exactly."""
+    rows, width = feature_ids.shape
+    columns = 1 + width * (1 if feature_values is None else 2)
+    cells = np.empty((rows, columns), dtype=object)  # Python numbers, in the order the template wants
+    cells[:, 0] = labels.astype(np.float64)
+    if feature_values is None:
+        cells[:, 1:] = feature_ids.astype(np.int64)
+        template = "%.9g" + " %d:1" * width + "\n"
+    else:
+        cells[:, 1::2] = feature_ids.astype(np.int64)
+        cells[:, 2::2] = feature_values.astype(np.float64)
+        template = "%.9g" + " %d:%.9g" * width + "\n"
+    # One format operation per chunk: about a third of a second per million rows.
+    return ((template * rows) % tuple(cells.ravel().tolist())).encode()
+
+
+def write_libfm(path: str | os.PathLike,
+                chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> Path:
+    """Write (labels, ids, values-or-None) chunks to one libfm file, atomically; memory holds one
+    chunk's text at a time."""
+
+    def write(fd: int) -> None:
+        for labels, feature_ids, feature_values in chunks:
+            for start in range(0, len(labels), WRITE_CHUNK_ROWS):
+                part = slice(start, start + WRITE_CHUNK_ROWS)
+                view = memoryview(format_libfm(labels[part], feature_ids[part],
+                                               None if feature_values is None else feature_values[part]))
+                while view:
+                    view = view[os.write(fd, view):]
+
+    return write_atomic(path, write, lambda problem: DataError(path, problem))

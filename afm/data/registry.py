@@ -1,5 +1,6 @@
 """Datasets by name: the bundled sample, Frappe and MovieLens-tag (the paper's two), or any
-directory of libfm splits, single libfm file or CSV file. Where they live: `afm.paths`."""
+directory of libfm splits or of memory-mapped arrays, single libfm file or CSV file. Where they
+live: `afm.paths`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from afm.data.arrays import check_new_destination, encode_libfm_dir, is_arrays_dir, open_arrays, write_arrays
 from afm.data.libfm import load_libfm_dir, load_libfm_file
 from afm.data.schema import FieldSchema
 from afm.data.splits import Dataset
@@ -18,6 +20,7 @@ from afm.paths import data_roots, sample_dir
 FRAPPE_FIELDS = {"user": 957, "item": 4082, "daytime": 7, "weekday": 7, "isweekend": 2,
                  "homework": 3, "cost": 2, "weather": 9, "country": 80, "city": 233}
 ML_TAG_FIELD_NAMES = ("user", "movie", "tag")
+BUNDLED_SAMPLES = ("sample", "sample-fixed")  # folders of sample_data/ (afm.synthetic makes them)
 
 
 @dataclass(frozen=True)
@@ -27,8 +30,10 @@ class RegistryEntry:
 
 
 REGISTRY = {
-    "sample": RegistryEntry("Synthetic sample with planted pairwise interactions (bundled)",
-                            "sample.{train,validation,test}.libfm"),
+    "sample": RegistryEntry("Synthetic: the device decides whether user x item matters (AFM's case; bundled)",
+                            "sample/sample.{train,validation,test}.libfm"),
+    "sample-fixed": RegistryEntry("Synthetic: three field pairs matter in every row (FwFM's case; bundled)",
+                                  "sample-fixed/sample-fixed.{train,validation,test}.libfm"),
     "frappe": RegistryEntry("Frappe app-usage context data, 10 fields, 5,382 features (AFM paper)",
                             "frappe.{train,validation,test}.libfm"),
     "ml-tag": RegistryEntry("MovieLens tag data, 3 fields (user, movie, tag), 90,445 features",
@@ -48,28 +53,45 @@ def resolve_dataset_dir(name: str, data_dir: str | os.PathLike | None = None) ->
                     f"fetch it with `python -m afm download {name} --dest data` or pass --data-dir")
 
 
+@dataclass(frozen=True)
+class LibfmSource:
+    """A directory of libfm splits and what is known about its fields."""
+
+    directory: Path
+    name: str | None = None
+    field_sizes: dict[str, int] | None = None  # the published layout, when the files carry none
+    field_names: tuple[str, ...] | None = None  # names of inferred fields
+
+
+def libfm_source(spec: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> LibfmSource | None:
+    """The libfm splits a registry name or directory names; None for files and arrays directories."""
+    spec_str = str(spec)
+    if spec_str in BUNDLED_SAMPLES:
+        return LibfmSource(sample_dir() / spec_str, spec_str)
+    if spec_str == "frappe":
+        return LibfmSource(resolve_dataset_dir("frappe", data_dir), "frappe", field_sizes=FRAPPE_FIELDS)
+    if spec_str == "ml-tag":
+        return LibfmSource(resolve_dataset_dir("ml-tag", data_dir), "ml-tag", field_names=ML_TAG_FIELD_NAMES)
+    path = Path(spec_str)
+    return LibfmSource(path) if path.is_dir() and not is_arrays_dir(path) else None
+
+
 def load_dataset(spec: str | os.PathLike, data_dir: str | os.PathLike | None = None, seed: int = 0,
                  label: str | None = None, schema: FieldSchema | None = None) -> Dataset:
-    """A registry name (`sample`, `frappe`, `ml-tag`), a directory of libfm splits, a single
-    libfm file or a CSV file.
+    """A registry name (`sample`, `frappe`, `ml-tag`), a directory of libfm splits, a directory
+    of memory-mapped arrays (`afm encode`), a single libfm file or a CSV file.
 
     `schema`: a checkpoint's schema, to read the data as that model was trained: CSV rows are
     encoded with its saved vocabularies and scaling (never refitted), libfm ids are checked
     against its feature table."""
+    source = libfm_source(spec, data_dir)
+    if source is not None:
+        return load_libfm_dir(source.directory, name=source.name, field_sizes=source.field_sizes, schema=schema,
+                              field_names=source.field_names)
     spec_str = str(spec)
-    if spec_str == "sample":
-        return load_libfm_dir(sample_dir(), name="sample", schema=schema)
-    if spec_str == "frappe":
-        return load_libfm_dir(resolve_dataset_dir("frappe", data_dir), name="frappe", field_sizes=FRAPPE_FIELDS,
-                              schema=schema)
-    if spec_str == "ml-tag":
-        dataset = load_libfm_dir(resolve_dataset_dir("ml-tag", data_dir), name="ml-tag", schema=schema)
-        if dataset.schema.field_names == ("field0", "field1", "field2"):
-            dataset.schema = FieldSchema(ML_TAG_FIELD_NAMES, dataset.schema.feature_field)
-        return dataset
     path = Path(spec_str)
     if path.is_dir():
-        return load_libfm_dir(path, schema=schema)
+        return open_arrays(path, schema=schema)
     if path.exists():
         if path.suffix.lower() == ".csv":
             return load_csv(path, label=label, seed=seed, schema=schema)
@@ -78,3 +100,16 @@ def load_dataset(spec: str | os.PathLike, data_dir: str | os.PathLike | None = N
         return load_libfm_file(path, seed=seed, schema=schema)
     names = ", ".join(REGISTRY)
     raise DataError(spec_str, f"not a dataset name ({names}), directory or file")
+
+
+def encode_dataset(spec: str | os.PathLike, dest: str | os.PathLike, data_dir: str | os.PathLike | None = None,
+                   seed: int = 0, label: str | None = None, schema: FieldSchema | None = None) -> Dataset:
+    """Write any dataset `load_dataset` reads as memory-mapped arrays at `dest`: libfm splits are
+    streamed a chunk at a time; a CSV or a single libfm file is read into memory once (its split
+    and encoding need all rows)."""
+    source = libfm_source(spec, data_dir)
+    if source is not None:
+        return encode_libfm_dir(source.directory, dest, name=source.name, field_sizes=source.field_sizes,
+                                field_names=source.field_names, schema=schema)
+    check_new_destination(dest)
+    return write_arrays(load_dataset(spec, data_dir, seed, label, schema), dest)

@@ -216,9 +216,10 @@ def schema_from_sizes(field_sizes: dict[str, int], num_features: int) -> FieldSc
     return FieldSchema(tuple(field_sizes), np.concatenate([fields, padding]))
 
 
-def infer_schema(feature_ids: list[np.ndarray], source: object) -> FieldSchema:
+def infer_schema(feature_ids: list[np.ndarray], source: object, names: Sequence[str] | None = None) -> FieldSchema:
     """Each column its own field; the field owns the id range [min, max] seen in that column.
-    `feature_ids`: the (N, F) id arrays of every split."""
+    `feature_ids`: the (N, F) id arrays of every split. `names`: the fields' names when known
+    (used when there is one per column), else field0, field1, ..."""
     low = np.min([ids.min(axis=0) for ids in feature_ids], axis=0)  # (F,)
     high = np.max([ids.max(axis=0) for ids in feature_ids], axis=0)  # (F,)
     order = np.argsort(low)
@@ -230,4 +231,6 @@ def infer_schema(feature_ids: list[np.ndarray], source: object) -> FieldSchema:
     fields = np.full(int(high.max()) + 1, -1, dtype=np.int16)
     for f in range(len(low)):
         fields[low[f]: high[f] + 1] = f
-    return FieldSchema(tuple(f"field{f}" for f in range(len(low))), fields)
+    if names is None or len(names) != len(low):
+        names = [f"field{f}" for f in range(len(low))]
+    return FieldSchema(tuple(names), fields)

@@ -68,6 +68,23 @@ def split_indices(num_rows: int, seed: int, fractions=(0.7, 0.2, 0.1)) -> dict[s
             "test": np.sort(permutation[n_train + n_valid:])}
 
 
+FINGERPRINT_CHUNK_ROWS = 1 << 18
+
+
+def content_fingerprint(schema: FieldSchema, splits: dict[str, Split]) -> str:
+    """A hash of the schema's size and every split's ids, values and labels, read a chunk of rows
+    at a time (memory-mapped splits are never loaded whole); the same digest as hashing each
+    array at once."""
+    h = hashlib.sha256()
+    h.update(json.dumps([schema.num_features, schema.num_fields]).encode())
+    for name in SPLITS:
+        split = splits[name]
+        for array in (split.feature_ids, split.feature_values, split.labels):
+            for start in range(0, len(array), FINGERPRINT_CHUNK_ROWS):
+                h.update(np.ascontiguousarray(array[start:start + FINGERPRINT_CHUNK_ROWS]).tobytes())
+    return h.hexdigest()[:32]
+
+
 @dataclass
 class Dataset:
     """Train/valid/test splits over one schema, plus where they came from."""
@@ -117,13 +134,7 @@ class Dataset:
     @cached_property
     def fingerprint(self) -> str:
         """Content hash of all splits: a checkpoint records it to recognise its training data."""
-        h = hashlib.sha256()
-        h.update(json.dumps([self.schema.num_features, self.schema.num_fields]).encode())
-        for name in SPLITS:
-            split = self.splits[name]
-            for array in (split.feature_ids, split.feature_values, split.labels):
-                h.update(np.ascontiguousarray(array).tobytes())
-        return h.hexdigest()[:32]
+        return content_fingerprint(self.schema, self.splits)
 
     def info(self) -> dict:
         """What a checkpoint records about its training data."""

@@ -1,0 +1,55 @@
+"""The Predict & share page's work: score an uploaded file with a run (the scored CSV kept in
+the session's upload folder until downloaded) and build a run's HTML report, cached on the
+run's content and the data's fingerprint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from afm.app import uploads
+from afm.data import Dataset
+from afm.errors import AFMError
+from afm.jobs import Run
+from afm.predict import predict_file
+from afm.report import build_report
+
+PREVIEW_ROWS = 20
+
+
+@dataclass
+class ScoredRows:
+    path: Path  # the scored CSV, in this session's upload folder
+    download_name: str
+    summary: dict
+    preview: pd.DataFrame  # its first rows
+    run_key: str  # which run scored it, and which upload
+    upload_id: str
+
+
+def score_upload(run: Run, uploaded, explain: int, bar) -> ScoredRows:
+    """Score a `st.file_uploader` file with `run`, showing progress on the `st.progress` bar.
+    Errors name the file as the user named it, never a server path."""
+    folder = uploads.session_folder()
+    source = folder.save(uploaded.name, uploaded.getvalue())
+    out = folder.path / f"scored-{source.stem}.csv"
+
+    def progress(rows: int, read: int, total: int) -> None:
+        bar.progress(min(read / total, 1.0) if total else 0.0, text=f"{rows:,} rows scored")
+
+    try:
+        summary = predict_file(run, source, out, explain=explain, progress=progress)
+    except AFMError as exc:
+        raise AFMError(str(exc).replace(str(source), uploaded.name)) from None
+    bar.progress(1.0, text=f"{summary['rows']:,} rows scored")
+    return ScoredRows(out, f"scored-{Path(uploaded.name).stem}.csv", summary, pd.read_csv(out, nrows=PREVIEW_ROWS),
+                      run.key, uploaded.file_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def report_html(run_key: str, fingerprint: str | None, coupling: bool, _run: Run, _dataset: Dataset | None) -> str:
+    """The run's report (see afm.report); the key and fingerprint identify the run and rows."""
+    return build_report(_run, _dataset, coupling=coupling, title=f"{_run.name}")

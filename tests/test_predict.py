@@ -1,0 +1,315 @@
+"""Scoring and explaining new rows: `predict_file`, the streaming reader and `afm predict`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import afm.data.stream as stream
+from afm.analysis.explain import largest_pair_terms, value_labels
+from afm.bundled import sample_checkpoint_path
+from afm.checkpoint import Checkpoint, load_checkpoint
+from afm.cli import main
+from afm.data import load_csv, load_dataset
+from afm.data.stream import iter_rows
+from afm.data.tabular import read_table
+from afm.errors import DataError
+from afm.models import ModelConfig, build_model
+from afm.predict import predict_file
+from afm.train import predict
+
+
+@pytest.fixture(scope="module")
+def sample_afm() -> Checkpoint:
+    return load_checkpoint(sample_checkpoint_path("afm"))
+
+
+def libfm_rows(split, rows=None, labels=True) -> str:
+    rows = range(len(split)) if rows is None else rows
+    return "".join((f"{split.labels[r]:g} " if labels else "")
+                   + " ".join(f"{i}:{v:g}" for i, v in zip(split.feature_ids[r], split.feature_values[r])) + "\n"
+                   for r in rows)
+
+
+@pytest.mark.slow  # scores the same rows several times
+def test_shuffled_unlabelled_rows_score_as_the_original_rows_row_for_row(sample_afm, tmp_path):
+    test = load_dataset("sample", schema=sample_afm.schema).test
+    original, shuffled = tmp_path / "test.libfm", tmp_path / "shuffled.libfm"
+    original.write_text(libfm_rows(test))
+    order = np.random.default_rng(3).permutation(len(test))
+    shuffled.write_text(libfm_rows(test, order, labels=False))
+
+    first = predict_file(sample_afm, original, tmp_path / "a.csv", explain=3, chunk_rows=400)
+    second = predict_file(sample_afm, shuffled, tmp_path / "b.csv", explain=3, chunk_rows=333)
+    a, b = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv")
+    assert first["rows"] == second["rows"] == len(test) and first["labelled"] and not second["labelled"]
+    assert list(a["row"]) == list(range(len(test))) and "label" not in b
+    np.testing.assert_allclose(a["label"], test.labels, rtol=1e-6)
+    np.testing.assert_array_equal(b["prediction"], a["prediction"].to_numpy()[order])
+    for column in ("pair_1", "contribution_1", "attention_1", "pair_3", "contribution_3"):
+        np.testing.assert_array_equal(b[column], a[column].to_numpy()[order])
+    # The same scores as `afm evaluate` gives these rows (the whole split at once, no explanation).
+    reference = predict(sample_afm.model, torch.from_numpy(test.feature_ids), torch.from_numpy(test.feature_values))
+    np.testing.assert_allclose(a["prediction"], reference, rtol=1e-5, atol=1e-6)
+    plain = predict_file(sample_afm, original, tmp_path / "c.csv")
+    c = pd.read_csv(tmp_path / "c.csv")
+    assert plain["explain"] == 0 and list(c.columns) == ["row", "label", "prediction"]
+    np.testing.assert_array_equal(c["prediction"], pd.Series(reference).astype(str).astype(float))
+
+
+@pytest.mark.parametrize("model_name", ["afm", "fm", "fwfm"])
+def test_explanations_are_each_rows_largest_pair_terms_by_brute_force(model_name):
+    checkpoint = load_checkpoint(sample_checkpoint_path(model_name))
+    rows = load_dataset("sample", schema=checkpoint.schema).test.take(np.arange(40))
+    terms = checkpoint.model.decompose(torch.from_numpy(rows.feature_ids), torch.from_numpy(rows.feature_values))
+    labels = value_labels(checkpoint.schema, rows.feature_ids, rows.feature_values)
+    table = largest_pair_terms(terms, labels, 4)
+    schema, fields = checkpoint.schema, checkpoint.schema.num_fields
+    pairs = [(i, j) for i in range(fields) for j in range(i + 1, fields)]
+    for r in range(len(rows)):
+        values = terms.pair_terms[r].tolist()
+        ranked = sorted(range(len(pairs)), key=lambda p: (-abs(values[p]), p))[:4]  # the oracle: sort every pair
+        for place, p in enumerate(ranked, start=1):
+            i, j = pairs[p]
+            expected = (f"{schema.feature_label(rows.feature_ids[r, i])} x "
+                        f"{schema.feature_label(rows.feature_ids[r, j])}")
+            assert table[f"pair_{place}"][r] == expected
+            assert table[f"contribution_{place}"][r] == pytest.approx(values[p], abs=1e-6)
+            assert table[f"attention_{place}"][r] == pytest.approx(float(terms.pair_weights[r, p]), abs=1e-6)
+    if model_name == "fm":
+        assert (table["attention_1"] == 1).all()
+
+
+def test_all_pairs_explained_add_up_to_the_prediction(sample_afm, tmp_path):
+    rows = tmp_path / "rows.libfm"
+    rows.write_text(libfm_rows(load_dataset("sample").valid, range(50)))
+    pairs = sample_afm.model_config.num_pairs
+    predict_file(sample_afm, rows, tmp_path / "all.csv", explain=pairs + 10)  # more than there are: all of them
+    table = pd.read_csv(tmp_path / "all.csv")
+    assert f"pair_{pairs}" in table and f"pair_{pairs + 1}" not in table
+    contributions = table[[f"contribution_{r}" for r in range(1, pairs + 1)]].to_numpy()
+    assert (np.abs(contributions[:, :-1]) >= np.abs(contributions[:, 1:])).all()  # largest first
+    valid = load_dataset("sample").valid.take(np.arange(50))
+    terms = sample_afm.model.decompose(torch.from_numpy(valid.feature_ids), torch.from_numpy(valid.feature_values))
+    rest = (terms.bias + terms.first_order.sum(1)).numpy()
+    np.testing.assert_allclose(rest + contributions.sum(1), table["prediction"], atol=1e-4)
+
+
+def write_csv_rows(path, rows: int, seed: int = 0) -> pd.DataFrame:
+    """Columns whose type pandas infers per chunk differently: an integer column with gaps (floats
+    in a chunk with a gap, integers elsewhere) and a column of true/false with one other word."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({
+        "city": rng.choice(["Oslo", "Lima", "Pune", "Kyiv"], rows),
+        "hour": rng.integers(0, 6, rows).astype(object),
+        "member": rng.choice(["true", "false"], rows).astype(object),
+        "price": rng.normal(10, 3, rows).round(2),
+        "label": rng.normal(size=rows).round(3),
+    })
+    frame.loc[rng.choice(rows, 6, replace=False), "hour"] = None
+    frame.loc[0, "member"] = "unsure"
+    frame.loc[rng.choice(rows, 3, replace=False), "price"] = None
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def random_checkpoint(dataset, model="afm", task="regression", seed=0) -> Checkpoint:
+    """A model with sizeable random weights: every feature moves the score, so a row encoded
+    with one wrong value shows."""
+    schema = dataset.schema
+    config = ModelConfig(model=model, num_features=schema.num_features, num_fields=schema.num_fields,
+                         embedding_dim=6, attention_dim=5)
+    network = build_model(config, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    return Checkpoint(network.eval(), config, {"task": task}, [], schema, dataset.info())
+
+
+@pytest.mark.slow  # scores the same rows several times
+def test_csv_rows_in_any_order_without_labels_and_in_any_chunks_score_as_the_whole_file(tmp_path):
+    path = tmp_path / "rows.csv"
+    frame = write_csv_rows(path, 120)
+    dataset = load_csv(path, categorical=["hour"], min_count=1)
+    checkpoint = random_checkpoint(dataset)
+    # The reference: the whole file read at once and encoded as `afm evaluate` encodes it.
+    whole, lines = read_table(path)
+    from afm.data import TabularEncoder
+
+    ids, values = TabularEncoder.of(checkpoint.schema).transform(whole, path, lines)
+    reference = checkpoint.model.inference(torch.from_numpy(ids), torch.from_numpy(values)).numpy()
+
+    predict_file(checkpoint, path, tmp_path / "a.csv", chunk_rows=7)
+    a = pd.read_csv(tmp_path / "a.csv")
+    np.testing.assert_allclose(a["prediction"], reference, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(a["label"], frame["label"], rtol=1e-6)
+
+    order = np.random.default_rng(1).permutation(len(frame))
+    shuffled = tmp_path / "shuffled.csv"
+    frame.drop(columns=["label"]).iloc[order].to_csv(shuffled, index=False)
+    summary = predict_file(checkpoint, shuffled, tmp_path / "b.csv", explain=2, chunk_rows=5)
+    b = pd.read_csv(tmp_path / "b.csv")
+    assert not summary["labelled"] and "label" not in b
+    np.testing.assert_allclose(b["prediction"], reference[order], rtol=1e-5, atol=1e-5)
+    # Explanations name the values as the file writes them, numbers included.
+    assert b["pair_1"].str.contains(r"^(?:city|hour|member|price)=").all()
+    assert any("price=" in p and "." in p.split("price=")[1] for p in b["pair_1"].tolist() + b["pair_2"].tolist())
+
+
+def test_binary_models_add_the_probability(tmp_path):
+    path = tmp_path / "rows.csv"
+    write_csv_rows(path, 40)
+    checkpoint = random_checkpoint(load_csv(path, min_count=1), task="binary")
+    predict_file(checkpoint, path, tmp_path / "out.csv")
+    table = pd.read_csv(tmp_path / "out.csv")
+    assert list(table.columns) == ["row", "label", "prediction", "probability"]
+    np.testing.assert_allclose(table["probability"], 1 / (1 + np.exp(-table["prediction"])), rtol=1e-5)
+
+
+def test_the_reader_streams_chunk_by_chunk(sample_afm, tmp_path, monkeypatch):
+    """No chunk holds more than `chunk_rows` rows, and the first chunks come out while most of
+    the file is still unread: nothing ever holds the whole file."""
+    monkeypatch.setattr(stream, "BLOCK_BYTES", 4096)
+    path = tmp_path / "rows.libfm"
+    path.write_text(libfm_rows(load_dataset("sample").train))
+    size = path.stat().st_size
+    chunks = [(len(c), c.start, c.bytes_read, c.lines[0]) for c in iter_rows(path, sample_afm.schema, chunk_rows=500)]
+    assert all(n <= 500 for n, *_ in chunks) and sum(n for n, *_ in chunks) == 10_500
+    assert [start for _, start, *_ in chunks] == list(range(0, 10_500, 500))
+    assert chunks[0][2] < size / 10 and chunks[-1][2] == size
+    assert [line for *_, line in chunks] == list(range(1, 10_500, 500))
+    csv = tmp_path / "rows.csv"
+    write_csv_rows(csv, 40_000)
+    checkpoint = random_checkpoint(load_csv(csv, min_count=1))
+    reads = [c.bytes_read for c in iter_rows(csv, checkpoint.schema, chunk_rows=2000)]
+    assert len(reads) == 20 and reads[0] < csv.stat().st_size / 2
+
+
+def test_crlf_and_cr_line_ends_split_across_blocks_keep_line_numbers(sample_afm, tmp_path, monkeypatch):
+    monkeypatch.setattr(stream, "BLOCK_BYTES", 37)  # blocks end inside lines and between \r and \n
+    text = libfm_rows(load_dataset("sample").test, range(60))
+    for ending in ("\r\n", "\r"):
+        path = tmp_path / "rows.libfm"
+        lines = text.splitlines()
+        lines[41] = lines[41].replace(":1", ":x", 1)
+        path.write_bytes(ending.join(lines).encode() + ending.encode())
+        with pytest.raises(DataError, match="line 42:"):
+            list(iter_rows(path, sample_afm.schema, chunk_rows=9))
+        lines[41] = text.splitlines()[41]
+        path.write_bytes(ending.join(lines).encode())  # no line end at the end
+        chunks = list(iter_rows(path, sample_afm.schema, chunk_rows=9))
+        assert sum(len(c) for c in chunks) == 60 and chunks[-1].lines[-1] == 60
+
+
+# One row of the sample's fields (the first feature of each field), without and with a label.
+def _valid_ids(schema) -> str:
+    return " ".join(f"{int(schema.field_values(f)[0])}:1" for f in range(schema.num_fields))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("one feature", "row needs one feature of each field|rows have 1 features"),
+    ("label only on line 26", "line 26:"),
+    ("id beyond the table", "beyond the schema's 115 features"),
+    ("empty", "file is empty"),
+])
+def test_bad_libfm_rows_name_the_line_of_the_whole_file(sample_afm, tmp_path, case, message):
+    ids = _valid_ids(sample_afm.schema)
+    content = {"one feature": "1 0:1\n", "label only on line 26": f"{ids}\n" * 25 + f"2 {ids}\n",
+               "id beyond the table": "1 " + ids.rsplit(" ", 1)[0] + " 9999:1\n", "empty": "\n\n"}[case]
+    path = tmp_path / "rows.libfm"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        predict_file(sample_afm, path, tmp_path / "out.csv", chunk_rows=10)
+    assert not (tmp_path / "out.csv").exists() and not list(tmp_path.glob(".*.part"))
+
+
+def test_a_failed_run_leaves_the_previous_output_whole(tmp_path):
+    path = tmp_path / "rows.csv"
+    frame = write_csv_rows(path, 60)
+    checkpoint = random_checkpoint(load_csv(path, min_count=1))
+    out = tmp_path / "out.csv"
+    out.write_text("previous\n")
+    frame["price"] = frame["price"].astype(object)
+    frame.loc[45, "price"] = "ten"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"rows.csv, line 47: column 'price' holds 'ten'"):
+        predict_file(checkpoint, path, out, chunk_rows=20)
+    assert out.read_text() == "previous\n" and not list(tmp_path.glob(".*.part"))
+    frame.drop(columns=["city"]).to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"line 1: columns \['city'\] that the model was trained on are missing"):
+        predict_file(checkpoint, path, out)
+    with pytest.raises(DataError, match="trained on a CSV"):
+        predict_file(checkpoint, sample_checkpoint_path("afm").parent / "sample.test.libfm", out)
+
+
+def test_cli_predict_prints_progress_and_the_json_summary(sample_afm, tmp_path, capsys):
+    rows = tmp_path / "rows.libfm"
+    rows.write_text(libfm_rows(load_dataset("sample").test, labels=False))
+    out = tmp_path / "scored.csv"
+    code = main(["predict", "--checkpoint", str(sample_checkpoint_path("afm")), "--data", str(rows), "--out", str(out),
+                 "--explain", "2", "--chunk-rows", "500"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["rows"] == 1500 and summary["explain"] == 2 and summary["labelled"] is False
+    assert "afm predict: 1,500 rows scored" in captured.err
+    assert list(pd.read_csv(out).columns) == ["row", "prediction", "pair_1", "contribution_1", "attention_1", "pair_2",
+                                              "contribution_2", "attention_2"]
+    code = main(["predict", "--checkpoint", str(sample_checkpoint_path("afm")), "--data", str(tmp_path / "none.csv"),
+                 "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == "" and len(captured.err.strip().splitlines()) == 1
+    assert "trained on libfm data" in captured.err or "cannot read file" in captured.err
+
+
+@pytest.mark.slow
+def test_the_predict_page_scores_an_upload_and_offers_the_csv_and_the_report():
+    from streamlit.testing.v1 import AppTest
+
+    from afm.paths import CHECKOUT
+
+    at = AppTest.from_file(str(CHECKOUT / "app.py"), default_timeout=120)
+    at.switch_page("pages/predict.py").run()
+    assert not at.exception and not at.error
+    test = load_dataset("sample").test
+    at.file_uploader(key="predict_upload").upload("new rows.libfm", libfm_rows(test, range(200), labels=False).encode())
+    at.run()
+    at.number_input(key="predict_explain").set_value(2)
+    next(b for b in at.button if b.label == "Score the rows").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    result = at.session_state["predict_result"]
+    scored = pd.read_csv(result.path)
+    assert len(scored) == 200 and result.download_name == "scored-new rows.csv"
+    assert list(scored.columns) == ["row", "prediction", "pair_1", "contribution_1", "attention_1", "pair_2",
+                                    "contribution_2", "attention_2"]
+    expected = predict(load_checkpoint(sample_checkpoint_path("afm")).model,
+                       torch.from_numpy(test.feature_ids[:200]), torch.from_numpy(test.feature_values[:200]))
+    np.testing.assert_allclose(scored["prediction"], expected, rtol=1e-5, atol=1e-6)
+    assert [b.label for b in at.get("download_button")] == ["Download the scored rows (CSV)",
+                                                             "Download the report (HTML)"]
+    # A bad file: the error names the file as the user named it and the line, never a server path.
+    at.file_uploader(key="predict_upload").upload("broken.libfm", b"1 0:1 60:1\n").run()
+    next(b for b in at.button if b.label == "Score the rows").click().run()
+    errors = [e.value for e in at.error]
+    assert any("broken.libfm, line 1" in e for e in errors) and not any("afm-uploads" in e for e in errors), errors
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "file is empty"),
+    (b"city,hour,member,price,label\n", "no rows to score"),
+    (b"city,hour,member,price\n\xff\xfe,1,true,2.0\n", "not UTF-8 text"),
+    (b"\x1f\x8b\x08\x00rest", "gzip-compressed"),
+])
+def test_empty_and_binary_csv_files_are_one_line_errors(tmp_path, content, message):
+    write_csv_rows(tmp_path / "train.csv", 40)
+    checkpoint = random_checkpoint(load_csv(tmp_path / "train.csv", min_count=1))
+    path = tmp_path / "rows.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        predict_file(checkpoint, path, tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()
