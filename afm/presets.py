@@ -3,7 +3,7 @@ checkpoints. Each maps a model name to keyword arguments of ModelConfig and Trai
 
 from __future__ import annotations
 
-PRESETS: dict[str, dict[str, dict]] = {
+PRESETS: dict[str, dict[str, dict]] = {  # the app's menu order: the first is the small samples' default
     # The bundled synthetic samples: small and fast (seconds on a 2-core CPU). Up to 40 epochs:
     # AFM needs about 30 to learn where the device switches user x item off; early stopping ends
     # FM and FwFM near 10-15.
@@ -44,6 +44,13 @@ PRESETS: dict[str, dict[str, dict]] = {
                 "patience": 3},
     },
 }
+
+# What the app's preset menu says about each, and what a preset asks of the user beyond its numbers.
+PRESET_LABELS = {"quick": "Quick (k = 16, seconds on CPU)", "paper": "Paper (k = 256, Frappe recipe)",
+                 "fast": "Fast (k = 256: FM, then AFM from it; Frappe 0.32 in 3 min)"}
+PRESET_RECIPES = {"fast": "Fast is a two-step recipe: train the FM with it first (10 epochs), then the AFM with "
+                          "*Start from* set to that FM. On Frappe on 2 CPU cores: valid RMSE 0.32 after about 3 "
+                          "minutes in all (docs/benchmarks.md)."}
 
 MODEL_KEYS = ("embedding_dim", "attention_dim", "dropout_attention", "dropout_pooled")
 TRAIN_KEYS = ("batch_size", "lr", "optimizer", "l2_attention", "epochs", "patience")

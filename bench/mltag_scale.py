@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-IMPLS = ("fm", "afm", "torchfm-fm", "torchfm-afm")
+IMPLS = ("fm", "afm", "afm-plain", "torchfm-fm", "torchfm-afm")  # afm-plain: afm train --distinct-pairs off
 LR = 0.05
 
 
@@ -36,7 +36,7 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def ours(model: str, data: str, k: int, batch: int, epochs: int, compile_mode: str) -> dict:
+def ours(impl: str, data: str, k: int, batch: int, epochs: int, compile_mode: str) -> dict:
     """`afm train` in this process, as a user runs it (evaluation time excluded from the epoch)."""
     import contextlib
     import io
@@ -46,7 +46,9 @@ def ours(model: str, data: str, k: int, batch: int, epochs: int, compile_mode: s
     with tempfile.TemporaryDirectory() as folder:
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            status = main(["train", "--data", data, "--model", model, "--k", str(k), "--t", str(k),
+            status = main(["train", "--data", data, "--model", impl.removesuffix("-plain"),
+                           "--k", str(k), "--t", str(k),
+                           "--distinct-pairs", "off" if impl.endswith("-plain") else "auto",
                            "--batch-size", str(batch), "--epochs", str(epochs), "--lr", str(LR),
                            "--compile", compile_mode, "--device", "cpu", "--quiet",
                            "--out", str(Path(folder) / "model.safetensors")])
@@ -54,7 +56,8 @@ def ours(model: str, data: str, k: int, batch: int, epochs: int, compile_mode: s
         summary = json.loads(out.getvalue().strip().splitlines()[-1])
     return {"epoch_seconds": summary["seconds"] / max(1, summary["epochs_run"]),
             "samples_per_second": summary["samples_per_second"], "valid_rmse": summary["valid_rmse"],
-            "compiled": summary["compiled"], "streamed": summary["streamed"]}
+            "compiled": summary["compiled"], "streamed": summary["streamed"],
+            "distinct_pairs": summary["distinct_pairs"]}
 
 
 def torchfm(model: str, data: str, k: int, batch: int, epochs: int) -> dict:

@@ -12,13 +12,14 @@ import torch
 from afm.analysis.coupling import CouplingTracker
 from afm.app import cache, state, uploads
 from afm.checkpoint import load_checkpoint
+from afm.data.registry import BUNDLED_SAMPLES
 from afm.download import download_dataset
 from afm.errors import AFMError
 from afm.figures import learning_curves
 from afm.jobs import Run, TrainingJob, epoch_table, epoch_zero_note
 from afm.models import ModelConfig
 from afm.paths import runs_dir, sample_dir
-from afm.presets import PRESETS, preset
+from afm.presets import PRESET_LABELS, PRESET_RECIPES, PRESETS, preset
 from afm.train import TrainConfig
 
 state.init_state()
@@ -79,24 +80,24 @@ with train_tab:
     cuda = torch.cuda.is_available()
     left, middle, right = st.columns(3)
     model_name = left.selectbox("Model", ["afm", "fm", "fwfm"], format_func=str.upper)
-    # The quick preset suits the small sample; on real data the paper's recipe is the sensible start.
-    preset_name = middle.selectbox("Preset", list(PRESETS), index=0 if dataset.name == "sample" else 1,
-                                   format_func=lambda n: {
-        "quick": "Quick (k = 16, seconds on CPU)", "paper": "Paper (k = 256, Frappe recipe)",
-        "fast": "Fast (k = 256: FM, then AFM from it; Frappe 0.32 in 5 min)"}.get(n, n))
+    # The quick preset suits the small samples; on real data the paper's recipe is the sensible start.
+    preset_name = middle.selectbox("Preset", list(PRESETS), index=0 if dataset.name in BUNDLED_SAMPLES else 1,
+                                   format_func=lambda n: PRESET_LABELS.get(n, n))
     devices = ["cpu", "cuda"] if cuda else ["cpu"]
     device = right.selectbox("Device", devices, index=len(devices) - 1,
                              help=f"Detected: {torch.cuda.get_device_name(0) if cuda else 'no CUDA GPU, CPU only'}")
     values = preset(preset_name, model_name)
     fm_runs = [n for n, r in st.session_state.runs.items() if r.model_config.model == "fm"
                and state.fit_problem(r, dataset) is None and r.model_config.embedding_dim == values["embedding_dim"]]
+    if preset_name in PRESET_RECIPES and model_name != "fm" and not fm_runs:
+        st.info(PRESET_RECIPES[preset_name])
     with st.form("train_form"):
         a, b, c, d = st.columns(4)
         k = a.number_input("Embedding size k", 1, 1024, values["embedding_dim"], key=f"k_{preset_name}")
         t = b.number_input("Attention size t", 1, 1024, values["attention_dim"], key=f"t_{preset_name}",
                            disabled=model_name != "afm")
-        epochs = c.number_input("Epochs (at most)", 1, 500, values["epochs"], key=f"ep_{preset_name}")
-        batch = d.number_input("Batch size", 1, 65536, values["batch_size"], key=f"bs_{preset_name}")
+        epochs = c.number_input("Epochs (at most)", 1, 500, values["epochs"], key=f"ep_{preset_name}_{model_name}")
+        batch = d.number_input("Batch size", 1, 65536, values["batch_size"], key=f"bs_{preset_name}_{model_name}")
         a, b, c, d = st.columns(4)
         lr = a.number_input("Learning rate", 1e-5, 10.0, values["lr"], format="%.4f",
                             key=f"lr_{preset_name}_{model_name}")

@@ -90,8 +90,8 @@ def test_curves_page():
 
 def test_training_from_the_data_page_fills_the_curves_page():
     at = app().run()
-    at.selectbox[0].set_value("fm")  # model
-    at.number_input(key="ep_quick").set_value(2)
+    at.selectbox[0].set_value("fm").run()  # model
+    at.number_input(key="ep_quick_fm").set_value(2)
     at.get("form_submit_button")[0].click().run()
     no_errors(at)
     job = at.session_state["job"]
@@ -107,6 +107,19 @@ def test_training_from_the_data_page_fills_the_curves_page():
     no_errors(at)
     assert len(at.dataframe[0].value) == 4
     assert any(new[0] in trace.name for trace in _figure(at).data)
+
+
+def test_the_fast_preset_says_its_two_steps_until_a_fitting_fm_exists():
+    from afm.presets import PRESET_RECIPES, preset
+
+    at = app().run()
+    assert at.selectbox[1].value == "quick"  # the bundled samples start from the quick preset
+    at.selectbox[1].set_value("fast").run()  # model: AFM (the default)
+    no_errors(at)
+    assert [i.value for i in at.info] == [PRESET_RECIPES["fast"]]  # no FM with k = 256 yet
+    assert at.number_input(key="bs_fast_afm").value == preset("fast", "afm")["batch_size"]
+    at.selectbox[0].set_value("fm").run()
+    assert not at.info and at.number_input(key="bs_fast_fm").value == preset("fast", "fm")["batch_size"]
 
 
 def upload(at: AppTest, name: str, content: bytes) -> AppTest:
@@ -206,7 +219,7 @@ def test_a_second_training_waits_in_line_with_its_place_and_stops_from_the_queue
     monkeypatch.setattr(scheduler_module, "_default", TrainingScheduler(ServerPolicy(slots=1, cores=2)))
     first, second = app().run(), app().run()
     for at in (first, second):
-        at.number_input(key="ep_quick").set_value(200)
+        at.number_input(key="ep_quick_afm").set_value(200)
         at.get("form_submit_button")[0].click().run()
         no_errors(at)
     running, queued = first.session_state["job"], second.session_state["job"]
@@ -229,7 +242,7 @@ def test_an_afm_started_from_an_fm_explains_its_epoch_0():
     assert at.selectbox[0].value == "afm"
     start = [s for s in at.selectbox if s.label == "Start from (FM pretraining)"][0]
     assert start.value == "sample FM"  # the authors' recipe is the default for AFM
-    at.number_input(key="ep_quick").set_value(1)
+    at.number_input(key="ep_quick_afm").set_value(1)
     at.get("form_submit_button")[0].click().run()
     job = at.session_state["job"]
     assert job.join(timeout=TIMEOUT) and job.status == "done", job.error

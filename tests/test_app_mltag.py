@@ -33,7 +33,7 @@ def test_an_ml_tag_shaped_dataset_trains_and_every_page_answers(tmp_path, monkey
     assert at.metric[0].value == "4,200"  # training rows
     at.selectbox[0].set_value("afm")  # model
     at.selectbox[1].set_value("quick").run()  # preset: k = t = 16
-    at.number_input(key="ep_quick").set_value(2)
+    at.number_input(key="ep_quick_afm").set_value(2)
     at.get("form_submit_button")[0].click().run()
     no_errors(at)
     job = at.session_state["job"]
