@@ -346,7 +346,10 @@ class AFM(PairwiseModel):
     def __init__(self, config: ModelConfig, generator: torch.Generator | None = None):
         super().__init__(config, generator)
         k, t = config.embedding_dim, config.attention_dim
-        self.attention = nn.Linear(k, t, device="meta").to_empty(device="cpu")  # W (t, k), b (t,): set below
+        # W (t, k), b (t,): set below. Linear's own init is overwritten; fork_rng keeps it from moving the
+        # global RNG (dropout masks). Not the `meta` device: its first use imports sympy (0.45 s per process).
+        with torch.random.fork_rng(devices=[]):
+            self.attention = nn.Linear(k, t)
         self.attention_h = nn.Parameter(torch.empty(t))  # h
         self.projection = nn.Parameter(torch.ones(k))  # p; the authors start it at 1 (= FM's sum)
         self.attention_dropout = nn.Dropout(config.dropout_attention)

@@ -279,3 +279,26 @@ def test_one_hot_path_with_sparse_embedding_gradients(name):
     assert model.embedding.weight.grad.is_sparse
     for key, grad in dense.items():
         torch.testing.assert_close(sparse[key], grad, rtol=0, atol=1e-12)
+
+
+def test_building_a_model_leaves_the_global_rng_alone():
+    """Weights come from the model's own seeded generator; dropout masks come from the global RNG,
+    so building (or loading) a model must not move it."""
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    for name in ("fm", "fwfm", "afm"):
+        torch.manual_seed(3)
+        build_model(ModelConfig(model=name, num_features=20, num_fields=4, embedding_dim=8, attention_dim=8), seed=0)
+        assert torch.equal(torch.rand(4), expected), name
+
+
+def test_loading_a_small_checkpoint_does_not_import_the_compiler_stack():
+    """The app's first page loads six bundled checkpoints: building AFM's Linear on the `meta`
+    device imported sympy through torch.fx (0.45 s of the first page)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from afm.bundled import sample_checkpoint_path; from afm.checkpoint import load_checkpoint; "
+            "load_checkpoint(sample_checkpoint_path('afm')); print('sympy' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
