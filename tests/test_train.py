@@ -180,6 +180,9 @@ def test_compile_policy():
     assert should_compile(TrainConfig(batch_size=128, epochs=10), cuda, 200_000)
     assert should_compile(TrainConfig(batch_size=128, epochs=100), cpu, 200_000, distinct_pairs=True)
     assert not should_compile(TrainConfig(batch_size=128, epochs=2), cpu, 200_000, distinct_pairs=True)
+    # Large tables take sparse gradients on the CPU, which a compiled step would make dense: no compiling.
+    assert not should_compile(TrainConfig(batch_size=4096, epochs=100), cpu, 200_000, sparse_wanted=True)
+    assert should_compile(TrainConfig(batch_size=4096, epochs=100), cuda, 200_000, sparse_wanted=True)
     assert should_compile(TrainConfig(compile="on", epochs=1), cpu, 10)
     assert not should_compile(TrainConfig(compile="off", batch_size=4096, epochs=100), cpu, 10**6)
 

@@ -16,7 +16,7 @@ import torch
 
 from afm.data import FieldSchema, Split
 from afm.limits import rows_within
-from afm.models import AFM, PairwiseModel, PredictionTerms
+from afm.models import PairwiseModel, PredictionTerms
 
 
 @dataclass
@@ -44,17 +44,17 @@ def decompose_split(model: PairwiseModel, split: Split, batch_size: int | None =
                     rows: np.ndarray | None = None) -> PredictionTerms:
     """`model.decompose` over a whole split (or some of its rows), batched, on the model's device.
 
-    Default batches: as large as keeps one (batch, P, k) tensor within 256 MB, except for AFM on
-    one-hot rows, which never builds that tensor (it scores distinct feature pairs) and gains
+    Default batches: as large as keeps one (batch, P, k) tensor within 256 MB, except for FwFM and
+    AFM on one-hot rows, which never build that tensor (they score distinct feature pairs) and gain
     from large batches, where more pairs repeat."""
     device = next(model.parameters()).device
     ids = torch.from_numpy(split.feature_ids if rows is None else split.feature_ids[rows])
     values = torch.from_numpy(split.feature_values if rows is None else split.feature_values[rows])
     assert ids.shape[0] > 0, "no rows to decompose"
     if batch_size is None:
-        one_hot_afm = isinstance(model, AFM) and bool((values == 1).all())
+        shares_pairs = model.computes_distinct_pairs and bool((values == 1).all())
         per_row = model.config.num_pairs * model.config.embedding_dim
-        batch_size = 65_536 if one_hot_afm else rows_within(per_row, cap=65_536)
+        batch_size = 65_536 if shares_pairs else rows_within(per_row, cap=65_536)
     parts = [model.decompose(ids[i:i + batch_size].to(device), values[i:i + batch_size].to(device))
              for i in range(0, ids.shape[0], batch_size)]
 
