@@ -47,7 +47,7 @@ PRESETS: dict[str, dict[str, dict]] = {  # the app's menu order: the first is th
 
 # What the app's preset menu says about each, and what a preset asks of the user beyond its numbers.
 PRESET_LABELS = {"quick": "Quick (k = 16, seconds on CPU)", "paper": "Paper (k = 256, Frappe recipe)",
-                 "fast": "Fast (k = 256: FM, then AFM from it; Frappe 0.32 in 3 min)"}
+                 "fast": "Fast (k = 256, FM then AFM)"}
 PRESET_RECIPES = {"fast": "Fast is a two-step recipe: train the FM with it first (10 epochs), then the AFM with "
                           "*Start from* set to that FM. On Frappe on 2 CPU cores: valid RMSE 0.32 after about 3 "
                           "minutes in all (docs/benchmarks.md)."}
