@@ -3,6 +3,15 @@ checkpoints. Each maps a model name to keyword arguments of ModelConfig and Trai
 
 from __future__ import annotations
 
+# The paper's Frappe settings (k = t = 256, batch 128, Adagrad). AFM: the authors' command line
+# from their issue #7 (keep [1.0, 0.8], lamda_attention 16, lr 0.015), started from the FM.
+# FM (and FwFM alike): lr 0.05 and keep 0.5 chosen on validation (docs/REPRODUCTION.md).
+_PAPER_FM = {"embedding_dim": 256, "attention_dim": 256, "dropout_attention": 0.0, "dropout_pooled": 0.5,
+             "batch_size": 128, "lr": 0.05, "optimizer": "adagrad", "l2_attention": 0.0, "epochs": 100,
+             "patience": 5}
+_PAPER = {"fm": _PAPER_FM, "fwfm": _PAPER_FM,
+          "afm": {**_PAPER_FM, "dropout_pooled": 0.2, "lr": 0.015, "l2_attention": 16.0}}
+
 PRESETS: dict[str, dict[str, dict]] = {  # the app's menu order: the first is the small samples' default
     # The bundled synthetic samples: small and fast (seconds on a 2-core CPU). Up to 40 epochs:
     # AFM needs about 30 to learn where the device switches user x item off; early stopping ends
@@ -13,35 +22,16 @@ PRESETS: dict[str, dict[str, dict]] = {  # the app's menu order: the first is th
                 "patience": 5}
         for model in ("fm", "fwfm", "afm")
     },
-    # The paper's Frappe settings (k = t = 256, batch 128, Adagrad). AFM: the authors' command
-    # line from their issue #7 (keep [1.0, 0.8], lamda_attention 16, lr 0.015), started from the FM.
-    # FM: lr 0.05 and keep 0.5 chosen on validation (docs/REPRODUCTION.md).
-    "paper": {
-        "fm": {"embedding_dim": 256, "attention_dim": 256, "dropout_attention": 0.0, "dropout_pooled": 0.5,
-               "batch_size": 128, "lr": 0.05, "optimizer": "adagrad", "l2_attention": 0.0, "epochs": 100,
-               "patience": 5},
-        "fwfm": {"embedding_dim": 256, "attention_dim": 256, "dropout_attention": 0.0, "dropout_pooled": 0.5,
-                 "batch_size": 128, "lr": 0.05, "optimizer": "adagrad", "l2_attention": 0.0, "epochs": 100,
-                 "patience": 5},
-        "afm": {"embedding_dim": 256, "attention_dim": 256, "dropout_attention": 0.0, "dropout_pooled": 0.2,
-                "batch_size": 128, "lr": 0.015, "optimizer": "adagrad", "l2_attention": 16.0, "epochs": 100,
-                "patience": 5},
-    },
+    "paper": _PAPER,
     # Frappe to validation RMSE 0.32 within five minutes on 2 CPU cores (docs/benchmarks.md, "Time
-    # to quality"): train the FM first (the paper's FM, 10 epochs instead of 60), then the AFM from
-    # it ("Start from") at batch 1,024 with lr 0.08 (the tuned 0.03 scaled by about sqrt(8) for 8x the
-    # batch: Adagrad's steps shrink as 1/sqrt(steps)). Batch 1,024 takes the compiled one-hot path:
-    # 3-4x the samples/s of batch 128, and no slower to converge per epoch (epoch 4: 0.3197).
+    # to quality": 164 s): the paper's FM for 10 epochs instead of 60, then the AFM from it ("Start
+    # from") at batch 1,024 with lr 0.08 (the tuned 0.03 scaled by about sqrt(8) for 8x the batch:
+    # Adagrad's steps shrink as 1/sqrt(steps)). Batch 1,024 takes the compiled distinct-pair path:
+    # 3-4x the samples/s of batch 128, and no slower to converge per epoch (epoch 4: 0.3196).
     "fast": {
-        "fm": {"embedding_dim": 256, "attention_dim": 256, "dropout_attention": 0.0, "dropout_pooled": 0.5,
-               "batch_size": 128, "lr": 0.05, "optimizer": "adagrad", "l2_attention": 0.0, "epochs": 10,
-               "patience": 5},
-        "fwfm": {"embedding_dim": 256, "attention_dim": 256, "dropout_attention": 0.0, "dropout_pooled": 0.5,
-                 "batch_size": 128, "lr": 0.05, "optimizer": "adagrad", "l2_attention": 0.0, "epochs": 10,
-                 "patience": 5},
-        "afm": {"embedding_dim": 256, "attention_dim": 256, "dropout_attention": 0.0, "dropout_pooled": 0.2,
-                "batch_size": 1024, "lr": 0.08, "optimizer": "adagrad", "l2_attention": 16.0, "epochs": 10,
-                "patience": 3},
+        "fm": {**_PAPER["fm"], "epochs": 10},
+        "fwfm": {**_PAPER["fwfm"], "epochs": 10},
+        "afm": {**_PAPER["afm"], "batch_size": 1024, "lr": 0.08, "epochs": 10, "patience": 3},
     },
 }
 
