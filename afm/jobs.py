@@ -211,6 +211,27 @@ class TrainingJob:
         self._done.set()
 
 
+@dataclass
+class FollowUp:
+    """A training to start from a job's run once that job has finished as planned: the second step
+    of a two-step preset (the FM, then the AFM started from it), so the app runs both on one click."""
+
+    name: str
+    model_config: ModelConfig
+    train_config: TrainConfig
+    match_fm: bool = False
+    callbacks: tuple = ()
+
+    def start_after(self, job: TrainingJob) -> TrainingJob | None:
+        """The started second job, or None when the first did not finish as planned (stopped, failed
+        or taken out of the queue): a user who stopped step 1 did not ask for step 2."""
+        if job.status != "done" or job.run is None:
+            return None
+        return TrainingJob(self.name, job.dataset, self.model_config, self.train_config, init_from=job.run.model,
+                           init_from_name=job.run.name, match_fm=self.match_fm, callbacks=self.callbacks,
+                           scheduler=job.scheduler).start()
+
+
 def runs_table(runs: dict[str, Run]) -> pd.DataFrame:
     """One row per run: its settings and its best epoch's metrics, for comparing runs."""
     rows = []

@@ -38,9 +38,9 @@ PRESETS: dict[str, dict[str, dict]] = {  # the app's menu order: the first is th
 # What the app's preset menu says about each, and what a preset asks of the user beyond its numbers.
 PRESET_LABELS = {"quick": "Quick (k = 16, seconds on CPU)", "paper": "Paper (k = 256, Frappe recipe)",
                  "fast": "Fast (k = 256, FM then AFM)"}
-PRESET_RECIPES = {"fast": "Fast is a two-step recipe: train the FM with it first (10 epochs), then the AFM with "
-                          "*Start from* set to that FM. On Frappe on 2 CPU cores: valid RMSE 0.32 after about 3 "
-                          "minutes in all (docs/benchmarks.md)."}
+PRESET_RECIPES = {"fast": "Fast is a two-step recipe: an FM (10 epochs), then the AFM started from it. *Train the "
+                          "FM first* runs both on one click; or pick a trained FM under *Start from*. On Frappe on "
+                          "2 CPU cores: valid RMSE 0.32 after about 3 minutes in all."}
 
 MODEL_KEYS = ("embedding_dim", "attention_dim", "dropout_attention", "dropout_pooled")
 TRAIN_KEYS = ("batch_size", "lr", "optimizer", "l2_attention", "epochs", "patience")

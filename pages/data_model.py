@@ -16,7 +16,7 @@ from afm.data.registry import BUNDLED_SAMPLES
 from afm.download import download_dataset
 from afm.errors import AFMError
 from afm.figures import learning_curves
-from afm.jobs import Run, TrainingJob, epoch_table, epoch_zero_note
+from afm.jobs import FollowUp, Run, TrainingJob, epoch_table, epoch_zero_note
 from afm.models import ModelConfig
 from afm.paths import runs_dir, sample_dir
 from afm.presets import PRESET_LABELS, PRESET_RECIPES, PRESETS, preset
@@ -89,8 +89,12 @@ with train_tab:
     values = preset(preset_name, model_name)
     fm_runs = [n for n, r in st.session_state.runs.items() if r.model_config.model == "fm"
                and state.fit_problem(r, dataset) is None and r.model_config.embedding_dim == values["embedding_dim"]]
-    if preset_name in PRESET_RECIPES and model_name != "fm" and not fm_runs:
+    two_step = preset_name in PRESET_RECIPES and model_name == "afm"
+    if two_step and not fm_runs:
         st.info(PRESET_RECIPES[preset_name])
+    fm_first = two_step and st.checkbox(
+        "Train the FM first (step 1 of the recipe)", value=not fm_runs, key=f"fm_first_{preset_name}",
+        help="One click for both steps: an FM with this preset's settings and k, then this AFM started from it.")
     with st.form("train_form"):
         a, b, c, d = st.columns(4)
         k = a.number_input("Embedding size k", 1, 1024, values["embedding_dim"], key=f"k_{preset_name}")
@@ -112,7 +116,7 @@ with train_tab:
                                key=f"dp_{preset_name}_{model_name}")
         init_from = c.selectbox("Start from (FM pretraining)", ["random initialisation"] + fm_runs,
                                 index=len(fm_runs) if model_name == "afm" and fm_runs else 0,
-                                disabled=model_name == "fm",
+                                disabled=model_name == "fm" or fm_first,
                                 help="The authors' recipe: AFM starts from a trained FM's embeddings and biases.")
         track = d.checkbox("Track coupling", value=k <= 64,
                            help="Measure gradient coupling on 512 validation rows after every epoch (the Gradient "
@@ -138,11 +142,25 @@ with train_tab:
             probe = dataset.valid.tensors(np.arange(min(512, len(dataset.valid))))
             trackers = [lambda m: CouplingTracker(m, *probe, task=task)] if track else []
             start = st.session_state.runs.get(init_from)
-            name = f"{model_name.upper()} k={int(k)} on {dataset.name} #{len(st.session_state.runs) + 1}"
-            st.session_state.job = TrainingJob(name, dataset, config, train_config,
-                                               init_from=start.model if start else None,
-                                               init_from_name=start.name if start else None, match_fm=match_fm,
-                                               callbacks=trackers).start()
+            number = len(st.session_state.runs) + 1
+            name = f"{model_name.upper()} k={int(k)} on {dataset.name} #{number + fm_first}"
+            if fm_first:  # step 1 now, this AFM when it has finished (afm.jobs.FollowUp)
+                fm = preset(preset_name, "fm")
+                fm_config = ModelConfig(model="fm", num_features=dataset.schema.num_features,
+                                        num_fields=dataset.schema.num_fields, embedding_dim=int(k),
+                                        attention_dim=int(k), dropout_pooled=fm["dropout_pooled"])
+                fm_train = TrainConfig(task=task, epochs=fm["epochs"], batch_size=fm["batch_size"], lr=fm["lr"],
+                                       optimizer=fm["optimizer"], seed=int(seed), device=device,
+                                       patience=fm["patience"])
+                st.session_state.follow_up = FollowUp(name, config, train_config, match_fm, tuple(trackers))
+                job = TrainingJob(f"FM k={int(k)} on {dataset.name} #{number}", dataset, fm_config, fm_train,
+                                  callbacks=trackers)
+            else:
+                st.session_state.follow_up = None
+                job = TrainingJob(name, dataset, config, train_config, init_from=start.model if start else None,
+                                  init_from_name=start.name if start else None, match_fm=match_fm,
+                                  callbacks=trackers)
+            st.session_state.job = job.start()
             st.session_state.job_collected = False
         except AFMError as exc:
             st.error(f"Cannot start training: {exc}")
@@ -185,11 +203,23 @@ with train_tab:
             st.plotly_chart(learning_curves({job.name: history}, metric), config=state.PLOTLY_CONFIG,
                             key=f"live_{job.name}_{len(history)}")
             st.dataframe(epoch_table(history), hide_index=True)
+        follow_up = st.session_state.follow_up
+        if follow_up is not None and not job.finished:
+            st.caption(f"Step 1 of 2: when this FM has finished, {follow_up.name} starts from it.")
         if job.finished and not st.session_state.get("job_collected"):
             st.session_state.job_collected = True
             if job.run is not None:
                 state.add_run(job.run)
+            if follow_up is not None:
+                st.session_state.follow_up = None
+                second = follow_up.start_after(job)
+                if second is not None:
+                    st.session_state.job, st.session_state.job_collected = second, False
+                else:
+                    st.session_state.follow_up_dropped = follow_up.name
             st.rerun()
+        if job.finished and st.session_state.pop("follow_up_dropped", None):
+            st.caption("Step 2 was not started: the FM did not finish as planned.")
         if job.finished:
             if snapshot["status"] == "failed":
                 st.error(f"Training stopped: {snapshot['error']}")

@@ -122,6 +122,32 @@ def test_the_fast_preset_says_its_two_steps_until_a_fitting_fm_exists():
     assert not at.info and at.number_input(key="bs_fast_fm").value == preset("fast", "fm")["batch_size"]
 
 
+def test_the_fast_preset_trains_the_fm_then_the_afm_from_it_on_one_click():
+    at = app().run()
+    at.selectbox[1].set_value("fast").run()  # model: AFM
+    assert at.checkbox(key="fm_first_fast").value  # no FM with this k yet: step 1 is ticked
+    at.number_input(key="k_fast").set_value(8)
+    at.number_input(key="t_fast").set_value(8)
+    at.number_input(key="ep_fast_afm").set_value(1)
+    at.get("form_submit_button")[0].click().run()
+    no_errors(at)
+    fm_job = at.session_state["job"]
+    assert fm_job.model_config.model == "fm" and fm_job.model_config.embedding_dim == 8
+    assert any("Step 1 of 2" in c.value for c in at.caption)
+    assert fm_job.join(timeout=TIMEOUT) and fm_job.status == "done", fm_job.error
+    at.run()  # collects the FM and starts the AFM from it
+    afm_job = at.session_state["job"]
+    assert afm_job is not fm_job and afm_job.model_config.model == "afm"
+    assert afm_job.init_from_name == fm_job.name and afm_job.train_config.batch_size == 1024
+    assert afm_job.join(timeout=TIMEOUT) and afm_job.status == "done", afm_job.error
+    at.run()
+    at.run()
+    no_errors(at)
+    runs = at.session_state["runs"]
+    assert fm_job.name in runs and afm_job.name in runs and at.session_state["active_run"] == afm_job.name
+    assert runs[afm_job.name].train_config["init_from"] == fm_job.name
+
+
 def upload(at: AppTest, name: str, content: bytes) -> AppTest:
     """Pick "Upload a file" and upload `content` as `name`, as a user does."""
     at.radio(key="dataset_source").set_value("upload").run()

@@ -6,7 +6,7 @@ import pytest
 
 from afm.checkpoint import load_checkpoint
 from afm.errors import ConfigError
-from afm.jobs import Run, TrainingJob, histories_frame, runs_table
+from afm.jobs import FollowUp, Run, TrainingJob, histories_frame, runs_table
 from afm.models import ModelConfig
 from afm.train import TrainConfig
 from tests.conftest import random_dataset
@@ -70,3 +70,20 @@ def test_a_job_that_cannot_run_here_fails_at_once_with_a_message():
     data = random_dataset()
     with pytest.raises(ConfigError, match="CUDA"):
         TrainingJob("gpu", data, config_for(data), TrainConfig(epochs=1, device="cuda:7")).start()
+
+
+def test_a_follow_up_starts_from_the_finished_run_and_not_after_a_stop():
+    """A two-step preset: the AFM starts from the FM's run once the FM is done; a stopped FM ends it."""
+    data = random_dataset()
+    follow_up = FollowUp("afm after fm", config_for(data), TrainConfig(epochs=1, lr=0.1, batch_size=32))
+    first = TrainingJob("fm", data, config_for(data, "fm"), TrainConfig(epochs=2, lr=0.1, batch_size=32)).start()
+    first.join(timeout=60)
+    second = follow_up.start_after(first)
+    assert second is not None and second.init_from is first.run.model and second.init_from_name == "fm"
+    second.join(timeout=60)
+    assert second.status == "done" and second.run.train_config.get("init_from") == "fm"
+
+    stopped = TrainingJob("fm", data, config_for(data, "fm"), TrainConfig(epochs=2, lr=0.1, batch_size=32))
+    stopped.request_stop()
+    stopped.start().join(timeout=60)
+    assert stopped.status == "stopped" and follow_up.start_after(stopped) is None

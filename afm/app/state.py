@@ -37,6 +37,7 @@ def init_state() -> None:
     st.session_state.active_run = None
     st.session_state.upload = None  # (path on the server, name the user gave it)
     st.session_state.job = None
+    st.session_state.follow_up = None  # afm.jobs.FollowUp: a two-step preset's second training
     for sample in BUNDLED_SAMPLES:
         for name in MODEL_NAMES:
             path = sample_checkpoint_path(name, sample)
