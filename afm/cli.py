@@ -266,7 +266,10 @@ def command_train(args) -> dict | None:
 
     group = start(args.device) if launched_by_torchrun() else None
     try:
-        return _train(args, group)
+        summary = _train(args, group)
+        if group is not None:
+            group.barrier()  # all done (the first process has saved) before any leaves the group
+        return summary
     finally:
         stop(group)
 
