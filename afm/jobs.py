@@ -73,6 +73,7 @@ class TrainingJob:
         self.history: list[dict] = []
         self.progress = (0, 0, 0)  # epoch, batch, batches per epoch
         self.run: Run | None = None
+        self.path: dict = {}  # the training path, once train_model has chosen it (on_train_start)
         self.started = time.time()
         self.last_seen = time.monotonic()
         self._running_since: float | None = None
@@ -83,6 +84,9 @@ class TrainingJob:
         with self._lock:
             self.progress = (epoch, batch, num_batches)
             self._batches_done += 1
+
+    def on_train_start(self, path: dict) -> None:
+        self.path = dict(path)  # compiled, distinct_pairs, sparse_gradients: for the page to say
 
     def on_epoch_end(self, record: dict) -> None:
         with self._lock:
@@ -134,7 +138,7 @@ class TrainingJob:
             return {"status": self.status, "error": self.error, "history": list(self.history),
                     "progress": self.progress, "elapsed": time.time() - self.started, "queue": queue,
                     "stop_cause": self.stop_cause, "running_jobs": running, "queued_jobs": queued,
-                    "slots": self.scheduler.policy.slots}
+                    "slots": self.scheduler.policy.slots, "path": dict(self.path)}
 
     # -- what the scheduler asks
     def elapsed_running(self) -> float:

@@ -154,6 +154,9 @@ class Callback(Protocol):
 
     def on_epoch_end(self, record: dict) -> None: ...
 
+    # Optional: `on_train_start(path)` with {"compiled", "distinct_pairs", "sparse_gradients"}, the
+    # path this training takes, before its first step (which compiles, when compiled).
+
 
 @dataclass
 class TrainResult:
@@ -405,6 +408,10 @@ def train_model(model: PairwiseModel, dataset: Dataset, config: TrainConfig,
             return False
         return group.any(should_stop is not None and should_stop())
 
+    path = {"compiled": compiled, "distinct_pairs": distinct, "sparse_gradients": sparse}
+    for callback in callbacks:
+        if hasattr(callback, "on_train_start"):
+            callback.on_train_start(path)
     history = [evaluate_all({"epoch": 0})]
     for callback in callbacks:  # the starting point, so live curves and trackers begin at epoch 0
         callback.on_epoch_end(history[0])

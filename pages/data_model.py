@@ -194,6 +194,12 @@ with train_tab:
                                              f"({snapshot['elapsed']:.0f} s)")
             st.button("Stop training", on_click=job.request_stop,
                       help="Stops after the current batch; the best epoch so far is kept.")
+            if snapshot["path"].get("compiled") and epoch <= 1 and batch_number == 0:
+                st.caption("Compiling the training step first (it pays back over a long run): the first batch "
+                           "takes 5-30 s on a CPU.")
+            if st.session_state.follow_up is not None:
+                st.caption(f"Step 1 of 2: when this FM has finished, {st.session_state.follow_up.name} starts "
+                           "from it.")
         if history:
             note = epoch_zero_note(job.model_config.model, job.init_from_name, job.match_fm,
                                    job.model_config.num_pairs)
@@ -204,8 +210,6 @@ with train_tab:
                             key=f"live_{job.name}_{len(history)}")
             st.dataframe(epoch_table(history), hide_index=True)
         follow_up = st.session_state.follow_up
-        if follow_up is not None and not job.finished:
-            st.caption(f"Step 1 of 2: when this FM has finished, {follow_up.name} starts from it.")
         if job.finished and not st.session_state.get("job_collected"):
             st.session_state.job_collected = True
             if job.run is not None:

@@ -87,3 +87,14 @@ def test_a_follow_up_starts_from_the_finished_run_and_not_after_a_stop():
     stopped.request_stop()
     stopped.start().join(timeout=60)
     assert stopped.status == "stopped" and follow_up.start_after(stopped) is None
+
+
+def test_the_job_tells_the_page_which_training_path_was_chosen():
+    """The page says "compiling" while a compiled run's first step compiles: it learns the path
+    from `on_train_start`, before the first batch."""
+    data = random_dataset()
+    job = TrainingJob("path", data, config_for(data), TrainConfig(epochs=1, lr=0.1, batch_size=32,
+                                                                  compile="off", distinct_pairs="on"))
+    assert job.snapshot()["path"] == {}
+    job.start().join(timeout=60)
+    assert job.snapshot()["path"] == {"compiled": False, "distinct_pairs": True, "sparse_gradients": False}
