@@ -40,7 +40,7 @@ for name, run in picked.items():
         st.caption(f"**{name}**: {note}")
 st.caption("PNG: the camera icon on the chart. HTML and CSV: the buttons below.")
 st.subheader("Run comparison")
-st.dataframe(runs_table(picked), hide_index=True)
+st.dataframe(runs_table(picked), hide_index=True, placeholder="")
 left, right = st.columns(2)
 left.download_button("Figure as HTML", figure.to_html(include_plotlyjs=True), file_name="afm-curves.html",
                      mime="text/html")

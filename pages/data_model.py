@@ -208,7 +208,7 @@ with train_tab:
             metric = "rmse" if job.train_config.task == "regression" else "auc"
             st.plotly_chart(learning_curves({job.name: history}, metric), config=state.PLOTLY_CONFIG,
                             key=f"live_{job.name}_{len(history)}")
-            st.dataframe(epoch_table(history), hide_index=True)
+            st.dataframe(epoch_table(history), hide_index=True, placeholder="")  # epoch 0 has no training numbers
         follow_up = st.session_state.follow_up
         if job.finished and not st.session_state.get("job_collected"):
             st.session_state.job_collected = True
@@ -277,7 +277,7 @@ if st.session_state.runs:
              "valid": run.best.get("valid_rmse", run.best.get("valid_auc")),
              "test": run.best.get("test_rmse", run.best.get("test_auc")), "source": run.source}
             for name, run in st.session_state.runs.items()]
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, placeholder="")
     run, problem = state.fitting_active_run(dataset)
     state.run_picker("Active model")
     run = state.active_run()

@@ -103,8 +103,11 @@ def test_training_from_the_data_page_fills_the_curves_page():
     new = [name for name in at.session_state["runs"] if name.startswith("FM k=16")]
     assert len(new) == 1 and at.session_state["active_run"] == new[0]
     assert [r["epoch"] for r in at.session_state["runs"][new[0]].history] == [0, 1, 2]
+    # Epoch 0 has no training numbers: blank cells, not "None" (Streamlit's default for missing values).
+    assert all(d.proto.HasField("placeholder") and d.proto.placeholder == "" for d in at.dataframe[1:])
     at.switch_page("pages/curves.py").run()
     no_errors(at)
+    assert at.dataframe[0].proto.placeholder == "" and at.dataframe[0].proto.HasField("placeholder")
     assert len(at.dataframe[0].value) == 4
     assert any(new[0] in trace.name for trace in _figure(at).data)
 

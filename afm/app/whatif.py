@@ -55,7 +55,7 @@ def render_what_if(run: Run, dataset: Dataset) -> None:
     st.caption((f"Changed: {', '.join(changed)}. " if changed else "Nothing changed yet: pick another value. ")
                + "The changes of all terms add up to the change of the prediction.")
     table = result.table.reindex(result.table["change"].abs().sort_values(ascending=False, kind="stable").index)
-    st.dataframe(table.round(5), hide_index=True)
+    st.dataframe(table.round(5), hide_index=True, placeholder="")
 
 
 def _pick(schema: FieldSchema, field: int, row: Row, label: str, prefix: str) -> int | float:
