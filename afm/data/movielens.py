@@ -9,18 +9,18 @@ numeric id), then tags (by text); a features.tsv beside names every one.
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from afm.data.libfm import LIBFM_SPLIT_SUFFIX, check_text, write_libfm
+from afm.data.libfm import LIBFM_SPLIT_SUFFIX, write_libfm
 from afm.data.splits import split_indices
+from afm.data.tabular import read_csv_file
 from afm.errors import DataError, quote
-from afm.files import read_regular_file, write_atomic
-from afm.limits import MAX_FEATURES, MAX_TEXT_FILE_BYTES
+from afm.files import write_atomic
+from afm.limits import MAX_FEATURES
 
 NAME = "ml-tag"
 COLUMNS = ("userId", "movieId", "tag")
@@ -29,17 +29,8 @@ NEGATIVES = 2  # per application, as the authors sampled
 
 def read_tags(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(user ids, movie ids, tag texts) of every application, checked; errors name the line."""
-    raw = check_text(read_regular_file(path, MAX_TEXT_FILE_BYTES, lambda problem: DataError(path, problem)), path)
-    try:
-        # Text cells stay text: "NA" or "null" is a tag someone typed, not a missing value.
-        frame = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False, skip_blank_lines=False,
-                            encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(path, f"not UTF-8 text (byte {exc.start:,} is {raw[exc.start]:#04x})") from None
-    except pd.errors.EmptyDataError:
-        raise DataError(path, "file is empty") from None
-    except (pd.errors.ParserError, ValueError) as exc:
-        raise DataError(path, f"not a valid CSV: {quote(str(exc), 200)}") from None
+    # Text cells stay text: "NA" or "null" is a tag someone typed, not a missing value.
+    frame = read_csv_file(path, dtype=str, keep_default_na=False)
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(path, f"no column {missing[0]!r}; a MovieLens tags.csv has userId,movieId,tag,timestamp "

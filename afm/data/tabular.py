@@ -219,17 +219,24 @@ def _categories(series: pd.Series) -> pd.Series:
     return series.astype(object).where(series.notna(), MISSING).astype(str)
 
 
-def read_table(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
-    """A CSV with a header, and the file line of each data row (blank lines are skipped)."""
+def read_csv_file(path: Path, **read_csv) -> pd.DataFrame:
+    """A CSV file read whole, within the text-file limit, its blank lines kept as empty rows (so
+    row r is file line r + 2); a file that is not UTF-8 CSV is a one-line DataError naming it.
+    `read_csv`: further pandas.read_csv arguments."""
     raw = check_text(read_regular_file(path, MAX_TEXT_FILE_BYTES, lambda problem: DataError(path, problem)), path)
     try:
-        frame = pd.read_csv(io.BytesIO(raw), skipinitialspace=True, skip_blank_lines=False, encoding="utf-8")
+        return pd.read_csv(io.BytesIO(raw), skip_blank_lines=False, encoding="utf-8", **read_csv)
     except UnicodeDecodeError as exc:
         raise DataError(path, f"not UTF-8 text (byte {exc.start:,} is {raw[exc.start]:#04x})") from None
     except pd.errors.EmptyDataError:
         raise DataError(path, "file is empty") from None
     except (pd.errors.ParserError, ValueError) as exc:
         raise DataError(path, f"not a valid CSV: {quote(str(exc), 200)}") from None
+
+
+def read_table(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """A CSV with a header, and the file line of each data row (blank lines are skipped)."""
+    frame = read_csv_file(path, skipinitialspace=True)
     blank = frame.isna().all(axis=1).to_numpy()
     lines = np.flatnonzero(~blank).astype(np.int64) + 2  # exact unless a quoted cell spans lines
     return frame[~blank].reset_index(drop=True), lines
