@@ -11,10 +11,10 @@ import torch
 from afm.analysis.coupling import CouplingTracker
 from afm.checkpoint import Checkpoint, save_checkpoint
 from afm.data import load_libfm_dir
-from afm.models import MODEL_NAMES, ModelConfig, build_model
+from afm.models import MODEL_NAMES, build_model
 from afm.paths import sample_dir
-from afm.presets import MODEL_KEYS, TRAIN_KEYS, preset
-from afm.train import TrainConfig, seed_everything, train_model
+from afm.presets import preset_configs
+from afm.train import seed_everything, train_model
 
 PROBE_ROWS = 512  # validation rows the coupling tracker measures every epoch
 
@@ -30,11 +30,8 @@ def train_sample_checkpoints(sample: str = "sample", directory: str | Path | Non
              (data.valid.feature_ids, data.valid.feature_values, data.valid.labels)]
     paths = {}
     for name in MODEL_NAMES:
-        settings = preset("quick", name)
         seed_everything(0)  # dropout masks; the initial weights come from build_model's own seed
-        config = ModelConfig(model=name, num_features=data.schema.num_features, num_fields=data.schema.num_fields,
-                             **{key: settings[key] for key in MODEL_KEYS})
-        train_config = TrainConfig(device="cpu", **{key: settings[key] for key in TRAIN_KEYS})
+        config, train_config = preset_configs("quick", name, data.schema, device="cpu")
         model = build_model(config, seed=train_config.seed)
         result = train_model(model, data, train_config, callbacks=[CouplingTracker(model, *probe)])
         checkpoint = Checkpoint.from_training(result, data, init_from=None, preset="quick")

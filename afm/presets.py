@@ -3,6 +3,14 @@ checkpoints. Each maps a model name to keyword arguments of ModelConfig and Trai
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from afm.models import ModelConfig
+from afm.train import TrainConfig
+
+if TYPE_CHECKING:
+    from afm.data import FieldSchema
+
 # The paper's Frappe settings (k = t = 256, batch 128, Adagrad). AFM: the authors' command line
 # from their issue #7 (keep [1.0, 0.8], lamda_attention 16, lr 0.015), started from the FM.
 # FM (and FwFM alike): lr 0.05 and keep 0.5 chosen on validation (docs/REPRODUCTION.md).
@@ -48,3 +56,13 @@ TRAIN_KEYS = ("batch_size", "lr", "optimizer", "l2_attention", "epochs", "patien
 
 def preset(name: str, model: str) -> dict:
     return dict(PRESETS[name][model])
+
+
+def preset_configs(name: str, model: str, schema: FieldSchema, model_overrides: dict | None = None,
+                   **train_overrides) -> tuple[ModelConfig, TrainConfig]:
+    """(ModelConfig for `schema`, TrainConfig) of preset `name` for `model`, with `model_overrides`
+    (e.g. the form's k) and `train_overrides` (seed, device, task, ...) on top."""
+    values = preset(name, model)
+    model_config = ModelConfig(model=model, num_features=schema.num_features, num_fields=schema.num_fields,
+                               **{**{k: values[k] for k in MODEL_KEYS}, **(model_overrides or {})})
+    return model_config, TrainConfig(**{**{k: values[k] for k in TRAIN_KEYS}, **train_overrides})

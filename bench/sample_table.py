@@ -16,9 +16,9 @@ import torch
 
 from afm.data import load_dataset
 from afm.data.registry import BUNDLED_SAMPLES
-from afm.models import MODEL_NAMES, ModelConfig, build_model
-from afm.presets import MODEL_KEYS, TRAIN_KEYS, preset
-from afm.train import TrainConfig, seed_everything, train_model
+from afm.models import MODEL_NAMES, build_model
+from afm.presets import preset_configs
+from afm.train import seed_everything, train_model
 
 
 def main() -> None:
@@ -32,12 +32,9 @@ def main() -> None:
     for sample in BUNDLED_SAMPLES:
         data = load_dataset(sample)
         for name in MODEL_NAMES:
-            settings = preset("quick", name)
             for seed in seeds:
                 seed_everything(seed)
-                config = ModelConfig(model=name, num_features=data.schema.num_features,
-                                     num_fields=data.schema.num_fields, **{k: settings[k] for k in MODEL_KEYS})
-                train = TrainConfig(device="cpu", seed=seed, **{k: settings[k] for k in TRAIN_KEYS})
+                config, train = preset_configs("quick", name, data.schema, device="cpu", seed=seed)
                 result = train_model(build_model(config, seed=seed), data, train)
                 best = result.best
                 results.setdefault((sample, name), []).append((best["valid_rmse"], best["test_rmse"]))

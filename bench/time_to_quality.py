@@ -74,23 +74,20 @@ class StopAtThreshold:
 
 def from_preset(name: str, data: str, threshold: float, seed: int) -> dict:
     from afm.data import load_dataset
-    from afm.models import ModelConfig, build_model
-    from afm.presets import MODEL_KEYS, TRAIN_KEYS, preset
-    from afm.train import TrainConfig, train_model
+    from afm.models import build_model
+    from afm.presets import preset_configs
+    from afm.train import train_model
 
     dataset = load_dataset(data)
     start = time.perf_counter()
     parts, previous = [], None
     for model_name in ("fm", "afm"):
-        values = preset(name, model_name)
-        config = ModelConfig(model=model_name, num_features=dataset.schema.num_features,
-                             num_fields=dataset.schema.num_fields, **{k: values[k] for k in MODEL_KEYS})
+        config, train_config = preset_configs(name, model_name, dataset.schema, seed=seed)
         model = build_model(config, seed=seed)
         if previous is not None:
             model.init_from(previous)  # as the app's "Start from": the authors' p = 1
         stop = StopAtThreshold(threshold) if model_name == "afm" else None
-        result = train_model(model, dataset, TrainConfig(seed=seed, **{k: values[k] for k in TRAIN_KEYS}),
-                             callbacks=[stop] if stop else (), should_stop=stop)
+        result = train_model(model, dataset, train_config, callbacks=[stop] if stop else (), should_stop=stop)
         last = model_name == "afm"
         seconds, epoch = seconds_until(result.history, threshold if last else None)
         parts.append({"model": model_name, "seconds": round(seconds, 1), "reached_at_epoch": epoch if last else None,

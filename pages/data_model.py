@@ -19,7 +19,7 @@ from afm.figures import learning_curves
 from afm.jobs import FollowUp, Run, TrainingJob, epoch_table, epoch_zero_note
 from afm.models import ModelConfig
 from afm.paths import runs_dir, sample_dir
-from afm.presets import PRESET_LABELS, PRESET_RECIPES, PRESETS, preset
+from afm.presets import PRESET_LABELS, PRESET_RECIPES, PRESETS, preset, preset_configs
 from afm.train import TrainConfig
 
 state.init_state()
@@ -145,13 +145,9 @@ with train_tab:
             number = len(st.session_state.runs) + 1
             name = f"{model_name.upper()} k={int(k)} on {dataset.name} #{number + fm_first}"
             if fm_first:  # step 1 now, this AFM when it has finished (afm.jobs.FollowUp)
-                fm = preset(preset_name, "fm")
-                fm_config = ModelConfig(model="fm", num_features=dataset.schema.num_features,
-                                        num_fields=dataset.schema.num_fields, embedding_dim=int(k),
-                                        attention_dim=int(k), dropout_pooled=fm["dropout_pooled"])
-                fm_train = TrainConfig(task=task, epochs=fm["epochs"], batch_size=fm["batch_size"], lr=fm["lr"],
-                                       optimizer=fm["optimizer"], seed=int(seed), device=device,
-                                       patience=fm["patience"])
+                fm_config, fm_train = preset_configs(preset_name, "fm", dataset.schema,
+                                                     {"embedding_dim": int(k), "attention_dim": int(k)},
+                                                     task=task, seed=int(seed), device=device)
                 st.session_state.follow_up = FollowUp(name, config, train_config, match_fm, tuple(trackers))
                 job = TrainingJob(f"FM k={int(k)} on {dataset.name} #{number}", dataset, fm_config, fm_train,
                                   callbacks=trackers)
