@@ -88,10 +88,8 @@ def test_curves_page():
     assert len(at.dataframe[0].value) == 3  # three bundled runs
 
 
-def test_training_from_the_data_page_fills_the_curves_page():
-    at = app().run()
-    at.selectbox[0].set_value("fm").run()  # model
-    at.number_input(key="ep_quick_fm").set_value(2)
+def train_and_collect(at: AppTest):
+    """Click Train on the Data page, wait for the job, let the page collect its run; the job."""
     at.get("form_submit_button")[0].click().run()
     no_errors(at)
     job = at.session_state["job"]
@@ -100,6 +98,14 @@ def test_training_from_the_data_page_fills_the_curves_page():
     at.run()  # the progress panel collects the finished run
     at.run()
     no_errors(at)
+    return job
+
+
+def test_training_from_the_data_page_fills_the_curves_page():
+    at = app().run()
+    at.selectbox[0].set_value("fm").run()  # model
+    at.number_input(key="ep_quick_fm").set_value(2)
+    train_and_collect(at)
     new = [name for name in at.session_state["runs"] if name.startswith("FM k=16")]
     assert len(new) == 1 and at.session_state["active_run"] == new[0]
     assert [r["epoch"] for r in at.session_state["runs"][new[0]].history] == [0, 1, 2]

@@ -12,15 +12,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from afm.synthetic_mltag import MlTagConfig, write_ml_tag
+from tests.test_app import TIMEOUT, no_errors, train_and_collect
 
 ROOT = Path(__file__).resolve().parent.parent
-TIMEOUT = 120
 pytestmark = pytest.mark.slow
-
-
-def no_errors(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def test_an_ml_tag_shaped_dataset_trains_and_every_page_answers(tmp_path, monkeypatch):
@@ -34,14 +29,7 @@ def test_an_ml_tag_shaped_dataset_trains_and_every_page_answers(tmp_path, monkey
     at.selectbox[0].set_value("afm")  # model
     at.selectbox[1].set_value("quick").run()  # preset: k = t = 16
     at.number_input(key="ep_quick_afm").set_value(2)
-    at.get("form_submit_button")[0].click().run()
-    no_errors(at)
-    job = at.session_state["job"]
-    job.join(timeout=TIMEOUT)
-    assert job.status == "done", job.error
-    at.run()  # the progress panel collects the finished run
-    at.run()
-    no_errors(at)
+    train_and_collect(at)
     assert at.session_state["active_run"].startswith("AFM k=16")
 
     started = time.perf_counter()

@@ -328,3 +328,13 @@ def test_empty_and_na_cells_are_documented_missing_values(tmp_path):
     rows = np.isin(everything.labels, everything.labels)  # every row loaded
     assert rows.sum() == 30 and np.isfinite(everything.feature_values).all()
     assert (everything.feature_values[:, 1] == 0).sum() >= 2  # the two missing prices sit at the mean
+
+
+def test_one_hot_means_every_value_is_one():
+    from afm.data.splits import Split
+
+    split = Split(np.zeros((5, 2), np.int64), np.ones((5, 2), np.float32), np.zeros(5, np.float32))
+    assert split.one_hot
+    split.feature_values[4, 1] = 0.5
+    assert not split.one_hot
+    assert Split(np.zeros((0, 2), np.int64), np.zeros((0, 2), np.float32), np.zeros(0, np.float32)).one_hot

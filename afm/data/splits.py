@@ -45,8 +45,11 @@ class Split:
 
     @property
     def one_hot(self) -> bool:
-        """Every x is 1: the rows are pure one-hot features (AFM's distinct-pair paths apply)."""
-        return bool((self.feature_values == 1).all())
+        """Every x is 1: the rows are pure one-hot features (the distinct-pair paths apply). Checked a
+        million rows at a time: memory-mapped values larger than memory stay unread beyond a chunk."""
+        rows = 1 << 20
+        return all(bool((self.feature_values[start:start + rows] == 1).all())
+                   for start in range(0, len(self), rows))
 
     def take(self, rows: np.ndarray) -> Split:
         return Split(self.feature_ids[rows], self.feature_values[rows], self.labels[rows])
