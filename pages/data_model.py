@@ -63,11 +63,11 @@ if dataset is None:
         except AFMError as exc:
             st.error(f"Download failed: {exc}")
     st.stop()
-columns = st.columns(5)
-for column, (name, value) in zip(columns, [("train rows", len(dataset.train)), ("valid rows", len(dataset.valid)),
-                                           ("test rows", len(dataset.test)), ("fields", dataset.schema.num_fields),
-                                           ("features", dataset.schema.num_features)]):
-    column.metric(name, f"{value:,}")
+counts = st.grid(5, min_column_width=110)  # one row when wide; wraps rather than cutting "10,500" to "10,…"
+for name, value in [("train rows", len(dataset.train)), ("valid rows", len(dataset.valid)),
+                    ("test rows", len(dataset.test)), ("fields", dataset.schema.num_fields),
+                    ("features", dataset.schema.num_features)]:
+    counts.metric(name, f"{value:,}")
 with st.expander("Preview (first training rows, decoded)"):
     st.dataframe(dataset.preview(), hide_index=True)
     for note in dataset.notes:
