@@ -80,3 +80,20 @@ def server(tmp_path):
     yield f"http://127.0.0.1:{httpd.server_address[1]}", www
     httpd.shutdown()
     httpd.server_close()
+
+
+def planted_csv(seed: int) -> bytes:
+    """A labelled CSV of random shape, as a user might bring: 3-6 text and integer fields of random
+    cardinality, a random planted pair, the label last under a name the reader does not know."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    fields = int(rng.integers(3, 7))
+    columns = {}
+    for f in range(fields):
+        values = rng.integers(0, int(rng.integers(2, 9)), 400)
+        columns[f"field{f}"] = values if f % 2 else [f"v{v}" for v in values]
+    i, j = rng.choice(fields, 2, replace=False)
+    codes = [pd.factorize(pd.Series(columns[f"field{f}"]))[0] for f in (i, j)]
+    score = (codes[0] == codes[1]).astype(float) + 0.1 * rng.normal(size=400)
+    return pd.DataFrame({**columns, "score": score}).to_csv(index=False).encode()

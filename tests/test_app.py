@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.conftest import planted_csv
+
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120
 pytestmark = pytest.mark.slow  # each test runs the whole app script at least once
@@ -286,3 +288,24 @@ def test_an_afm_started_from_an_fm_explains_its_epoch_0():
     assert notes and "P = 45" in notes[0]
     at.switch_page("pages/curves.py").run()
     assert any("Epoch 0 is the FM's embeddings" in c.value for c in at.caption)
+
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_an_uploaded_csv_trains_with_every_widget_at_its_default(seed):
+    """The user's first CSV: upload it, change nothing, press Train."""
+    at = upload(app().run(), "mine.csv", planted_csv(seed))
+    no_errors(at)
+    assert at.text_input(key="label_column").value == ""  # empty: the reader picks the label column
+    assert at.metric[0].value == "280"  # 70 % of 400 rows
+    job = train_and_collect(at)
+    assert at.session_state["active_run"] == job.name and job.name in at.session_state["runs"]
+    assert job.run.dataset["name"] == "mine"  # the name the user gave, not the server path
+
+
+def test_an_uploaded_libfm_file_trains_with_every_widget_at_its_default():
+    rows = "".join(f"{(i % 3 == i % 4) * 1.0} {i % 3}:1 {3 + i % 4}:1 {7 + i % 5}:1\n" for i in range(300))
+    at = upload(app().run(), "mine.libfm", rows.encode())
+    no_errors(at)
+    job = train_and_collect(at)
+    assert job.name in at.session_state["runs"]

@@ -151,3 +151,28 @@ def test_layouts_stack_on_an_800_px_screen(server, narrow):
             box = tab.bounding_box()
             assert box and box["x"] + box["width"] <= 800, box
         narrow.screenshot(path=str(SCREENSHOTS / f"{slug}_800px.png"), full_page=True)
+
+
+def test_upload_a_csv_and_train_with_every_widget_at_its_default(server, browser, tmp_path):
+    """A user's first CSV through the real page: pick Upload, choose the file, press Train."""
+    from tests.conftest import planted_csv
+
+    csv = tmp_path / "my data.csv"
+    csv.write_bytes(planted_csv(3))
+    tab = new_tab(browser, 1400, 2200)
+    tab.goto(server)
+    tab.get_by_role("heading", name="Data & model").first.wait_for()
+    wait_until_idle(tab)
+    tab.get_by_role("radiogroup").first.get_by_text("Upload a file", exact=True).click()
+    wait_until_idle(tab)
+    tab.locator("[data-testid='stFileUploader'] input[type=file]").set_input_files(str(csv))
+    tab.get_by_text("train rows", exact=True).wait_for()
+    wait_until_idle(tab)
+    assert_healthy(tab)
+    assert tab.locator("[data-testid='stAlertContentError']").count() == 0, \
+        tab.locator("[data-testid='stAlertContentError']").first.inner_text()
+    tab.get_by_role("button", name="Train", exact=True).click()
+    tab.get_by_text("It is now the active model", exact=False).wait_for(timeout=300_000)
+    assert_healthy(tab)
+    tab.screenshot(path=str(SCREENSHOTS / "upload.png"), full_page=True)
+    tab.context.close()

@@ -17,16 +17,19 @@ from afm.models import MODEL_NAMES
 from afm.paths import data_roots, inside_data_roots
 
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
-REGISTRY_SOURCES = ("sample", "frappe", "ml-tag")
 # Widget values that outlive the page that draws them (the widgets use persist_state="session");
 # until the Data & model page first draws them, these defaults hold.
 PERSISTENT_DEFAULTS = {"dataset_source": "sample", "data_dir": None, "label_column": ""}
 
 
 def setting(key: str):
-    """One of the persistent widget values, or its default."""
+    """One of the persistent widget values, or its default (the data directory's is found on disk)."""
     value = st.session_state.get(key)
-    return value if value is not None else PERSISTENT_DEFAULTS[key] or default_data_dir()
+    if value is not None:
+        return value
+    if key == "data_dir":
+        return default_data_dir()
+    return PERSISTENT_DEFAULTS[key]
 
 
 def init_state() -> None:
