@@ -3,6 +3,10 @@
 import streamlit as st
 
 from afm.app import state, uploads
+from afm.numerics import flush_subnormals
+
+# Each run of this script has a thread of its own: no subnormal arithmetic in it (afm.numerics).
+flush_subnormals()
 
 
 @st.cache_resource

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from afm.errors import AFMError, CheckpointError, ConfigError, is_out_of_memory
 from afm.jsonsafe import finite
+from afm.numerics import full_speed_floats
 
 # Exit statuses: 0 done (and, for train, the checkpoint written); 1 a bug of ours; 2 bad input,
 # nothing written; 3 training ended early (diverged or Ctrl-C) and the best epoch so far WAS
@@ -611,7 +612,8 @@ COMMANDS = {"train": command_train, "evaluate": command_evaluate, "download": co
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        summary = COMMANDS[args.command](args)
+        with full_speed_floats():  # the whole command: no subnormal arithmetic (afm.numerics)
+            summary = COMMANDS[args.command](args)
         if summary is None:  # a process of a torchrun training other than the first: nothing to say
             return 0
     except AFMError as exc:

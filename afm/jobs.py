@@ -22,6 +22,7 @@ from afm.checkpoint import Checkpoint
 from afm.data import Dataset
 from afm.errors import AFMError, is_out_of_memory
 from afm.models import ModelConfig, PairwiseModel, build_model
+from afm.numerics import flush_subnormals
 from afm.scheduler import TrainingScheduler, default_scheduler
 from afm.train import TrainConfig, TrainingDiverged, check_training_memory, train_model
 
@@ -176,6 +177,7 @@ class TrainingJob:
             with self._lock:
                 self.status = "running"
                 self._running_since = time.monotonic()
+            flush_subnormals()  # this thread's own (afm.numerics); before its workers start
             torch.set_num_threads(scheduler.threads_for(self))
             limit = scheduler.policy.max_minutes
             deadline = time.monotonic() + limit * 60 if limit else None

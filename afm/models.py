@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import afm.numerics  # noqa: F401 - starts the workers flushing subnormals (see there)
 from afm.errors import ConfigError
 from afm.limits import MAX_DIM, MAX_FEATURES, MAX_FIELDS, MAX_TABLE_WEIGHTS
 

@@ -29,6 +29,7 @@ from afm.errors import AFMError, ConfigError
 from afm.limits import MEMORY_FRACTION, available_memory_bytes, rows_within
 from afm.metrics import SELECTION_METRIC, evaluate_predictions
 from afm.models import MODEL_CLASSES, ModelConfig, PairwiseModel, parameter_count, regularized_parameters
+from afm.numerics import full_speed_floats, warn_if_workers_keep_subnormals
 
 if TYPE_CHECKING:
     from afm.distributed import ProcessGroup
@@ -116,6 +117,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 @torch.no_grad()
+@full_speed_floats()  # no subnormal arithmetic, in whichever thread scores (afm.numerics)
 def predict(model: PairwiseModel, feature_ids: torch.Tensor, feature_values: torch.Tensor,
             batch_size: int = 16384) -> np.ndarray:
     """Raw model outputs without dropout, in batches of at most `batch_size` rows that also keep
@@ -339,8 +341,15 @@ def train_model(model: PairwiseModel, dataset: Dataset, config: TrainConfig,
     The model's initial weights are whatever it was built with; seed before building it
     (`seed_everything`) for a reproducible run. With `group` (afm.distributed, under torchrun)
     this process trains its shard of the rows with `config.batch_size / world_size` rows a step,
-    and all processes end with the same model.
+    and all processes end with the same model. No step computes on subnormal floats (afm.numerics).
     """
+    with full_speed_floats():
+        warn_if_workers_keep_subnormals()
+        return _train(model, dataset, config, callbacks, should_stop, group)
+
+
+def _train(model: PairwiseModel, dataset: Dataset, config: TrainConfig, callbacks, should_stop,
+           group: ProcessGroup | None) -> TrainResult:
     if config.task == "binary" and not dataset.is_binary:
         raise ConfigError("the binary task needs labels in {0, 1} or {-1, +1}; use --task regression")
     world = group.world_size if group is not None else 1

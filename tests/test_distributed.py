@@ -55,8 +55,10 @@ def _process(rank: int, world: int, port: int, out: str) -> None:
     try:
         results = [one_step(*case, group=group) for case in CASES]
         if group.is_main:
+            from afm.numerics import subnormals_flushed
+
             torch.save([{"state": r.model.state_dict(), "history": r.history, "best_epoch": r.best_epoch,
-                         "world_size": r.world_size} for r in results], out)
+                         "world_size": r.world_size, "flushed": subnormals_flushed()} for r in results], out)
     finally:
         stop(group)
 
@@ -84,6 +86,7 @@ def test_two_processes_take_the_single_process_step_on_the_whole_batch(two_proce
     ddp = two_process_steps[case]
     single = one_step(*CASES[case])
     assert ddp["world_size"] == 2 and single.best_epoch == ddp["best_epoch"] == 1  # the step was kept
+    assert ddp["flushed"]  # no subnormal arithmetic in a DDP process either (afm.numerics)
     initial = build_model(single.model.config, seed=0).state_dict()
     for name, weight in single.model.state_dict().items():
         torch.testing.assert_close(ddp["state"][name], weight, rtol=1e-5, atol=1e-6, msg=name)
