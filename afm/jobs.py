@@ -79,6 +79,7 @@ class TrainingJob:
         self.last_seen = time.monotonic()
         self._running_since: float | None = None
         self._batches_done = 0
+        self._epoch_started: float | None = None  # when the running epoch's first batch began
 
     # -- the trainer's callback interface
     def on_batch_end(self, epoch: int, batch: int, num_batches: int) -> None:
@@ -92,6 +93,7 @@ class TrainingJob:
     def on_epoch_end(self, record: dict) -> None:
         with self._lock:
             self.history.append(dict(record))
+            self._epoch_started = time.monotonic()  # the next epoch starts now (epoch 0: training starts)
         if record.get("samples_per_second"):
             self.scheduler.record_rate(record["samples_per_second"])
         torch.set_num_threads(self.scheduler.threads_for(self))  # re-split as jobs come and go
@@ -139,7 +141,17 @@ class TrainingJob:
             return {"status": self.status, "error": self.error, "history": list(self.history),
                     "progress": self.progress, "elapsed": time.time() - self.started, "queue": queue,
                     "stop_cause": self.stop_cause, "running_jobs": running, "queued_jobs": queued,
-                    "slots": self.scheduler.policy.slots, "path": dict(self.path)}
+                    "slots": self.scheduler.policy.slots, "path": dict(self.path),
+                    "time_left": self._time_left()}
+
+    def _time_left(self) -> tuple[float, float] | None:
+        """(seconds left in the running epoch, at most that many left in the run) from the pace so
+        far; None before the first batch has finished. Call with the lock held."""
+        epoch, batch, batches = self.progress
+        if self.status != "running" or self._epoch_started is None or not batch or not epoch:
+            return None
+        return time_left(epoch, batch, batches, self.train_config.epochs,
+                         time.monotonic() - self._epoch_started, self.history)
 
     # -- what the scheduler asks
     def elapsed_running(self) -> float:
@@ -258,6 +270,31 @@ def histories_frame(runs: dict[str, Run]) -> pd.DataFrame:
     frames = [pd.DataFrame(run.history).drop(columns=["coupling"], errors="ignore").assign(run=name)
               for name, run in runs.items() if run.history]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def time_left(epoch: int, batch: int, batches: int, epochs: int, seconds_in_epoch: float,
+              history: list[dict]) -> tuple[float, float]:
+    """(seconds left in epoch `epoch`, seconds left in the whole run) when `batch` of its `batches`
+    took `seconds_in_epoch`. A finished epoch's pace (the latest: compiling or a cold cache makes
+    the first slower) counts over the running epoch's own until half of it has run; each epoch
+    still to come adds the latest evaluation time. The run's figure is an upper bound: early
+    stopping may end it sooner."""
+    done = [r for r in history if r.get("epoch", 0) > 0 and r.get("seconds")]
+    own = seconds_in_epoch / batch
+    per_batch = own if not done or 2 * batch >= batches else done[-1]["seconds"] / batches
+    evaluation = history[-1].get("eval_seconds", 0.0) if history else 0.0
+    this_epoch = (batches - batch) * per_batch
+    return this_epoch, this_epoch + evaluation + (epochs - epoch) * (batches * per_batch + evaluation)
+
+
+def duration(seconds: float) -> str:
+    """'45 s', '3 min 10 s', '2 h 5 min': what a person reads for a wait."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s" if seconds < 600 else f"{round(seconds / 60)} min"
+    return f"{seconds // 3600} h {round(seconds % 3600 / 60)} min"
 
 
 EPOCH_COLUMNS = ("epoch", "train_rmse", "valid_rmse", "test_rmse", "valid_auc", "test_auc", "valid_logloss",

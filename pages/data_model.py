@@ -16,7 +16,7 @@ from afm.data.registry import BUNDLED_SAMPLES
 from afm.download import download_dataset
 from afm.errors import AFMError
 from afm.figures import learning_curves
-from afm.jobs import FollowUp, Run, TrainingJob, epoch_table, epoch_zero_note
+from afm.jobs import FollowUp, Run, TrainingJob, duration, epoch_table, epoch_zero_note
 from afm.models import ModelConfig
 from afm.paths import runs_dir, sample_dir
 from afm.presets import PRESET_LABELS, PRESET_RECIPES, PRESETS, preset, preset_configs
@@ -186,8 +186,10 @@ with train_tab:
         if not job.finished:
             total = job.train_config.epochs
             done = (max(epoch - 1, 0) + (batch_number / batches if batches else 0)) / total
+            left = snapshot["time_left"]
+            left = f"; about {duration(left[0])} left in this epoch, at most {duration(left[1])} in all" if left else ""
             st.progress(min(done, 1.0), text=f"{job.name}: epoch {epoch}/{total}, batch {batch_number}/{batches} "
-                                             f"({snapshot['elapsed']:.0f} s)")
+                                             f"({duration(snapshot['elapsed'])}{left})")
             st.button("Stop training", on_click=job.request_stop,
                       help="Stops after the current batch; the best epoch so far is kept.")
             if snapshot["path"].get("compiled") and epoch <= 1 and batch_number == 0:

@@ -98,3 +98,49 @@ def test_the_job_tells_the_page_which_training_path_was_chosen():
     assert job.snapshot()["path"] == {}
     job.start().join(timeout=60)
     assert job.snapshot()["path"] == {"compiled": False, "distinct_pairs": True, "sparse_gradients": False}
+
+
+def test_time_left_follows_the_pace_so_far():
+    from afm.jobs import time_left
+
+    # Epoch 1 of 4, batch 10 of 40 after 5 s: 0.5 s a batch, no finished epoch to go by.
+    epoch_left, run_left = time_left(1, 10, 40, 4, 5.0, [{"epoch": 0, "eval_seconds": 2.0}])
+    assert epoch_left == pytest.approx(15.0)
+    assert run_left == pytest.approx(15.0 + 2.0 + 3 * (20.0 + 2.0))
+    # Epoch 3 of 4 early on: the latest finished epoch (8 s for 40 batches) sets the pace, not a
+    # slow first batch; from half the epoch on, the running epoch's own pace.
+    history = [{"epoch": 0, "eval_seconds": 1.0}, {"epoch": 1, "seconds": 30.0, "eval_seconds": 1.0},
+               {"epoch": 2, "seconds": 8.0, "eval_seconds": 1.0}]
+    assert time_left(3, 2, 40, 4, 3.0, history) == pytest.approx((38 * 0.2, 38 * 0.2 + 1.0 + 9.0))
+    assert time_left(3, 20, 40, 4, 20.0, history)[0] == pytest.approx(20.0)
+    assert time_left(4, 40, 40, 4, 8.0, history) == (0.0, 1.0)  # the last batch: its evaluation is left
+
+
+def test_a_running_job_says_how_long_it_has_left():
+    data = random_dataset(num_rows=4000)
+    seen = []
+
+    class Watch:
+        def __init__(self, job):
+            self.job = job
+
+        def on_batch_end(self, epoch, batch, num_batches):
+            if batch == num_batches // 2:
+                seen.append(self.job.snapshot()["time_left"])
+
+        def on_epoch_end(self, record):
+            pass
+
+    job = TrainingJob("left", data, config_for(data), TrainConfig(epochs=2, lr=0.1, batch_size=32))
+    job.extra_callbacks.append(lambda model: Watch(job))
+    assert job.snapshot()["time_left"] is None  # queued: nothing known yet
+    job.start().join(timeout=120)
+    assert job.status == "done" and len(seen) == 2
+    (epoch1, run1), (epoch2, run2) = seen
+    assert 0 < epoch1 < run1 and 0 < epoch2 <= run2 < run1  # the second epoch's run estimate is its own
+
+
+def test_durations_read_as_a_person_says_them():
+    from afm.jobs import duration
+
+    assert [duration(s) for s in (0.4, 45, 190, 1500, 7500)] == ["0 s", "45 s", "3 min 10 s", "25 min", "2 h 5 min"]

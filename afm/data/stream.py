@@ -31,7 +31,7 @@ import pandas as pd
 from afm.data.libfm import check_text, order_columns_by_field, parse_libfm
 from afm.data.schema import FieldSchema
 from afm.data.tabular import MISSING, TabularEncoder
-from afm.errors import DataError, quote
+from afm.errors import ConfigError, DataError, quote
 from afm.files import open_regular_file
 
 DEFAULT_CHUNK_ROWS = 50_000
@@ -64,14 +64,15 @@ def iter_rows(path: str | Path, schema: FieldSchema, label: str | None = None,
     """Every row of a CSV or libfm file, in order, encoded as a model with `schema` was trained.
     `label`: the CSV's label column (default: the one the model was trained with)."""
     path = Path(path)
-    assert chunk_rows > 0, "chunks need at least one row"
-    encoder = TabularEncoder.of(schema, path)
-    if encoder is not None and not is_csv(path):
-        raise DataError(path, "the model was trained on a CSV; give it CSV rows with the same columns")
-    if encoder is None and is_csv(path):
-        raise DataError(path, "the model was trained on libfm data; give it libfm rows (label id:value ...)")
-    handle = open_regular_file(path, lambda problem: DataError(path, problem))
+    if not isinstance(chunk_rows, int) or chunk_rows < 1:  # not an assert: `python -O` must not loop forever
+        raise ConfigError(f"chunk rows must be a whole number of at least 1, not {chunk_rows!r}")
+    handle = open_regular_file(path, lambda problem: DataError(path, problem))  # a missing file says so first
     with handle:
+        encoder = TabularEncoder.of(schema, path)
+        if encoder is not None and not is_csv(path):
+            raise DataError(path, "the model was trained on a CSV; give it CSV rows with the same columns")
+        if encoder is None and is_csv(path):
+            raise DataError(path, "the model was trained on libfm data; give it libfm rows (label id:value ...)")
         check_text(handle.peek(PEEK_BYTES)[:PEEK_BYTES], path)  # gzip, zip, binary: one clear line
         if encoder is not None:
             yield from _csv_chunks(handle, path, encoder, label, chunk_rows)
