@@ -261,8 +261,19 @@ def runs_table(runs: dict[str, Run]) -> pd.DataFrame:
                      **{key: best.get(key) for key in ("valid_rmse", "test_rmse", "valid_auc", "test_auc",
                                                         "valid_logloss", "test_logloss") if key in best},
                      "seconds": sum(r.get("seconds") or 0 for r in run.history),
-                     "lr": run.train_config.get("lr"), "batch_size": run.train_config.get("batch_size")})
+                     "lr": run.train_config.get("lr"), "batch_size": run.train_config.get("batch_size"),
+                     "origin": run.source})
     return pd.DataFrame(rows)
+
+
+# The Data & model page's short list of the session's models (runs_table has the rest).
+SESSION_COLUMNS = ("run", "model", "k", "data", "best_epoch", "valid_rmse", "test_rmse", "valid_auc", "test_auc",
+                   "origin")
+
+
+def session_table(runs: dict[str, Run]) -> pd.DataFrame:
+    table = runs_table(runs)
+    return table[[c for c in SESSION_COLUMNS if c in table.columns]]
 
 
 def histories_frame(runs: dict[str, Run]) -> pd.DataFrame:

@@ -3,7 +3,7 @@ preset's own recipe (dropouts, L2 on attention), steady state (median of epochs 
 through `train_model` (eager, compiled, the path `--compile auto` picks, and the app's job
 path) against torchfm 0.7.0 and DeepCTR-Torch 0.3.0 over the same epochs.
 
-    python bench/epochs.py --settings 64:4096,256:1024,256:128 --epochs 3 --threads 2
+    python bench/epochs.py --settings 64:4096,256:1024,256:128 --epochs 3 --threads 2 [--device cuda]
 
 Settings are k (= t):batch. Implementations (`--impls`):
   ours-eager, ours-compiled   afm.train.train_model with compile off / on (what `afm train` runs)
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 IMPLS = ("ours-eager", "ours-compiled", "ours-job", "ours-keep-subnormals", "torchfm", "deepctr")
 
 
-def recipe(k: int, batch: int, epochs: int):
+def recipe(k: int, batch: int, epochs: int, device: str = "cpu"):
     """(dataset, ModelConfig, TrainConfig) of the AFM recipe at this setting."""
     from afm.data import load_dataset
     from afm.presets import preset_configs
@@ -42,17 +42,17 @@ def recipe(k: int, batch: int, epochs: int):
     data = load_dataset("frappe")
     preset = "fast" if batch == 1024 else "paper"
     model_config, train_config = preset_configs(preset, "afm", data.schema, {"embedding_dim": k, "attention_dim": k},
-                                                batch_size=batch, epochs=epochs, patience=epochs + 1, device="cpu")
+                                                batch_size=batch, epochs=epochs, patience=epochs + 1, device=device)
     return data, model_config, train_config
 
 
-def ours(impl: str, k: int, batch: int, epochs: int) -> dict:
+def ours(impl: str, k: int, batch: int, epochs: int, device: str) -> dict:
     import dataclasses
 
     import afm.train
     from afm.models import build_model
 
-    data, model_config, train_config = recipe(k, batch, epochs)
+    data, model_config, train_config = recipe(k, batch, epochs, device)
     if impl == "ours-job":
         from afm.jobs import TrainingJob
 
@@ -85,7 +85,7 @@ def ours(impl: str, k: int, batch: int, epochs: int) -> dict:
             "valid_rmse": [round(r["valid_rmse"], 5) for r in history[1:]]}
 
 
-def torchfm(k: int, batch: int, epochs: int) -> dict:
+def torchfm(k: int, batch: int, epochs: int, device: str) -> dict:
     import numpy as np
     import torch
 
@@ -95,16 +95,16 @@ def torchfm(k: int, batch: int, epochs: int) -> dict:
     data, model_config, train_config = recipe(k, batch, epochs)
     sizes = field_sizes(data)
     offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-    x = torch.from_numpy(np.asarray(data.train.feature_ids) - offsets)  # torchfm offsets ids itself
-    y = torch.from_numpy(np.asarray(data.train.labels, dtype=np.float32))
+    x = torch.from_numpy(np.asarray(data.train.feature_ids) - offsets).to(device)  # torchfm offsets ids itself
+    y = torch.from_numpy(np.asarray(data.train.labels, dtype=np.float32)).to(device)
     torch.manual_seed(0)
     model = AttentionalFactorizationMachineModel(sizes, k, k, (model_config.dropout_attention,
-                                                               model_config.dropout_pooled))
+                                                               model_config.dropout_pooled)).to(device)
     optimizer = torch.optim.Adagrad(model.parameters(), lr=train_config.lr, initial_accumulator_value=1e-8)
     seconds = []
     for _ in range(epochs):
         start = time.perf_counter()
-        order = torch.randperm(len(x))
+        order = torch.randperm(len(x), device=device)
         for i in range(0, len(x), batch):
             rows = order[i:i + batch]
             loss = 0.5 * (model(x[rows]) - y[rows]).square().sum() \
@@ -112,11 +112,13 @@ def torchfm(k: int, batch: int, epochs: int) -> dict:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)
     return {"epoch_seconds": seconds, "rows": len(x)}
 
 
-def deepctr(k: int, batch: int, epochs: int) -> dict:
+def deepctr(k: int, batch: int, epochs: int, device: str) -> dict:
     import numpy as np
     from deepctr_torch.inputs import SparseFeat
     from deepctr_torch.models import AFM
@@ -128,7 +130,7 @@ def deepctr(k: int, batch: int, epochs: int) -> dict:
     names = [f"f{i}" for i in range(len(sizes))]
     columns = [SparseFeat(n, int(size), embedding_dim=k) for n, size in zip(names, sizes)]
     model = AFM(columns, columns, attention_factor=k, afm_dropout=model_config.dropout_pooled,
-                l2_reg_att=train_config.l2_attention, task="regression", device="cpu")
+                l2_reg_att=train_config.l2_attention, task="regression", device=device)
     model.compile("adagrad", "mse")
     for group in model.optim.param_groups:
         group["lr"] = train_config.lr
@@ -148,14 +150,15 @@ def field_sizes(data) -> list[int]:
     return np.bincount(np.asarray(data.schema.feature_field)).tolist()
 
 
-def child(impl: str, k: int, batch: int, epochs: int, threads: int) -> dict:
+def child(impl: str, k: int, batch: int, epochs: int, threads: int, device: str) -> dict:
     import torch
 
     torch.set_num_threads(threads)
     measure = {"torchfm": torchfm, "deepctr": deepctr}.get(impl)
-    record = measure(k, batch, epochs) if measure else ours(impl, k, batch, epochs)
+    record = measure(k, batch, epochs, device) if measure else ours(impl, k, batch, epochs, device)
     steady = statistics.median(record["epoch_seconds"][1:] or record["epoch_seconds"])
-    return {"impl": impl, "k": k, "t": k, "batch": batch, "epochs": epochs, "threads": threads,
+    return {"impl": impl, "k": k, "t": k, "batch": batch, "epochs": epochs, "threads": threads, "device": device,
+            **({"gpu": torch.cuda.get_device_name(0)} if device.startswith("cuda") else {}),
             "samples_per_s": round(record["rows"] / steady, 1),
             "epoch_samples_per_s": [round(record["rows"] / s, 1) for s in record["epoch_seconds"]],
             "torch": torch.__version__, **{key: v for key, v in record.items() if key != "epoch_seconds"},
@@ -168,17 +171,18 @@ def main() -> None:
     parser.add_argument("--impls", default=",".join(IMPLS))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         impl, k, batch = args.child.split(":")
-        print(json.dumps(child(impl, int(k), int(batch), args.epochs, args.threads)))
+        print(json.dumps(child(impl, int(k), int(batch), args.epochs, args.threads, args.device)))
         return
     records = []
     for setting in args.settings.split(","):
         for impl in args.impls.split(","):
             command = [sys.executable, __file__, "--child", f"{impl}:{setting}", "--epochs", str(args.epochs),
-                       "--threads", str(args.threads)]
+                       "--threads", str(args.threads), "--device", args.device]
             env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads)}
             done = subprocess.run(command, capture_output=True, text=True, env=env)
             if done.returncode != 0:

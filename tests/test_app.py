@@ -262,6 +262,15 @@ def test_a_second_training_waits_in_line_with_its_place_and_stops_from_the_queue
     running, queued = first.session_state["job"], second.session_state["job"]
     try:
         assert running.status == "running" and queued.status == "queued", (running.error, queued.error)
+        # While it runs, Train is disabled and the progress bar says how long is left.
+        assert [b.disabled for b in first.get("form_submit_button")] == [True]
+        for _ in range(300):
+            if running.snapshot()["time_left"] is not None:
+                break
+            running.join(timeout=0.1)
+        first.run()
+        texts = [p.proto.text for p in first.get("progress")]
+        assert any("left in this epoch, at most" in t for t in texts), texts
         assert any("Queued: number 1 in line" in i.value for i in second.info), [i.value for i in second.info]
         stop = [b for b in second.button if b.label == "Stop training"]
         stop[0].click().run()

@@ -12,7 +12,7 @@ from afm.bundled import sample_checkpoint_path
 from afm.data import Dataset
 from afm.data.registry import BUNDLED_SAMPLES
 from afm.errors import AFMError
-from afm.jobs import Run
+from afm.jobs import Run, duration
 from afm.models import MODEL_NAMES
 from afm.paths import data_roots, inside_data_roots
 
@@ -227,6 +227,7 @@ def job_status(job) -> None:
     if snapshot["status"] == "queued" and snapshot["queue"]:
         st.info(f"{job.name}: queued, number {snapshot['queue'][0]} in line")
     elif not job.finished:
-        st.info(f"Training {job.name}: epoch {epoch}/{job.train_config.epochs}, batch {batch}/{batches}")
+        left = f", at most {duration(snapshot['time_left'][1])} left" if snapshot["time_left"] else ""
+        st.info(f"Training {job.name}: epoch {epoch}/{job.train_config.epochs}, batch {batch}/{batches}{left}")
     else:
         st.success(f"{job.name}: {snapshot['status']} (see Data & model)")

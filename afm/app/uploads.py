@@ -79,3 +79,11 @@ def session_folder() -> UploadFolder:
 def save_upload(uploaded) -> tuple[str, str]:
     """Keep a `st.file_uploader` file in this session's folder: (server path, the user's name)."""
     return str(session_folder().save(uploaded.name, uploaded.getvalue())), uploaded.name
+
+
+def keep_upload(uploaded) -> None:
+    """The session's `upload`: this file, saved once (again only when the user gives another)."""
+    kept = st.session_state.get("upload")
+    if kept is None or kept[1] != uploaded.name or st.session_state.get("upload_id") != uploaded.file_id:
+        st.session_state.upload = save_upload(uploaded)
+        st.session_state.upload_id = uploaded.file_id

@@ -1,0 +1,190 @@
+"""Training from the Data & model page: the form's values made into a job (or the two steps of a
+recipe: the FM, then the AFM started from it), and the panel that follows the running job until
+its run joins the session. The page draws the widgets and calls these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+
+from afm.analysis.coupling import CouplingTracker
+from afm.app import state
+from afm.data import Dataset
+from afm.errors import AFMError
+from afm.figures import learning_curves
+from afm.jobs import FollowUp, TrainingJob, duration, epoch_table, epoch_zero_note
+from afm.models import ModelConfig
+from afm.presets import preset_configs
+from afm.train import TrainConfig
+
+STOP_CAUSES = {"you": "stopped early at your request", "time budget": "stopped by this server's time limit",
+               "abandoned": "stopped because its page was closed"}
+TRACKED_ROWS = 512  # validation rows the coupling tracker measures after every epoch
+
+
+@dataclass
+class TrainingForm:
+    """What the user chose in the training form (widget values, as drawn)."""
+
+    model: str
+    preset: str
+    device: str
+    embedding_dim: int
+    attention_dim: int
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str
+    l2_attention: float
+    seed: int
+    dropout_attention: float
+    dropout_pooled: float
+    patience: int
+    init_from: str  # a run's name, or the "random initialisation" label
+    track_coupling: bool
+    match_fm: bool
+    task: str
+    fm_first: bool  # step 1 of a two-step recipe: train the FM, then this AFM from it
+
+    def configs(self, dataset: Dataset) -> tuple[ModelConfig, TrainConfig]:
+        afm = self.model == "afm"
+        model_config = ModelConfig(model=self.model, num_features=dataset.schema.num_features,
+                                   num_fields=dataset.schema.num_fields, embedding_dim=int(self.embedding_dim),
+                                   attention_dim=int(self.attention_dim),
+                                   dropout_attention=float(self.dropout_attention) if afm else 0.0,
+                                   dropout_pooled=float(self.dropout_pooled))
+        train_config = TrainConfig(task=self.task, epochs=int(self.epochs), batch_size=int(self.batch_size),
+                                   lr=float(self.lr), optimizer=self.optimizer,
+                                   l2_attention=float(self.l2_attention) if afm else 0.0, seed=int(self.seed),
+                                   device=self.device, patience=self.patience)
+        return model_config, train_config
+
+
+def start_training(form: TrainingForm, dataset: Dataset) -> None:
+    """Queue the job the form asks for (the session's `job`), or say why it cannot start."""
+    try:
+        config, train_config = form.configs(dataset)
+        probe = dataset.valid.tensors(np.arange(min(TRACKED_ROWS, len(dataset.valid))))
+        trackers = [lambda m: CouplingTracker(m, *probe, task=form.task)] if form.track_coupling else []
+        start = st.session_state.runs.get(form.init_from)
+        number = len(st.session_state.runs) + 1
+        k = int(form.embedding_dim)
+        name = f"{form.model.upper()} k={k} on {dataset.name} #{number + form.fm_first}"
+        if form.fm_first:  # step 1 now, this AFM when it has finished (afm.jobs.FollowUp)
+            fm_config, fm_train = preset_configs(form.preset, "fm", dataset.schema,
+                                                 {"embedding_dim": k, "attention_dim": k},
+                                                 task=form.task, seed=int(form.seed), device=form.device)
+            st.session_state.follow_up = FollowUp(name, config, train_config, form.match_fm, tuple(trackers))
+            job = TrainingJob(f"FM k={k} on {dataset.name} #{number}", dataset, fm_config, fm_train,
+                              callbacks=trackers)
+        else:
+            st.session_state.follow_up = None
+            job = TrainingJob(name, dataset, config, train_config, init_from=start.model if start else None,
+                              init_from_name=start.name if start else None, match_fm=form.match_fm,
+                              callbacks=trackers)
+        st.session_state.job = job.start()
+        st.session_state.job_collected = False
+    except AFMError as exc:
+        st.error(f"Cannot start training: {exc}")
+        return
+    st.rerun()  # the form was drawn before the job existed: draw it again, its Train button disabled
+
+
+def poll_seconds() -> float | None:
+    """How often the panel redraws: every 2 s while running, 5 s while queued (a class of 20
+    polling at 1 Hz kept a 2-core server busy redrawing: bench/soak.py), never when idle."""
+    job = st.session_state.get("job")
+    if job is None or job.finished:
+        return None
+    return 2.0 if job.status == "running" else 5.0
+
+
+def job_panel() -> None:
+    """The running job's progress, curve and epoch table; a finished job's run joins the session."""
+    every = poll_seconds()
+
+    @st.fragment(run_every=every)
+    def panel() -> None:
+        job = st.session_state.job
+        if job is None:
+            return
+        snapshot = job.snapshot()
+        if every == 5.0 and snapshot["status"] == "running":
+            st.rerun()  # a queued job started: poll at the running rate
+        for note in job.notes:
+            st.caption(f"Note: {note}.")
+        if not job.finished:
+            _progress(job, snapshot)
+        if snapshot["history"]:
+            _curves(job, snapshot["history"])
+        if job.finished and not st.session_state.get("job_collected"):
+            _collect(job)
+            st.rerun()
+        if job.finished:
+            _outcome(job, snapshot)
+
+    panel()
+
+
+def _progress(job: TrainingJob, snapshot: dict) -> None:
+    if snapshot["status"] == "queued" and snapshot["queue"]:
+        place, wait = snapshot["queue"]
+        about = f", about {duration(wait)} to wait" if wait is not None else ""
+        st.info(f"Queued: number {place} in line{about}. {snapshot['running_jobs']} training(s) run now on "
+                f"this server, {snapshot['slots']} at a time; Stop takes it out of the queue.")
+    epoch, batch, batches = snapshot["progress"]
+    total = job.train_config.epochs
+    done = (max(epoch - 1, 0) + (batch / batches if batches else 0)) / total
+    left = snapshot["time_left"]
+    left = f"; about {duration(left[0])} left in this epoch, at most {duration(left[1])} in all" if left else ""
+    st.progress(min(done, 1.0), text=f"{job.name}: epoch {epoch}/{total}, batch {batch}/{batches} "
+                                     f"({duration(snapshot['elapsed'])}{left})")
+    st.button("Stop training", on_click=job.request_stop,
+              help="Stops after the current batch; the best epoch so far is kept.")
+    if snapshot["path"].get("compiled") and epoch <= 1 and batch == 0:
+        st.caption("Compiling the training step first (it pays back over a long run): the first batch "
+                   "takes 5-30 s on a CPU.")
+    if st.session_state.follow_up is not None:
+        st.caption(f"Step 1 of 2: when this FM has finished, {st.session_state.follow_up.name} starts from it.")
+
+
+def _curves(job: TrainingJob, history: list[dict]) -> None:
+    note = epoch_zero_note(job.model_config.model, job.init_from_name, job.match_fm, job.model_config.num_pairs)
+    if note:
+        st.caption(note)
+    metric = "rmse" if job.train_config.task == "regression" else "auc"
+    st.plotly_chart(learning_curves({job.name: history}, metric), config=state.PLOTLY_CONFIG,
+                    key=f"live_{job.name}_{len(history)}")
+    st.dataframe(epoch_table(history), hide_index=True, placeholder="")  # epoch 0 has no training numbers
+
+
+def _collect(job: TrainingJob) -> None:
+    """The finished job's run joins the session; a two-step recipe's second step starts."""
+    st.session_state.job_collected = True
+    if job.run is not None:
+        state.add_run(job.run)
+    follow_up = st.session_state.follow_up
+    if follow_up is not None:
+        st.session_state.follow_up = None
+        second = follow_up.start_after(job)
+        if second is not None:
+            st.session_state.job, st.session_state.job_collected = second, False
+        else:
+            st.session_state.follow_up_dropped = follow_up.name
+
+
+def _outcome(job: TrainingJob, snapshot: dict) -> None:
+    if st.session_state.pop("follow_up_dropped", None):
+        st.caption("Step 2 was not started: the FM did not finish as planned.")
+    if snapshot["status"] == "failed":
+        st.error(f"Training stopped: {snapshot['error']}")
+    elif job.run is None:
+        st.info(f"{job.name} was taken out of the queue before it started.")
+    else:
+        best = job.run.best
+        verb = STOP_CAUSES.get(snapshot["stop_cause"], "finished")
+        metric = "valid_rmse" if job.run.task == "regression" else "valid_auc"
+        st.success(f"{job.name} {verb}: best epoch {job.run.best_epoch}, {metric} "
+                   f"{best.get(metric, float('nan')):.4f}. It is now the active model.")

@@ -1,0 +1,63 @@
+"""Where a steady-state training step's time goes: the fast preset's AFM step (k = t = 256, batch
+1,024, dropouts and L2 as the recipe) on Frappe, after a warm-up of real steps, under
+torch.profiler. A profile, not a speed figure (the profiler adds its own overhead): the speed
+figures come from bench/epochs.py.
+
+    python bench/profile_step.py --k 256 --batch 1024 --warmup 100 --steps 10 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from afm.batches import ResidentBatches
+from afm.data import load_dataset
+from afm.models import build_model
+from afm.numerics import full_speed_floats
+from afm.presets import preset_configs
+from afm.train import batch_objective, make_optimizer, uses_distinct_pairs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--k", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rows", type=int, default=25, help="operators listed")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    data = load_dataset("frappe")
+    model_config, config = preset_configs("fast", "afm", data.schema, {"embedding_dim": args.k,
+                                                                        "attention_dim": args.k},
+                                          batch_size=args.batch, device="cpu")
+    model = build_model(model_config, seed=0)
+    model.train()
+    distinct = uses_distinct_pairs(model, config, data.train, args.batch)
+    batches = ResidentBatches(data.train, range(len(data.train)), torch.device("cpu"), config.task, args.batch, 0)
+    optimizer = make_optimizer(model, config)
+
+    def step(ids, values, targets):
+        loss = batch_objective(model, model(ids, values, distinct), targets, config)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    with full_speed_floats():
+        stream = iter(batches.epoch())
+        for _ in range(args.warmup):
+            step(*next(stream))
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(args.steps):
+                step(*next(stream))
+    print(f"k = t = {args.k}, batch {args.batch}, distinct pairs {distinct}, {args.steps} steps after "
+          f"{args.warmup}, {args.threads} threads")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
+
+
+if __name__ == "__main__":
+    main()
