@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 
 from afm.analysis.coupling import CouplingTracker
-from afm.checkpoint import Checkpoint, save_checkpoint
+from afm.checkpoint import save_checkpoint
 from afm.data import load_libfm_dir
-from afm.models import MODEL_NAMES, build_model
+from afm.fit import fit
+from afm.models import MODEL_NAMES
 from afm.paths import sample_dir
 from afm.presets import preset_configs
-from afm.train import seed_everything, train_model
 
 PROBE_ROWS = 512  # validation rows the coupling tracker measures every epoch
 
@@ -30,10 +30,8 @@ def train_sample_checkpoints(sample: str = "sample", directory: str | Path | Non
              (data.valid.feature_ids, data.valid.feature_values, data.valid.labels)]
     paths = {}
     for name in MODEL_NAMES:
-        seed_everything(0)  # dropout masks; the initial weights come from build_model's own seed
         config, train_config = preset_configs("quick", name, data.schema, device="cpu")
-        model = build_model(config, seed=train_config.seed)
-        result = train_model(model, data, train_config, callbacks=[CouplingTracker(model, *probe)])
-        checkpoint = Checkpoint.from_training(result, data, init_from=None, preset="quick")
-        paths[name] = save_checkpoint(sample_checkpoint_path(name, sample, directory), checkpoint)
+        fitted = fit(config, train_config, data, trackers=[lambda model: CouplingTracker(model, *probe)],
+                     preset="quick")
+        paths[name] = save_checkpoint(sample_checkpoint_path(name, sample, directory), fitted.checkpoint)
     return paths

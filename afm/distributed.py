@@ -92,6 +92,25 @@ class ProcessGroup:
         return DistributedDataParallel(model, device_ids=device_ids, **{no_sync: False})
 
 
+class OneProcess(ProcessGroup):
+    """A training by this process alone: the same interface, no collectives (world size 1)."""
+
+    def __init__(self, device: torch.device):
+        super().__init__(0, 1, device, "")
+
+    def sum(self, values: list[float]) -> list[float]:
+        return list(values)
+
+    def barrier(self) -> None:
+        pass
+
+    def gather(self, local: np.ndarray, rows: int) -> np.ndarray:
+        return local
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+
 def start(device_name: str) -> ProcessGroup:
     """Join the group torchrun set up: NCCL with this process's GPU when `device_name` is auto
     (and there is one) or cuda, gloo on the CPU."""

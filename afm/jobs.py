@@ -21,10 +21,12 @@ import torch
 from afm.checkpoint import Checkpoint
 from afm.data import Dataset
 from afm.errors import AFMError, is_out_of_memory
-from afm.models import ModelConfig, PairwiseModel, build_model
+from afm.fit import fit
+from afm.models import ModelConfig, PairwiseModel
 from afm.numerics import flush_subnormals
 from afm.scheduler import TrainingScheduler, default_scheduler
-from afm.train import TrainConfig, TrainingDiverged, check_training_memory, train_model
+from afm.train import StopReason, TrainConfig
+from afm.training_plan import preflight
 
 
 @dataclass
@@ -102,8 +104,7 @@ class TrainingJob:
     def start(self) -> TrainingJob:
         """Check the plan against memory (fails at once, with what to change), apply the server's
         caps, and queue the job."""
-        check_training_memory(self.model_config, self.train_config,
-                              sum(len(s) for s in self.dataset.splits.values()))
+        preflight(self.model_config, self.train_config, self.dataset)  # the trainer's own checks, before the queue
         policy = self.scheduler.policy
         if policy.max_epochs and self.train_config.epochs > policy.max_epochs:
             self.train_config = dataclasses.replace(self.train_config, epochs=policy.max_epochs)
@@ -199,16 +200,15 @@ class TrainingJob:
                     self.request_stop("time budget")
                 return self._stop.is_set()
 
-            model = build_model(self.model_config, seed=self.train_config.seed)
-            if self.init_from is not None:
-                model.init_from(self.init_from, match_sum=self.match_fm)
-            callbacks = [self, *[make(model) for make in self.extra_callbacks]]
-            result = train_model(model, self.dataset, self.train_config, callbacks=callbacks, should_stop=should_stop)
-            self._keep(result)
-            self._finish("stopped" if result.stop_reason == "stop_requested" else "done")
-        except TrainingDiverged as exc:
-            self._keep(exc.result)
-            self._finish("failed", f"{exc} The best epoch so far ({exc.result.best_epoch}) was kept.")
+            fitted = fit(self.model_config, self.train_config, self.dataset, init_from=self.init_from,
+                         init_from_name=self.init_from_name, match_fm=self.match_fm, callbacks=[self],
+                         trackers=self.extra_callbacks, should_stop=should_stop, seed_process=False)
+            self.run = Run.from_checkpoint(fitted.checkpoint, self.name, "trained", fresh=True)
+            result = fitted.result
+            if result.stop_reason is StopReason.DIVERGED:
+                self._finish("failed", f"{result.problem}. The best epoch so far ({result.best_epoch}) was kept.")
+            else:
+                self._finish("stopped" if result.stop_reason is StopReason.STOPPED else "done")
         except AFMError as exc:
             self._finish("failed", str(exc))
         except Exception as exc:  # noqa: BLE001 - shown to the user instead of a dead thread
@@ -217,11 +217,6 @@ class TrainingJob:
             else:
                 traceback.print_exc()
                 self._finish("failed", f"internal error: {type(exc).__name__}: {str(exc)[:300]}")
-
-    def _keep(self, result) -> None:
-        checkpoint = Checkpoint.from_training(result, self.dataset, init_from=self.init_from_name,
-                                              match_fm=self.match_fm)
-        self.run = Run.from_checkpoint(checkpoint, self.name, "trained", fresh=True)
 
     def _finish(self, status: str, error: str | None = None) -> None:
         with self._lock:

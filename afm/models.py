@@ -260,10 +260,10 @@ class PairwiseModel(nn.Module):
         return PredictionTerms(*(t.detach() for t in (prediction, self.bias.clone(), first_order, values, weights,
                                                       terms)))
 
-    def init_from(self, other: PairwiseModel, match_sum: bool = False) -> None:
+    def init_from(self, other: PairwiseModel, match_fm: bool = False) -> None:
         """Start from another model's embeddings and biases (the authors' FM pretraining).
 
-        `match_sum` (AFM only): set p = P·1 instead of the authors' p = 1. With near-uniform
+        `match_fm` (AFM only): set p = P·1 instead of the authors' p = 1. With near-uniform
         attention (a_ij ≈ 1/P) the AFM then starts as the FM it came from, instead of with its
         pair sum divided by P, so training refines the FM rather than first re-learning its scale."""
         if (other.config.num_features, other.config.embedding_dim) != \
@@ -276,8 +276,8 @@ class PairwiseModel(nn.Module):
             self.embedding.weight.copy_(other.embedding.weight)
             self.linear.weight.copy_(other.linear.weight)
             self.bias.copy_(other.bias)
-            if match_sum:
-                assert isinstance(self, AFM), "match_sum applies to AFM's projection p"
+            if match_fm:
+                assert isinstance(self, AFM), "match_fm applies to AFM's projection p"
                 self.projection.fill_(float(self.config.num_pairs))
 
 

@@ -30,9 +30,9 @@ from afm.data import Split
 from afm.data.stream import DEFAULT_CHUNK_ROWS, RowChunk, iter_rows
 from afm.errors import ConfigError, DataError
 from afm.files import write_atomic
+from afm.inference import outputs
 from afm.limits import rows_within
 from afm.metrics import sigmoid
-from afm.train import predict
 
 EXPLAIN_FLOATS_PER_PAIR = 12  # (rows, P) arrays explaining a chunk holds at once, in float32 units
 
@@ -91,7 +91,7 @@ def score_chunk(checkpoint: Checkpoint, chunk: RowChunk, explain: int = 0) -> pd
         terms = decompose_split(model, rows)
         prediction = terms.prediction.float().numpy()
     else:
-        prediction = predict(model, torch.from_numpy(chunk.feature_ids).to(device),
+        prediction = outputs(model, torch.from_numpy(chunk.feature_ids).to(device),
                              torch.from_numpy(chunk.feature_values).to(device))
     table["prediction"] = prediction
     if checkpoint.task == "binary":

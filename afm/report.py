@@ -39,9 +39,9 @@ from afm.figures import (
     top_pairs_figure,
 )
 from afm.files import write_atomic
+from afm.inference import outputs
 from afm.metrics import evaluate_predictions
 from afm.models import parameter_count
-from afm.train import predict
 
 COUPLING_ROWS = 1024  # validation rows the coupling summary measures (as the app's default)
 TOP_PAIRS = 20
@@ -150,7 +150,7 @@ def _model_card(checkpoint: Checkpoint, dataset: Dataset | None, split: str) -> 
     if dataset is not None:
         rows = dataset.rows(split)
         device = next(checkpoint.model.parameters()).device
-        predictions = predict(checkpoint.model, torch.from_numpy(rows.feature_ids).to(device),
+        predictions = outputs(checkpoint.model, torch.from_numpy(rows.feature_ids).to(device),
                               torch.from_numpy(rows.feature_values).to(device))
         label_range = checkpoint.label_range or dataset.label_range
         task = checkpoint.task if checkpoint.task != "binary" or dataset.is_binary else "regression"

@@ -25,7 +25,7 @@ from afm.analysis.coupling import (
 )
 from afm.checkpoint import load_checkpoint
 from afm.data import load_dataset
-from afm.train import predict
+from afm.inference import outputs
 
 
 def off_diagonal(matrix: np.ndarray) -> np.ndarray:
@@ -103,7 +103,7 @@ def main() -> None:
         print(f"\nAs trained: {seed_formula_error(afm, ids, values, targets):.4f}")
         summary = summarize_pairs(decompose_split(afm, data.valid, rows=rows), data.schema)
         importance = permutation_pair_importance(
-            lambda i, v: predict(afm, torch.from_numpy(i), torch.from_numpy(v)), data.valid.take(rows),
+            lambda i, v: outputs(afm, torch.from_numpy(i), torch.from_numpy(v)), data.valid.take(rows),
             data.schema.num_fields, repeats=2)
         order = np.argsort(-importance)[:5]
         print(f"\nAFM's top pairs by mean |contribution|: {summary.ranking()[:5]}; by permutation interaction "

@@ -57,7 +57,8 @@ def ours(impl: str, k: int, batch: int, epochs: int, device: str) -> dict:
         from afm.jobs import TrainingJob
 
         job = TrainingJob("bench", data, model_config, train_config).start()
-        job.join()
+        while not job.join(timeout=2.0):  # polled as the page polls it (every 2 s), or the server stops it
+            job.snapshot()
         assert job.status == "done", job.error
         history, path = job.run.history, job.path
     else:

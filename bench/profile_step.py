@@ -18,7 +18,8 @@ from afm.data import load_dataset
 from afm.models import build_model
 from afm.numerics import full_speed_floats
 from afm.presets import preset_configs
-from afm.train import batch_objective, make_optimizer, uses_distinct_pairs
+from afm.train import batch_objective, make_optimizer
+from afm.training_plan import uses_distinct_pairs
 
 
 def main() -> None:

@@ -16,9 +16,9 @@ import torch
 
 from afm.data import load_dataset
 from afm.data.registry import BUNDLED_SAMPLES
-from afm.models import MODEL_NAMES, build_model
+from afm.fit import fit
+from afm.models import MODEL_NAMES
 from afm.presets import preset_configs
-from afm.train import seed_everything, train_model
 
 
 def main() -> None:
@@ -33,9 +33,8 @@ def main() -> None:
         data = load_dataset(sample)
         for name in MODEL_NAMES:
             for seed in seeds:
-                seed_everything(seed)
                 config, train = preset_configs("quick", name, data.schema, device="cpu", seed=seed)
-                result = train_model(build_model(config, seed=seed), data, train)
+                result = fit(config, train, data).result
                 best = result.best
                 results.setdefault((sample, name), []).append((best["valid_rmse"], best["test_rmse"]))
                 record = {"sample": sample, "model": name, "seed": seed, "best_epoch": result.best_epoch,

@@ -74,20 +74,18 @@ class StopAtThreshold:
 
 def from_preset(name: str, data: str, threshold: float, seed: int) -> dict:
     from afm.data import load_dataset
-    from afm.models import build_model
+    from afm.fit import fit
     from afm.presets import preset_configs
-    from afm.train import train_model
 
     dataset = load_dataset(data)
     start = time.perf_counter()
     parts, previous = [], None
     for model_name in ("fm", "afm"):
         config, train_config = preset_configs(name, model_name, dataset.schema, seed=seed)
-        model = build_model(config, seed=seed)
-        if previous is not None:
-            model.init_from(previous)  # as the app's "Start from": the authors' p = 1
         stop = StopAtThreshold(threshold) if model_name == "afm" else None
-        result = train_model(model, dataset, train_config, callbacks=[stop] if stop else (), should_stop=stop)
+        # As the app's "Start from": the authors' p = 1.
+        result = fit(config, train_config, dataset, init_from=previous, init_from_name="fm" if previous else None,
+                     callbacks=[stop] if stop else (), should_stop=stop).result
         last = model_name == "afm"
         seconds, epoch = seconds_until(result.history, threshold if last else None)
         parts.append({"model": model_name, "seconds": round(seconds, 1), "reached_at_epoch": epoch if last else None,

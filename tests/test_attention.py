@@ -16,10 +16,11 @@ from afm.analysis.attention import (
     top_feature_pairs,
 )
 from afm.data import load_dataset
+from afm.inference import outputs
 from afm.models import ModelConfig, build_model
 from afm.paths import sample_dir
 from afm.synthetic import planted_pairs
-from afm.train import TrainConfig, predict, seed_everything, train_model
+from afm.train import TrainConfig, seed_everything, train_model
 from tests.conftest import random_dataset
 
 
@@ -124,7 +125,7 @@ def test_trained_afm_ranks_the_planted_pairs_on_top():
         hits += planted <= set(summary.ranking()[:5])
         if seed == 0:  # the model-agnostic view agrees on the top three
             def scorer(ids, values, trained=result.model):
-                return predict(trained, torch.from_numpy(ids), torch.from_numpy(values))
+                return outputs(trained, torch.from_numpy(ids), torch.from_numpy(values))
 
             importance = permutation_pair_importance(scorer, data.valid, data.schema.num_fields, repeats=2)
             top3 = {data.schema.pair_names()[i] for i in np.argsort(-importance)[:3]}

@@ -190,10 +190,10 @@ def test_config_round_trip():
         ModelConfig.from_dict(config.to_dict() | {"exec": "rm -rf /"})
 
 
-def test_match_sum_starts_afm_as_the_fm_with_uniform_attention():
+def test_match_fm_starts_afm_as_the_fm_with_uniform_attention():
     fm = randomise(make("fm")).eval()
     afm = make("afm").eval()
-    afm.init_from(fm, match_sum=True)
+    afm.init_from(fm, match_fm=True)
     with torch.no_grad():
         afm.attention_h.zero_()  # exactly uniform attention
     ids, values = batch()

@@ -72,10 +72,11 @@ def test_a_scope_flushes_in_its_thread_and_threads_started_in_it_then_restores()
 
 def test_the_command_line_flushes_while_a_command_runs_and_leaves_its_caller_as_it_was(monkeypatch, capsys):
     import afm.cli
+    import afm.cli.data
     from afm.numerics import flushes_here
 
     seen = []
-    monkeypatch.setitem(afm.cli.COMMANDS, "info", lambda args: seen.append(subnormals_flushed()) or {})
+    monkeypatch.setattr(afm.cli.data, "command_info", lambda args: seen.append(subnormals_flushed()) or {})
     before = flushes_here()
     assert afm.cli.main(["info", "--data", "sample"]) == 0
     assert seen == [True] and flushes_here() == before

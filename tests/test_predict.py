@@ -18,9 +18,9 @@ from afm.data import load_csv, load_dataset
 from afm.data.stream import iter_rows
 from afm.data.tabular import read_table
 from afm.errors import DataError
+from afm.inference import outputs
 from afm.models import ModelConfig, build_model
 from afm.predict import predict_file
-from afm.train import predict
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_shuffled_unlabelled_rows_score_as_the_original_rows_row_for_row(sample_
     for column in ("pair_1", "contribution_1", "attention_1", "pair_3", "contribution_3"):
         np.testing.assert_array_equal(b[column], a[column].to_numpy()[order])
     # The same scores as `afm evaluate` gives these rows (the whole split at once, no explanation).
-    reference = predict(sample_afm.model, torch.from_numpy(test.feature_ids), torch.from_numpy(test.feature_values))
+    reference = outputs(sample_afm.model, torch.from_numpy(test.feature_ids), torch.from_numpy(test.feature_values))
     np.testing.assert_allclose(a["prediction"], reference, rtol=1e-5, atol=1e-6)
     plain = predict_file(sample_afm, original, tmp_path / "c.csv")
     c = pd.read_csv(tmp_path / "c.csv")
@@ -288,7 +288,7 @@ def test_the_predict_page_scores_an_upload_and_offers_the_csv_and_the_report():
     assert len(scored) == 200 and result.download_name == "scored-new rows.csv"
     assert list(scored.columns) == ["row", "prediction", "pair_1", "contribution_1", "attention_1", "pair_2",
                                     "contribution_2", "attention_2"]
-    expected = predict(load_checkpoint(sample_checkpoint_path("afm")).model,
+    expected = outputs(load_checkpoint(sample_checkpoint_path("afm")).model,
                        torch.from_numpy(test.feature_ids[:200]), torch.from_numpy(test.feature_values[:200]))
     np.testing.assert_allclose(scored["prediction"], expected, rtol=1e-5, atol=1e-6)
     assert [b.label for b in at.get("download_button")] == ["Download the scored rows (CSV)",

@@ -28,7 +28,8 @@ from afm.errors import CheckpointError, ConfigError, DataError
 from afm.files import remove_stale_temporaries
 from afm.models import ModelConfig, build_model
 from afm.paths import CHECKOUT
-from afm.train import TrainConfig, check_training_memory
+from afm.train import TrainConfig
+from afm.training_plan import check_training_memory
 from tests.conftest import random_dataset
 
 
@@ -346,7 +347,9 @@ def test_divergence_saves_the_best_epoch_and_says_so(tmp_path, capsys, monkeypat
     assert load_checkpoint(out).best_epoch == 1
 
 
-def test_ctrl_c_saves_the_best_epoch_with_exit_3_and_before_any_epoch_writes_nothing(tmp_path):
+@pytest.mark.parametrize("signal_number, name", [(2, "Ctrl-C"), (15, "SIGTERM")])
+def test_ctrl_c_or_sigterm_saves_the_best_epoch_with_exit_3_and_before_any_epoch_writes_nothing(tmp_path,
+                                                                                              signal_number, name):
     out = tmp_path / "m.safetensors"
     command = [sys.executable, "-m", "afm", "train", "--data", "sample", "--model", "afm", "--k", "32", "--t", "32",
                "--epochs", "200", "--batch-size", "64", "--lr", "0.1", "--compile", "off", "--out", str(out)]
@@ -355,18 +358,19 @@ def test_ctrl_c_saves_the_best_epoch_with_exit_3_and_before_any_epoch_writes_not
     seen = ""
     while "epoch 1 " not in seen and time.monotonic() < deadline:  # wait for the first finished epoch
         seen += process.stderr.readline()
-    process.send_signal(2)
+    process.send_signal(signal_number)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 3, seen + stderr
-    assert "interrupted (Ctrl-C); the best epoch so far" in stderr and out.exists()
-    assert json.loads(stdout.splitlines()[-1])["stop_reason"] == "interrupted"
+    assert f"stopped ({name}); the best epoch so far" in stderr and out.exists()
+    assert json.loads(stdout.splitlines()[-1])["stop_reason"] == "stopped"
 
     early = tmp_path / "early.safetensors"
     process = subprocess.Popen([*command[:-1], str(early)], cwd=CHECKOUT, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     while "afm: afm on" not in process.stderr.readline():
         pass
-    process.send_signal(2)
+    process.send_signal(signal_number)
+    process.send_signal(signal_number)  # the second one abandons the run at once
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130 and "nothing was written" in stderr and not early.exists()
 

@@ -65,3 +65,21 @@ def test_the_package_is_installed_not_found_by_path():
                           cwd="/", capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip()) == ROOT
+
+
+def _functions(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node.name, node.end_lineno - node.lineno + 1
+
+
+def test_rooms_stay_small():
+    """No module of afm/ over 450 lines, no function of afm/ or pages/ over 80, no page over 150:
+    a file holds one idea, and a page only wires widgets to afm."""
+    library = sorted((ROOT / "afm").rglob("*.py"))
+    pages = sorted((ROOT / "pages").glob("*.py"))
+    big_modules = [(str(p.relative_to(ROOT)), n) for p in library if (n := len(p.read_text().splitlines())) > 450]
+    big_pages = [(str(p.relative_to(ROOT)), n) for p in pages if (n := len(p.read_text().splitlines())) > 150]
+    long_functions = [(str(p.relative_to(ROOT)), name, n) for p in library + pages for name, n in _functions(p)
+                      if n > 80]
+    assert big_modules == [] and big_pages == [] and long_functions == [], (big_modules, big_pages, long_functions)

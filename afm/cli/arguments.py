@@ -1,0 +1,85 @@
+"""What every command shares: argument types whose errors are one line, the data arguments, the
+exit statuses of the contract (afm.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+# Exit statuses: 0 done (and, for train, the checkpoint written); 1 a bug of ours; 2 bad input,
+# nothing written; 3 training ended early (diverged, Ctrl-C or SIGTERM) and the best epoch so
+# far WAS written; 130 interrupted before anything could be written.
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+EXIT_INTERRUPTED = 130
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr, exit code 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def dropouts(text: str) -> tuple[float, float]:
+    """`--dropout B` (pooled only) or `--dropout A,B` (attention weights, pooled vector)."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected B or A,B with numbers in [0, 1), got {text!r}") from None
+    if len(values) == 1:
+        values = [0.0, values[0]]
+    if len(values) != 2 or not all(0.0 <= v < 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected B or A,B with numbers in [0, 1), got {text!r}")
+    return values[0], values[1]
+
+
+def number(kind, accept, description: str):
+    """An argparse type: parse with `kind`, keep finite values that `accept` allows."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {description}, got {text!r}") from None
+        if not (math.isfinite(value) and accept(value)):
+            raise argparse.ArgumentTypeError(f"expected {description}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = number(int, lambda v: v > 0, "a positive integer")
+non_negative_int = number(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = number(float, lambda v: v > 0, "a positive number")
+non_negative_float = number(float, lambda v: v >= 0, "a number >= 0")
+
+
+def sizes(text: str) -> list[int]:
+    """`--field-dims 957,4082,7`: positive integers."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 5,4,3 (positive integers), got {text!r}") from None
+    if len(values) < 2 or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected at least two positive sizes like 5,4,3, got {text!r}")
+    return values
+
+
+def data_arguments(sub) -> None:
+    sub.add_argument("--data", required=True,
+                     help="registry name (sample, frappe, ml-tag), a directory of libfm splits, "
+                          "a .libfm file or a .csv file")
+    sub.add_argument("--data-dir", default=None,
+                     help="where registry datasets live (else $AFM_DATA_DIR, ./data, ../shared/data)")
+    sub.add_argument("--label", default=None, help="label column of a CSV (default: label/target/... or last)")
+    sub.add_argument("--split-seed", type=int, default=0, help="seed of the 70/20/10 split for unsplit data")
+
+
+def load_data(args, schema=None):
+    """The `--data` of a command, read (with a model's `schema` when given)."""
+    from afm.data import load_dataset
+
+    return load_dataset(args.data, data_dir=args.data_dir, seed=args.split_seed, label=args.label, schema=schema)
+
+

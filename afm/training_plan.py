@@ -1,0 +1,186 @@
+"""Before a training runs: the checks that fail at once with what to change (the device, memory,
+the batch over the processes, the labels for the task), and the path it takes (batches streamed
+or resident, distinct pairs, sparse embedding gradients, compiled). `train_model` makes both
+through `plan_training`; the app's job calls `preflight` when it is queued, so that a training
+that cannot run says so before it waits in line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from afm.batches import is_memory_mapped, window_rows
+from afm.data import Dataset, Split
+from afm.errors import ConfigError
+from afm.limits import MEMORY_FRACTION, available_memory_bytes
+from afm.models import MODEL_CLASSES, ModelConfig, PairwiseModel, parameter_count
+
+if TYPE_CHECKING:
+    from afm.train import TrainConfig
+
+SPARSE_MIN_FEATURES = 20_000
+COMPILE_MIN_SAMPLES = 1_000_000
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device cuda was asked for, but PyTorch sees no CUDA GPU here; use --device cpu")
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+@dataclass
+class MemoryPlan:
+    """What one training needs at its peak, in bytes, by part; known before anything is built."""
+
+    parts: dict[str, int]
+    batch_size: int
+    per_row_bytes: int  # activations of one training row
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+    def largest(self) -> tuple[str, int]:
+        return max(self.parts.items(), key=lambda item: item[1])
+
+
+def plan_training_memory(model_config: ModelConfig, config: TrainConfig, rows: int) -> MemoryPlan:
+    """Weights, their gradients, the optimizer's state and the best epoch's copy; one batch's
+    activations; the data on the device. An upper bound (sparse gradients need less)."""
+    weights = parameter_count(model_config) * 4
+    state = weights * (2 if config.optimizer == "adam" else 1)
+    model_class = MODEL_CLASSES[model_config.model]
+    batch = max(1, min(config.batch_size, rows))
+    per_row = model_class.floats_per_row(model_config, training=True) * 4
+    parts = {"weights": weights, "gradients": weights, "optimizer state": state, "best-epoch copy": weights,
+             "activations of one batch": batch * per_row,
+             "data on the device": rows * model_config.num_fields * 12 + rows * 4}
+    return MemoryPlan(parts, batch, per_row)
+
+
+def check_training_memory(model_config: ModelConfig, config: TrainConfig, rows: int) -> MemoryPlan:
+    """Refuse, with what to change, a training that cannot fit the memory available now."""
+    device = resolve_device(config.device)
+    plan = plan_training_memory(model_config, config, rows)
+    if device.type == "cuda":
+        available = torch.cuda.mem_get_info(device)[0]
+        where = f"{torch.cuda.get_device_name(device)} has free"
+    else:
+        available, where = available_memory_bytes(), "this machine has available"
+    budget = int(MEMORY_FRACTION * available)
+    if plan.total <= budget:
+        return plan
+    part, size = plan.largest()
+    advice = {"activations of one batch": _batch_advice(plan, budget, model_config),
+              "data on the device": "use fewer rows, or train on the CPU"}.get(
+        part, f"lower k (now {model_config.embedding_dim}) or the number of feature ids "
+              f"({model_config.num_features:,}: remap sparse ids to 0..n-1)")
+    raise ConfigError(f"this training needs about {_size(plan.total)} ({part}: {_size(size)}) but {where} "
+                      f"{_size(available)} (we plan with {MEMORY_FRACTION:.0%} of it); {advice}")
+
+
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 1024**3:.1f} GB" if num_bytes >= 1024**3 else f"{num_bytes / 1024**2:.0f} MB"
+
+
+def _batch_advice(plan: MemoryPlan, budget: int, model_config: ModelConfig) -> str:
+    room = budget - (plan.total - plan.parts["activations of one batch"])
+    fits = room // plan.per_row_bytes
+    shape = (f"{model_config.num_pairs:,} pairs" if model_config.model != "fm" else f"{model_config.num_fields} "
+             "fields")
+    if fits >= 1:
+        return f"lower the batch size to {int(fits):,} or less (each row holds {shape} x k)"
+    return f"even one row of {shape} does not fit: lower k or t, or use fewer fields"
+
+
+def uses_streaming(dataset: Dataset, config: TrainConfig) -> bool:
+    if config.stream != "auto":
+        return config.stream == "on"
+    return is_memory_mapped(dataset.train)
+
+
+def rows_on_device(dataset: Dataset, config: TrainConfig, world_size: int = 1) -> int:
+    """Rows the training holds at once, for the memory plan: every row (or this process's shard)
+    when resident; three windows and an evaluation chunk when streamed."""
+    if uses_streaming(dataset, config):
+        return 3 * window_rows(dataset.schema.num_fields) + config.eval_batch_size
+    return sum(len(s) for s in dataset.splits.values()) // world_size
+
+
+def preflight(model_config: ModelConfig, config: TrainConfig, dataset: Dataset, world_size: int = 1) -> None:
+    """Every reason this training cannot run here, raised before anything is built."""
+    if config.task == "binary" and not dataset.is_binary:
+        raise ConfigError("the binary task needs labels in {0, 1} or {-1, +1}; use --task regression")
+    if config.batch_size % world_size:
+        raise ConfigError(f"--batch-size {config.batch_size} must divide evenly over the {world_size} processes")
+    if len(dataset.train) < world_size or len(dataset.valid) == 0:
+        raise ConfigError("training and validation splits must not be empty")
+    check_training_memory(model_config, config, rows_on_device(dataset, config, world_size))
+
+
+# ----------------------------------------------------------------------------- path
+
+
+def should_compile(config: TrainConfig, device: torch.device, train_rows: int) -> bool:
+    """On CUDA, for runs long enough to pay for compiling (5-30 s up front). Not on the CPU: over
+    whole epochs of Frappe with the presets' recipes the compiled step was no faster than the
+    eager one (k = t = 64, batch 4,096) or slower (k = t = 256, batch 1,024 and 128), and it
+    keeps embedding gradients dense where sparse ones win (docs/benchmarks.md)."""
+    if config.compile != "auto":
+        return config.compile == "on"
+    return device.type == "cuda" and config.epochs * train_rows >= COMPILE_MIN_SAMPLES
+
+
+def wants_sparse_gradients(model_config: ModelConfig, config: TrainConfig) -> bool:
+    """Sparse embedding gradients where they pay: Adagrad on tables of SPARSE_MIN_FEATURES+ rows
+    (only the rows a batch touches are updated), or when asked for."""
+    wanted = config.sparse_embeddings == "on" or (config.sparse_embeddings == "auto"
+                                                  and model_config.num_features >= SPARSE_MIN_FEATURES)
+    return wanted and config.optimizer == "adagrad"
+
+
+def uses_distinct_pairs(model: PairwiseModel, config: TrainConfig, train: Split, batch_size: int) -> bool:
+    """Whether to train through the distinct-pair path (`batch_size`: rows per process and step).
+    Checked once on the training rows, not per batch (a check per batch would sync a GPU every step)."""
+    wanted = config.distinct_pairs == "on" or (config.distinct_pairs == "auto"
+                                               and model.distinct_pairs_pay(model.config, batch_size))
+    return wanted and model.computes_distinct_pairs and train.one_hot
+
+
+@dataclass(frozen=True)
+class TrainingPath:
+    """How this training runs; callbacks hear it before the first step (`on_train_start`)."""
+
+    device: torch.device
+    batch_size: int  # rows per process and step
+    streamed: bool  # batches streamed from the data (afm.batches) instead of every row on the device
+    distinct_pairs: bool  # each distinct feature pair of a batch computed once
+    sparse_gradients: bool  # embedding gradients as sparse rows
+    compiled: bool  # the training forward through torch.compile
+
+    def describe(self) -> dict:
+        return {"compiled": self.compiled, "distinct_pairs": self.distinct_pairs,
+                "sparse_gradients": self.sparse_gradients}
+
+
+def plan_training(model: PairwiseModel, dataset: Dataset, config: TrainConfig, device: torch.device,
+                  world_size: int = 1, backend: str = "") -> TrainingPath:
+    """The checks (`preflight`), then the path: the fastest measured one unless asked otherwise."""
+    preflight(model.config, config, dataset, world_size)
+    batch_size = config.batch_size // world_size
+    distinct = uses_distinct_pairs(model, config, dataset.train, batch_size)
+    wanted = wants_sparse_gradients(model.config, config)
+    rows = len(dataset.train) // world_size
+    # Under DDP, compiling is asked for explicitly only (its graph breaks at every gradient bucket).
+    compiled = should_compile(config, device, rows) and (world_size == 1 or config.compile == "on")
+    # Sparse gradients do not go through the compiler (a compiled step keeps dense ones), nor
+    # through NCCL (it has no sparse all-reduce).
+    sparse = wanted and not compiled and backend != "nccl"
+    return TrainingPath(device, batch_size, uses_streaming(dataset, config), distinct, sparse, compiled)
