@@ -31,24 +31,26 @@ PRESETS: dict[str, dict[str, dict]] = {  # the app's menu order: the first is th
         for model in ("fm", "fwfm", "afm")
     },
     "paper": _PAPER,
-    # Frappe to validation RMSE 0.32 within five minutes on 2 CPU cores (docs/benchmarks.md, "Time
-    # to quality": 164 s): the paper's FM for 10 epochs instead of 60, then the AFM from it ("Start
-    # from") at batch 1,024 with lr 0.08 (the tuned 0.03 scaled by about sqrt(8) for 8x the batch:
-    # Adagrad's steps shrink as 1/sqrt(steps)). Batch 1,024 takes the compiled distinct-pair path:
-    # 3-4x the samples/s of batch 128, and no slower to converge per epoch (epoch 4: 0.3196).
+    # Frappe to validation RMSE 0.32 within two minutes on 2 CPU cores (docs/benchmarks.md, "Time
+    # to quality": 100 s): the paper's FM at k = 128 for 10 epochs, then the AFM from it ("Start
+    # from") at k = t = 128, batch 1,024, lr 0.1. k = 128 quarters the attention MLP's work (k x t)
+    # and halves the embeddings' for a small cost in RMSE (k = 256 needed 157 s for the same 0.32);
+    # batch 1,024 shares more distinct pairs per step than 128 (3-4x the samples/s); lr 0.1 reached
+    # 0.32 two epochs sooner than 0.08 at this size.
     "fast": {
-        "fm": {**_PAPER["fm"], "epochs": 10},
-        "fwfm": {**_PAPER["fwfm"], "epochs": 10},
-        "afm": {**_PAPER["afm"], "batch_size": 1024, "lr": 0.08, "epochs": 10, "patience": 3},
+        "fm": {**_PAPER["fm"], "embedding_dim": 128, "attention_dim": 128, "epochs": 15},
+        "fwfm": {**_PAPER["fwfm"], "embedding_dim": 128, "attention_dim": 128, "epochs": 15},
+        "afm": {**_PAPER["afm"], "embedding_dim": 128, "attention_dim": 128, "batch_size": 1024, "lr": 0.1,
+                "epochs": 10, "patience": 3},
     },
 }
 
 # What the app's preset menu says about each, and what a preset asks of the user beyond its numbers.
 PRESET_LABELS = {"quick": "Quick (k = 16, seconds on CPU)", "paper": "Paper (k = 256, Frappe recipe)",
-                 "fast": "Fast (k = 256, FM then AFM)"}
+                 "fast": "Fast (k = 128, FM then AFM)"}
 PRESET_RECIPES = {"fast": "Fast is a two-step recipe: an FM (10 epochs), then the AFM started from it. *Train the "
                           "FM first* runs both on one click; or pick a trained FM under *Start from*. On Frappe on "
-                          "2 CPU cores: valid RMSE 0.32 after about 3 minutes in all."}
+                          "2 CPU cores: valid RMSE 0.32 after about 2 minutes in all."}
 
 MODEL_KEYS = ("embedding_dim", "attention_dim", "dropout_attention", "dropout_pooled")
 TRAIN_KEYS = ("batch_size", "lr", "optimizer", "l2_attention", "epochs", "patience")

@@ -127,7 +127,7 @@ def test_the_fast_preset_says_its_two_steps_until_a_fitting_fm_exists():
     assert at.selectbox[1].value == "quick"  # the bundled samples start from the quick preset
     at.selectbox[1].set_value("fast").run()  # model: AFM (the default)
     no_errors(at)
-    assert [i.value for i in at.info] == [PRESET_RECIPES["fast"]]  # no FM with k = 256 yet
+    assert [i.value for i in at.info] == [PRESET_RECIPES["fast"]]  # no FM with the preset's k = 128 yet
     assert at.number_input(key="bs_fast_afm").value == preset("fast", "afm")["batch_size"]
     at.selectbox[0].set_value("fm").run()
     assert not at.info and at.number_input(key="bs_fast_fm").value == preset("fast", "fm")["batch_size"]

@@ -101,12 +101,18 @@ def poll_seconds() -> float | None:
     return 2.0 if job.status == "running" else 5.0
 
 
+CURVE_SECONDS = 10.0  # the curve and epoch table change once an epoch: redrawn this often, not every poll
+
+
 def job_panel() -> None:
-    """The running job's progress, curve and epoch table; a finished job's run joins the session."""
+    """The running job's progress (light, redrawn every poll), its curve and epoch table (heavier:
+    a Plotly figure and a table sent to the browser, redrawn every CURVE_SECONDS while it runs: a
+    redraw every 2 s halved the pace of a batch-128 training, whose short steps wait for the
+    interpreter); a finished job's run joins the session."""
     every = poll_seconds()
 
     @st.fragment(run_every=every)
-    def panel() -> None:
+    def progress() -> None:
         job = st.session_state.job
         if job is None:
             return
@@ -117,15 +123,21 @@ def job_panel() -> None:
             st.caption(f"Note: {note}.")
         if not job.finished:
             _progress(job, snapshot)
-        if snapshot["history"]:
-            _curves(job, snapshot["history"])
         if job.finished and not st.session_state.get("job_collected"):
             _collect(job)
             st.rerun()
         if job.finished:
             _outcome(job, snapshot)
 
-    panel()
+    @st.fragment(run_every=CURVE_SECONDS if every else None)
+    def curves() -> None:
+        job = st.session_state.job
+        history = job.snapshot()["history"] if job is not None else []
+        if history:
+            _curves(job, history)
+
+    progress()
+    curves()
 
 
 def _progress(job: TrainingJob, snapshot: dict) -> None:
