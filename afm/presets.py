@@ -32,11 +32,11 @@ PRESETS: dict[str, dict[str, dict]] = {  # the app's menu order: the first is th
     },
     "paper": _PAPER,
     # Frappe to validation RMSE 0.32 within two minutes on 2 CPU cores (docs/benchmarks.md, "Time
-    # to quality": 100 s): the paper's FM at k = 128 for 10 epochs, then the AFM from it ("Start
-    # from") at k = t = 128, batch 1,024, lr 0.1. k = 128 quarters the attention MLP's work (k x t)
-    # and halves the embeddings' for a small cost in RMSE (k = 256 needed 157 s for the same 0.32);
-    # batch 1,024 shares more distinct pairs per step than 128 (3-4x the samples/s); lr 0.1 reached
-    # 0.32 two epochs sooner than 0.08 at this size.
+    # to quality": 110 s from the CLI, 100 s in the app): the paper's FM at k = 128 for 15 epochs,
+    # then the AFM from it ("Start from") at k = t = 128, batch 1,024, lr 0.1. k = 128 quarters the
+    # attention MLP's work (k x t) and halves the embeddings' (k = 256 needed 157 s for the same
+    # 0.32); batch 1,024 shares more distinct pairs per step than 128; lr 0.1 reached 0.32 two
+    # epochs sooner than 0.08 at this size, and 15 FM epochs instead of 10 give it the margin.
     "fast": {
         "fm": {**_PAPER["fm"], "embedding_dim": 128, "attention_dim": 128, "epochs": 15},
         "fwfm": {**_PAPER["fwfm"], "embedding_dim": 128, "attention_dim": 128, "epochs": 15},

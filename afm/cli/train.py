@@ -49,8 +49,8 @@ def add_commands(commands) -> dict:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--deterministic", action="store_true", help="bit-reproducible (slower) kernels")
     train.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
-                       help="torch.compile the training step (auto: for runs of 1M+ samples on CUDA, or on the CPU "
-                            "for batches >= 1024 or distinct pairs, unless the table takes sparse gradients)")
+                       help="torch.compile the training step (auto: for runs of 1M+ samples on CUDA; never on the "
+                            "CPU, where whole epochs were no faster compiled)")
     train.add_argument("--distinct-pairs", choices=("auto", "on", "off"), default="auto",
                        help="FwFM/AFM on one-hot rows: compute each distinct feature pair of a batch once (same "
                             "results; auto: where it is faster, for large k and t or batches) or never (off)")
