@@ -255,7 +255,7 @@ def runs_table(runs: dict[str, Run]) -> pd.DataFrame:
                      "best_epoch": run.best_epoch,
                      **{key: best.get(key) for key in ("valid_rmse", "test_rmse", "valid_auc", "test_auc",
                                                         "valid_logloss", "test_logloss") if key in best},
-                     "seconds": sum(r.get("seconds") or 0 for r in run.history),
+                     "seconds": round(sum(r.get("seconds") or 0 for r in run.history), 1),
                      "lr": run.train_config.get("lr"), "batch_size": run.train_config.get("batch_size"),
                      "origin": run.source})
     return pd.DataFrame(rows)

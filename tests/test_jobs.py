@@ -34,6 +34,7 @@ def test_job_trains_in_the_background_and_yields_a_run(tmp_path):
     table = runs_table({"tiny": run, "again": again})
     assert list(table["run"]) == ["tiny", "again"] and table["valid_rmse"].iloc[0] == table["valid_rmse"].iloc[1]
     assert len(histories_frame({"tiny": run})) == 4
+    assert table["seconds"].iloc[0] == round(table["seconds"].iloc[0], 1)  # read as seconds, not 0.07312845
 
 
 def test_stop_request_keeps_the_best_epoch():
