@@ -82,6 +82,7 @@ class TrainConfig:
             (isinstance(self.l2_attention, (int, float)) and self.l2_attention >= 0
              and math.isfinite(self.l2_attention), "l2_attention must be >= 0"),
             (isinstance(self.patience, int) and self.patience >= 1, "patience must be >= 1"),
+            (isinstance(self.seed, int) and 0 <= self.seed < 2**32, "seed must be in 0..4294967295"),
             (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
              "device must be auto, cpu or cuda"),
             (isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1, "eval batch size must be >= 1"),

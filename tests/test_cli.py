@@ -64,6 +64,11 @@ def test_train_prints_the_json_contract_and_saves_a_checkpoint(tmp_path, capsys)
     (["train", "--data", "sample"], "required"),
     (["train", "--data", "sample", "--model", "fm", "--dropout", "0.1,0.2", "--out", "x.safetensors"],
      "attention dropout"),
+    # Seeds outside numpy's range are refused, not wrapped (2**32 trained as 0) or crashed on.
+    (["train", "--data", "sample", "--out", "x.safetensors", "--seed", "4294967296"], "a seed in 0..4294967295"),
+    (["train", "--data", "sample", "--out", "x.safetensors", "--seed", "18446744073709551616"], "a seed in"),
+    (["info", "--data", "sample", "--split-seed", "-1"], "a seed in"),
+    (["synthesize", "ml-tag", "--dest", "x", "--seed", "-1"], "a seed in"),
 ])
 def test_bad_arguments_exit_2_with_one_line(capsys, tmp_path, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)

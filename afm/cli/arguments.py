@@ -53,6 +53,8 @@ positive_int = number(int, lambda v: v > 0, "a positive integer")
 non_negative_int = number(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = number(float, lambda v: v > 0, "a positive number")
 non_negative_float = number(float, lambda v: v >= 0, "a number >= 0")
+# Seeds in numpy's range: beyond it a seed used to wrap (2**32 trained as 0) or crash.
+seed = number(int, lambda v: 0 <= v < 2**32, "a seed in 0..4294967295")
 
 
 def sizes(text: str) -> list[int]:
@@ -73,7 +75,7 @@ def data_arguments(sub) -> None:
     sub.add_argument("--data-dir", default=None,
                      help="where registry datasets live (else $AFM_DATA_DIR, ./data, ../shared/data)")
     sub.add_argument("--label", default=None, help="label column of a CSV (default: label/target/... or last)")
-    sub.add_argument("--split-seed", type=int, default=0, help="seed of the 70/20/10 split for unsplit data")
+    sub.add_argument("--split-seed", type=seed, default=0, help="seed of the 70/20/10 split for unsplit data")
 
 
 def load_data(args, schema=None):

@@ -9,7 +9,7 @@ import math
 import sys
 from pathlib import Path
 
-from afm.cli.arguments import data_arguments, load_data, positive_float, positive_int
+from afm.cli.arguments import data_arguments, load_data, positive_float, positive_int, seed
 from afm.errors import CheckpointError, ConfigError
 
 
@@ -31,7 +31,7 @@ def add_commands(commands) -> dict:
     sample.add_argument("--name", choices=("all", "sample", "sample-fixed"), default="all")
     sample.add_argument("--out", default=None, help="directory; each sample goes to OUT/NAME/ (default: sample_data/)")
     sample.add_argument("--rows", type=positive_int, default=None)
-    sample.add_argument("--seed", type=int, default=None)
+    sample.add_argument("--seed", type=seed, default=None)
     sample.add_argument("--checkpoints", action="store_true",
                         help="also train the bundled FM, FwFM and AFM sample checkpoints")
 
@@ -50,13 +50,13 @@ def add_commands(commands) -> dict:
     synthesize.add_argument("--rows", type=positive_int, default=ML_TAG_ROWS,
                             help=f"rows over the three splits (default: the paper's {ML_TAG_ROWS:,})")
     synthesize.add_argument("--dest", required=True, help="directory; files go to DEST/ml-tag/")
-    synthesize.add_argument("--seed", type=int, default=2017)
+    synthesize.add_argument("--seed", type=seed, default=2017)
 
     convert = commands.add_parser("convert", help="turn a MovieLens tags.csv into the paper's ml-tag libfm splits")
     convert.add_argument("dataset", choices=("ml-tag",))
     convert.add_argument("--tags", required=True, help="MovieLens tags.csv (userId,movieId,tag,timestamp)")
     convert.add_argument("--dest", required=True, help="directory; files go to DEST/ml-tag/")
-    convert.add_argument("--seed", type=int, default=0, help="seed of the negative tags and the 70/20/10 split")
+    convert.add_argument("--seed", type=seed, default=0, help="seed of the negative tags and the 70/20/10 split")
 
     encode = commands.add_parser("encode", help="write a dataset once as memory-mapped arrays (data larger than "
                                                 "memory; libfm splits are streamed)")

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from afm.cli.arguments import Parser, non_negative_int, positive_int, sizes
+from afm.cli.arguments import Parser, non_negative_int, positive_int, seed, sizes
 from afm.errors import ConfigError
 
 
@@ -32,7 +32,7 @@ def add_commands(commands) -> dict:
                         help="rows to analyse (as for train); default: the checkpoint's own dataset when found")
     report.add_argument("--data-dir", default=None, help="where registry datasets live")
     report.add_argument("--label", default=None, help="label column of a CSV (default: the model's)")
-    report.add_argument("--split-seed", type=int, default=0, help="seed of the 70/20/10 split for unsplit data")
+    report.add_argument("--split-seed", type=seed, default=0, help="seed of the 70/20/10 split for unsplit data")
     report.add_argument("--split", choices=("train", "valid", "test", "all"), default="test",
                         help="which rows the attention analysis uses")
     report.add_argument("--coupling", action="store_true", help="add the gradient coupling summary")

@@ -18,6 +18,7 @@ from afm.cli.arguments import (
     non_negative_int,
     positive_float,
     positive_int,
+    seed,
 )
 from afm.errors import ConfigError
 
@@ -46,7 +47,7 @@ def add_commands(commands) -> dict:
     train.add_argument("--patience", type=positive_int, default=5,
                        help="early stop after this many epochs without a better validation score")
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=seed, default=0)
     train.add_argument("--deterministic", action="store_true", help="bit-reproducible (slower) kernels")
     train.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                        help="torch.compile the training step (auto: for runs of 1M+ samples on CUDA; never on the "
