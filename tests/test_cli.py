@@ -193,3 +193,20 @@ def test_evaluate_a_binary_model_on_real_valued_labels_is_a_clear_error(tmp_path
     ratings.write_text("".join(f"{i % 5 + 0.5} {i % 4}:1 {4 + i % 3}:1\n" for i in range(60)))
     code, stdout, stderr = run(capsys, "evaluate", "--checkpoint", str(out), "--data", str(ratings))
     assert code == 2 and stdout == "" and "binary-task model" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["evaluate", "report"])
+def test_a_one_row_file_has_no_test_rows_and_says_so(capsys, tmp_path, command):
+    """A single libfm file is split 70/20/10: with one row, its test split is empty. Scoring it is
+    an error that says so (it used to score 0 rows, or fail inside the report)."""
+    from afm.bundled import sample_checkpoint_path
+
+    rows = tmp_path / "one.libfm"
+    rows.write_text((PROJECT_ROOT / "sample_data" / "sample" / "sample.test.libfm").read_text().splitlines()[0] + "\n")
+    extra = ["--out", str(tmp_path / "r.html")] if command == "report" else []
+    code, stdout, stderr = run(capsys, command, "--checkpoint", str(sample_checkpoint_path("afm")), "--data",
+                               str(rows), *extra)
+    assert code == 2 and stdout == "", stderr
+    assert stderr.strip().splitlines()[-1].endswith("the test rows are empty (rows by split: train 1, valid 0, "
+                                                    "test 0); choose another split, e.g. --split all")
+    assert not (tmp_path / "r.html").exists()

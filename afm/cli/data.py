@@ -88,6 +88,7 @@ def command_evaluate(args) -> dict:
         print(f"afm: warning: {warning}", file=sys.stderr)
     label_range = checkpoint.label_range or dataset.label_range
     # A chunk of rows at a time: memory-mapped data larger than memory is scored too.
+    dataset.check_rows(args.split)  # an empty choice of rows is an error, not a score of nothing
     names = SPLITS if args.split == "all" else (args.split,)
     predictions = np.concatenate([split_outputs(checkpoint.model, dataset.splits[n], device) for n in names])
     labels = np.concatenate([dataset.splits[n].labels for n in names])

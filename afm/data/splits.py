@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from afm.data.schema import FieldSchema
+from afm.errors import DataError
 
 SPLITS = ("train", "valid", "test")
 
@@ -116,12 +117,22 @@ class Dataset:
         return self.splits["test"]
 
     def rows(self, split: str) -> Split:
-        """One split by name, or "all": every row, train then valid then test."""
+        """One split by name, or "all": every row, train then valid then test (copied together)."""
+        self.check_rows(split)
         if split != "all":
             return self.splits[split]
         parts = [self.splits[name] for name in SPLITS]
         return Split(*(np.concatenate([getattr(p, a) for p in parts])
                        for a in ("feature_ids", "feature_values", "labels")))
+
+    def check_rows(self, split: str) -> None:
+        """Rows to score must exist: an empty choice (a one-row file's test split) is an error that
+        says how the rows were split, not a score of nothing."""
+        count = sum(len(s) for s in self.splits.values()) if split == "all" else len(self.splits[split])
+        if not count:
+            counts = ", ".join(f"{name} {len(self.splits[name]):,}" for name in SPLITS)
+            raise DataError(self.name, f"the {split} rows are empty (rows by split: {counts}); "
+                                       "choose another split, e.g. --split all")
 
     @property
     def label_range(self) -> tuple[float, float]:
