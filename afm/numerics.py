@@ -2,8 +2,9 @@
 
 Training meets subnormal float32 values (|x| < 1.2e-38) as it goes: the softmax's far tails,
 Adagrad's accumulators and the updates of rarely seen features. x86 CPUs compute with them
-through a microcode assist that is 10-100x slower per operation, and a real epoch on Frappe ran
-3-11x slower for it (docs/benchmarks.md). Flushing them (the FTZ and DAZ bits of MXCSR, what
+through a microcode assist that is 10-100x slower per operation, and real epochs on Frappe ran
+3-11x slower for it on the machine where that was found (on this project's AMD EPYC the cost was
+small: docs/benchmarks.md, "Subnormal floats"). Flushing them (the FTZ and DAZ bits of MXCSR, what
 `torch.set_flush_denormal` sets; FZ on ARM) changes a value only where it is below 1.2e-38, i.e.
 where float32 has already lost most of its precision; results agree to float32 rounding
 (tests/test_numerics.py). GPUs compute with subnormals at full speed: nothing to do there.
@@ -16,7 +17,7 @@ caller's thread. Hence:
   flag, then the thread itself is put back as it was. Workers only ever run PyTorch's intra-op
   work, so from then on the heavy part of every parallel operation flushes;
 - around each call that computes, for the calling thread itself (`full_speed_floats`):
-  `train_model`, `predict` and every command of the command line;
+  `train_model`, `afm.inference.outputs` (every scoring path) and every command of the CLI;
 - for good where the thread is ours: each run of the app's script (Streamlit gives each rerun a
   thread of its own, whose workers start after) and each training job's thread (afm.jobs).
 A thread whose workers started before any of this keeps them as they were: `train_model` checks
