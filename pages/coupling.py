@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 from afm.app import coupling_views, state
-from afm.sources import BLOG, BLOG_EQUATIONS, EXACT_EQUATIONS, PAPER_SHORT
+from afm.citations import BLOG, BLOG_EQUATIONS, EXACT_EQUATIONS, PAPER_SHORT
 
 state.init_state()
 dataset = state.load_current()

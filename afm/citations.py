@@ -1,4 +1,5 @@
-"""The two sources this tool is built on, cited the same way everywhere (app, docs, reports).
+"""The two works this tool is built on, cited the same way wherever the app names them, and the
+equations the Gradient coupling page sets beside each other.
 
 - The paper: Jun Xiao, Hao Ye, Xiangnan He, Hanwang Zhang, Fei Wu and Tat-Seng Chua,
   "Attentional Factorization Machines: Learning the Weight of Feature Interactions via
@@ -8,11 +9,8 @@
   indirect one; its AFM derivation, eq. (8)-(11), drops the softmax's cross terms.
 """
 
-PAPER = ("Xiao, Ye, He, Zhang, Wu and Chua, \"Attentional Factorization Machines: Learning the Weight of "
-         "Feature Interactions via Attention Networks\", IJCAI 2017")
 PAPER_SHORT = "Xiao et al., IJCAI 2017"
 BLOG = "the blog post \"AFM: Attentional Factorization Machines\" (2020-07-13, in Chinese)"
-BLOG_SHORT = "the 2020 blog post"
 
 # Eq. (8)-(11) as the blog post writes them (f is the model's output, φ(i, v_j) = ∂a'_ij/∂v_i),
 # broken into short lines so they fit a narrow screen.
