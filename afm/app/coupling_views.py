@@ -128,7 +128,7 @@ def tug_of_war(results: dict, rows: Rows) -> None:
     st.markdown("For each v_f: the cosine between partner g's pull G_fg and the total update, and the "
                 "**cancellation** 1 − ‖Σ_g G_fg‖ / Σ_g ‖G_fg‖: near 0 all partners pull one way, near 1 they "
                 "cancel out and v_f hardly moves however hard each pulls.")
-    st.caption("What to look for: bars far from their model's chance mark; near the mark, the partners' pulls "
+    st.caption("What to look for: bars far from their black chance mark; near the mark, the partners' pulls "
                "are no more aligned than random directions would be.")
     _show(field_pair_heatmaps({m: r[0].cosine for m, r in results.items()}, rows.names,
                               "cos(partner g's pull, total update)", colorbar="cosine", diverging=True))
@@ -137,7 +137,7 @@ def tug_of_war(results: dict, rows: Rows) -> None:
                                    baselines={m: r[0].cancellation_baseline for m, r in results.items()},
                                    baseline_label="if pulls were random"), config=state.PLOTLY_CONFIG)
     partners = len(rows.names) - 1
-    st.caption(f"The marks, one per model in its bars' colour, are chance: the index if each partner pulled, with "
+    st.caption(f"The black marks, one on each model's bar, are chance: the index if each partner pulled, with "
                f"its actual size, in an independent random direction (with {partners} equal pulls, 1 − 1/√{partners} "
                f"= {1 - 1 / np.sqrt(partners):.3f}). Below the mark, partners pull more *together* than chance; "
                "above it, against each other. For FM the index does not involve the loss at all: ℓ' scales every "
