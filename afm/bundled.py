@@ -26,6 +26,8 @@ def sample_checkpoint_path(model: str, sample: str = "sample", directory: str | 
 def train_sample_checkpoints(sample: str = "sample", directory: str | Path | None = None) -> dict[str, Path]:
     directory = Path(directory or sample_dir() / sample)
     data = load_libfm_dir(directory, name=sample)
+    # Recorded as the bundled sample it is, not as the path of the checkout that made it.
+    data.location = f"bundled sample {sample} (sample_data/{sample})"
     probe = [torch.from_numpy(array[:PROBE_ROWS]) for array in
              (data.valid.feature_ids, data.valid.feature_values, data.valid.labels)]
     paths = {}

@@ -1,4 +1,6 @@
-"""Checkpoints: safetensors weights plus JSON metadata (configs, history, schema, data fingerprint).
+"""Checkpoints: safetensors weights plus JSON metadata: the settings asked for (model and
+training configs), the outcome (best epoch, why it stopped, where it ran), the history, the
+schema and what is known of the training data.
 
 safetensors is plain data: raw tensor bytes behind a JSON header, so loading one can never run
 code, unlike a pickle. Only regular files are read, and every field is validated before
@@ -11,6 +13,7 @@ atomic (`afm.files.write_atomic`), so an interrupted save never leaves a half-wr
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -32,10 +35,84 @@ from afm.models import ModelConfig, PairwiseModel, build_model
 from afm.train import TASKS, TrainResult
 
 FORMAT = "afm-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: outcome and trained_on apart from the settings; 1 is still read
 MAX_CHECKPOINT_BYTES = 8 * 1024**3
 MAX_HEADER_BYTES = 64 * 1024**2
 SMALL_MODEL_WEIGHTS = 50_000_000  # below this, build the model itself to check shapes (200 MB)
+
+
+@dataclass(frozen=True)
+class TrainedOn:
+    """What a checkpoint records of its training data (the rows themselves never travel with it)."""
+
+    name: str | None = None
+    location: str | None = None  # where the rows were read from: a path, or "uploaded file NAME"
+    fingerprint: str | None = None  # content hash of every split (Dataset.fingerprint)
+    label_range: tuple[float, float] | None = None  # training labels' range; RMSE clips predictions to it
+    rows: dict[str, int] = field(default_factory=dict)  # rows per split
+
+    @classmethod
+    def of(cls, dataset: Dataset) -> TrainedOn:
+        return cls(dataset.name, dataset.location, dataset.fingerprint, dataset.label_range,
+                   {name: len(split) for name, split in dataset.splits.items()})
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "location": self.location, "fingerprint": self.fingerprint,
+                "label_range": list(self.label_range) if self.label_range else None, "rows": dict(self.rows)}
+
+    @classmethod
+    def from_json(cls, obj: dict, label: str) -> TrainedOn:
+        """Checked field by field: a reader relies on these types. Version 1 called location "source"."""
+        name, location, fingerprint = obj.get("name"), obj.get("location", obj.get("source")), obj.get("fingerprint")
+        if not all(v is None or isinstance(v, str) for v in (name, location, fingerprint)):
+            raise CheckpointError(label, "trained_on name, location and fingerprint must be text")
+        label_range = obj.get("label_range")
+        if label_range is not None and not (
+                isinstance(label_range, list) and len(label_range) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                        for v in label_range) and label_range[0] <= label_range[1]):
+            raise CheckpointError(label, "trained_on label_range must be [low, high] with finite numbers, low <= high")
+        rows = obj.get("rows") or {}
+        if not isinstance(rows, dict) or not all(type(v) is int and v >= 0 for v in rows.values()):
+            raise CheckpointError(label, "trained_on rows must map split names to row counts")
+        return cls(name, location, fingerprint, tuple(float(v) for v in label_range) if label_range else None,
+                   {str(k): v for k, v in rows.items()})
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How the training went, as opposed to the settings it was asked for (train_config)."""
+
+    best_epoch: int | None = None  # the epoch whose weights were saved; None: imported or made by hand
+    stop_reason: str | None = None  # a StopReason value
+    device: str | None = None  # where it trained, e.g. "cpu" or "cuda:0"
+    world_size: int = 1  # processes that trained it together (torchrun)
+
+    @classmethod
+    def of(cls, result: TrainResult) -> Outcome:
+        return cls(result.best_epoch, str(result.stop_reason), result.device, result.world_size)
+
+    def to_json(self) -> dict:
+        return {"best_epoch": self.best_epoch, "stop_reason": self.stop_reason, "device": self.device,
+                "world_size": self.world_size}
+
+    @classmethod
+    def from_json(cls, obj: dict, label: str) -> Outcome:
+        best, reason, device, world = (obj.get("best_epoch"), obj.get("stop_reason"), obj.get("device"),
+                                       obj.get("world_size", 1))
+        if best is not None and not (type(best) is int and best >= 0):
+            raise CheckpointError(label, "outcome best_epoch must be an integer >= 0")
+        if not all(v is None or isinstance(v, str) for v in (reason, device)):
+            raise CheckpointError(label, "outcome stop_reason and device must be text")
+        if not (type(world) is int and world >= 1):
+            raise CheckpointError(label, "outcome world_size must be an integer >= 1")
+        return cls(best, reason, device, world)
+
+
+# Version 1 kept the outcome inside train_config, under these names.
+_V1_OUTCOME_KEYS = {"best_epoch": "best_epoch", "stop_reason": "stop_reason", "device_used": "device",
+                    "world_size": "world_size"}
+_V1_STOP_REASONS = {"stop_requested": "stopped", "interrupted": "stopped"}
 
 
 @dataclass
@@ -44,22 +121,24 @@ class Checkpoint:
 
     model: PairwiseModel
     model_config: ModelConfig
-    train_config: dict  # TrainConfig's fields plus best_epoch, stop_reason, device_used, init_from, ...
+    train_config: dict  # the settings: TrainConfig's fields, init_from, match_fm, preset (imports: their source)
     history: list[dict]  # one record per epoch; epoch 0 is the model before training (empty: imported)
     schema: FieldSchema
-    dataset: dict  # name, source, fingerprint, label_range, rows
+    trained_on: TrainedOn = field(default_factory=TrainedOn)
+    outcome: Outcome = field(default_factory=Outcome)
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    unchecked: bool = False  # loaded from a file saved without a checksum of its weights (before version 2)
 
     @classmethod
-    def from_training(cls, result: TrainResult, dataset: Dataset, **extra) -> Checkpoint:
-        """The one place a training result becomes a checkpoint (CLI, app jobs, bundled models)."""
-        train_config = {**result.config.to_dict(), "best_epoch": result.best_epoch, "stop_reason": result.stop_reason,
-                        "device_used": result.device, **extra}
-        return cls(result.model, result.model.config, train_config, result.history, dataset.schema, dataset.info())
+    def from_training(cls, result: TrainResult, dataset: Dataset, **settings) -> Checkpoint:
+        """The one place a training result becomes a checkpoint (`afm.fit.fit`); `settings` are
+        the ones beside TrainConfig (init_from, match_fm, preset)."""
+        return cls(result.model, result.model.config, {**result.config.to_dict(), **settings}, result.history,
+                   dataset.schema, TrainedOn.of(dataset), Outcome.of(result))
 
     @property
     def best_epoch(self) -> int | None:
-        return self.train_config.get("best_epoch")
+        return self.outcome.best_epoch
 
     @property
     def best(self) -> dict:
@@ -73,8 +152,7 @@ class Checkpoint:
 
     @property
     def label_range(self) -> tuple[float, float] | None:
-        value = self.dataset.get("label_range")
-        return (float(value[0]), float(value[1])) if value else None
+        return self.trained_on.label_range
 
     def copy(self) -> Checkpoint:
         """An independent copy: a shared (cached) checkpoint is never mutated through it."""
@@ -82,7 +160,7 @@ class Checkpoint:
 
     def check_fits(self, dataset: Dataset) -> list[str]:
         """Raise if the model cannot score this data; return warnings if it is merely other data."""
-        config, trained_on = self.model_config, self.dataset.get("name")
+        config, trained_on = self.model_config, self.trained_on.name
         if dataset.schema.num_fields != config.num_fields:
             raise CheckpointError(trained_on or "checkpoint",
                                   f"the model expects {config.num_fields} fields, the data {dataset.name!r} has "
@@ -105,8 +183,8 @@ class Checkpoint:
             raise CheckpointError(trained_on or "checkpoint",
                                   "the data was encoded differently from the model's training data; load it "
                                   "with the model's schema (afm.data.load_dataset(..., schema=checkpoint.schema))")
-        if self.dataset.get("fingerprint") != dataset.fingerprint:
-            return [f"this checkpoint was trained on {trained_on!r} (fingerprint {self.dataset.get('fingerprint')}), "
+        if self.trained_on.fingerprint != dataset.fingerprint:
+            return [f"this checkpoint was trained on {trained_on!r} (fingerprint {self.trained_on.fingerprint}), "
                     f"not on this exact data ({dataset.fingerprint})"]
         return []
 
@@ -121,9 +199,22 @@ class Checkpoint:
             "train_config": json.dumps(finite(self.train_config), allow_nan=False),
             "history": json.dumps(finite(self.history), allow_nan=False),
             "schema": json.dumps(finite(self.schema.to_json()), allow_nan=False),
-            "dataset": json.dumps(finite(self.dataset), allow_nan=False),
+            "trained_on": json.dumps(finite(self.trained_on.to_json()), allow_nan=False),
+            "outcome": json.dumps(self.outcome.to_json()),
+            "tensors_sha256": tensor_checksum(tensors),
         }
         return save_safetensors(tensors, metadata=metadata)
+
+
+def tensor_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, shape and float32 bytes in name order: a flipped bit in
+    the weights (which parse as other finite numbers) is found on loading."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu", torch.float32).contiguous()
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
@@ -146,11 +237,15 @@ def load_checkpoint(source: str | os.PathLike | bytes, device: str | torch.devic
     metadata = header.pop("__metadata__", None)
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise CheckpointError(label, "not an AFM checkpoint (no afm-checkpoint metadata)")
-    if metadata.get("format_version") != str(FORMAT_VERSION):
-        raise CheckpointError(label, f"checkpoint format version {str(metadata.get('format_version'))[:20]!r} is "
-                              f"not supported (this version reads {FORMAT_VERSION})")
-    fields = {key: _json_field(metadata, key, label)
-              for key in ("model_config", "train_config", "history", "schema", "dataset")}
+    version = metadata.get("format_version")
+    if version not in ("1", str(FORMAT_VERSION)):
+        raise CheckpointError(label, f"checkpoint format version {str(version)[:20]!r} is not supported (this "
+                              f"version reads 1 to {FORMAT_VERSION})")
+    records = ("model_config", "train_config", "history", "schema") + (
+        ("dataset",) if version == "1" else ("trained_on", "outcome"))
+    fields = {key: _json_field(metadata, key, label) for key in records}
+    if version == "1":
+        _upgrade_v1(fields)
     try:
         config = ModelConfig.from_dict(fields["model_config"])
         schema = FieldSchema.from_json(fields["schema"], label, num_features=config.num_features)
@@ -160,6 +255,15 @@ def load_checkpoint(source: str | os.PathLike | bytes, device: str | torch.devic
     if schema.num_fields != config.num_fields:
         raise CheckpointError(label, "schema and model config disagree on the number of fields")
     _check_records(fields, label)
+    trained_on, outcome = TrainedOn.from_json(fields["trained_on"], label), Outcome.from_json(fields["outcome"], label)
+    model = _load_weights(data, header, config, metadata.get("tensors_sha256"), label)
+    model.to(device).eval()
+    return Checkpoint(model, config, fields["train_config"], fields["history"], schema,
+                      trained_on, outcome, str(metadata.get("created", ""))[:40], unchecked="tensors_sha256" not in metadata)
+
+
+def _load_weights(data: bytes, header: dict, config: ModelConfig, checksum: object, label: str) -> PairwiseModel:
+    """The model with the file's weights, once their names, shapes, types, values and checksum are right."""
     # Compare the declared tensors with what the config needs before allocating anything big: a
     # small file must not make us build a model of billions of weights. Small models are simply
     # built (the meta device's first use costs a second of imports).
@@ -182,36 +286,57 @@ def load_checkpoint(source: str | os.PathLike | bytes, device: str | torch.devic
         tensors = load_safetensors(data)
     except Exception as exc:  # safetensors raises its own error types for damaged files
         raise CheckpointError(label, f"damaged tensor data ({str(exc)[:200]})") from None
+    if checksum is not None and checksum != tensor_checksum(tensors):
+        raise CheckpointError(label, "the tensor data does not match its checksum: the file was damaged or "
+                              "edited after it was saved")
     for tensor_name, tensor in tensors.items():
         if not torch.isfinite(tensor).all():
             raise CheckpointError(label, f"tensor {tensor_name} holds NaN or infinite values")
     model = model or build_model(config)
     model.load_state_dict(tensors)
-    model.to(device).eval()
-    return Checkpoint(model, config, fields["train_config"], fields["history"], schema, fields["dataset"],
-                      str(metadata.get("created", ""))[:40])
+    return model
+
+
+def _upgrade_v1(fields: dict) -> None:
+    """A version-1 checkpoint's records as version 2 has them: its outcome moved out of train_config
+    (old stop reasons named as today's), its `dataset` record as `trained_on`."""
+    settings = fields["train_config"]
+    if isinstance(settings, dict):
+        fields["outcome"] = {new: settings.pop(old) for old, new in _V1_OUTCOME_KEYS.items() if old in settings}
+        reason = fields["outcome"].get("stop_reason")
+        fields["outcome"]["stop_reason"] = _V1_STOP_REASONS.get(reason, reason) if isinstance(reason, str) else reason
+    else:
+        fields["outcome"] = {}
+    fields["trained_on"] = fields.pop("dataset")
 
 
 def _check_records(fields: dict, label: str) -> None:
     """The JSON parts a reader relies on have the types and values it expects."""
-    history, train_config, dataset = fields["history"], fields["train_config"], fields["dataset"]
+    history, train_config = fields["history"], fields["train_config"]
     if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
         raise CheckpointError(label, "history must be a list of records")
     if not all(type(r.get("epoch")) is int and r["epoch"] >= 0 for r in history):
         raise CheckpointError(label, "every history record needs an integer epoch >= 0")
-    if not isinstance(train_config, dict) or not isinstance(dataset, dict):
-        raise CheckpointError(label, "train_config and dataset must be objects")
+    for record in history:
+        wrong = next((key for key, value in record.items() if not _is_measurement(value)), None)
+        if wrong is not None:
+            raise CheckpointError(label, f"history epoch {record['epoch']}: {str(wrong)[:40]!r} must be a number "
+                                  "(or null, or the coupling record)")
+    if not all(isinstance(fields[key], dict) for key in ("train_config", "trained_on", "outcome")):
+        raise CheckpointError(label, "train_config, trained_on and outcome must be objects")
     if train_config.get("task", "regression") not in TASKS:
         raise CheckpointError(label, f"train_config task must be one of {TASKS}")
-    best = train_config.get("best_epoch")
-    if best is not None and type(best) is not int:
-        raise CheckpointError(label, "train_config best_epoch must be an integer")
-    label_range = dataset.get("label_range")
-    if label_range is not None and not (
-            isinstance(label_range, list) and len(label_range) == 2
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in label_range)
-            and label_range[0] <= label_range[1]):
-        raise CheckpointError(label, "dataset label_range must be [low, high] with finite numbers, low <= high")
+
+
+def _is_measurement(value: object, depth: int = 0) -> bool:
+    """What a history record holds: numbers and nulls, and records and lists of them nested at most
+    three deep (the coupling tracker's matrices)."""
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return True
+    if depth >= 3:
+        return False
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+    return items is not None and all(_is_measurement(v, depth + 1) for v in items)
 
 
 def _read_header(data: bytes, label: str) -> dict:

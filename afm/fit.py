@@ -42,8 +42,8 @@ def fit(model_config: ModelConfig, train_config: TrainConfig, dataset: Dataset, 
         model.init_from(init_from, match_fm=match_fm)
     everything = [*callbacks, *(make(model) for make in trackers)]
     result = train_model(model, dataset, train_config, callbacks=everything, should_stop=should_stop, group=group)
-    extra = {"init_from": init_from_name if init_from is not None else None,
-             "match_fm": match_fm and init_from is not None, "world_size": result.world_size}
+    settings = {"init_from": init_from_name if init_from is not None else None,
+                "match_fm": match_fm and init_from is not None}
     if preset is not None:
-        extra["preset"] = preset
-    return Fitted(Checkpoint.from_training(result, dataset, **extra), result)
+        settings["preset"] = preset
+    return Fitted(Checkpoint.from_training(result, dataset, **settings), result)

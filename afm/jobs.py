@@ -34,20 +34,20 @@ class Run(Checkpoint):
     """A checkpoint a session works with: trained here or loaded, with a name it is shown by."""
 
     name: str = ""
-    source: str = ""  # "trained", "bundled" or "loaded: <file>"
+    origin: str = ""  # "trained", "bundled" or "loaded: <file>"
     # Identifies the run's content for caches shared between sessions: the checkpoint's hash
     # for loaded ones (every session shares their analyses), a fresh id for trained ones.
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint, name: str, source: str, key: str | None = None,
+    def from_checkpoint(cls, checkpoint: Checkpoint, name: str, origin: str, key: str | None = None,
                         fresh: bool = False) -> Run:
         """A session's own run. Unless the checkpoint is `fresh` (made for this run alone), it is
         copied: a cached checkpoint's model, history and configs are never shared."""
         own = checkpoint if fresh else checkpoint.copy()
         own.model.cpu().eval()
         fields_ = {f.name: getattr(own, f.name) for f in dataclasses.fields(Checkpoint)}
-        return cls(**fields_, name=name, source=source, **({"key": key} if key else {}))
+        return cls(**fields_, name=name, origin=origin, **({"key": key} if key else {}))
 
 
 class TrainingJob:
@@ -250,14 +250,14 @@ def runs_table(runs: dict[str, Run]) -> pd.DataFrame:
     rows = []
     for name, run in runs.items():
         best = run.best
-        rows.append({"run": name, "model": run.model_config.model.upper(), "data": run.dataset.get("name"),
+        rows.append({"run": name, "model": run.model_config.model.upper(), "data": run.trained_on.name,
                      "k": run.model_config.embedding_dim, "task": run.task, "epochs": max(len(run.history) - 1, 0),
                      "best_epoch": run.best_epoch,
                      **{key: best.get(key) for key in ("valid_rmse", "test_rmse", "valid_auc", "test_auc",
                                                         "valid_logloss", "test_logloss") if key in best},
                      "seconds": round(sum(r.get("seconds") or 0 for r in run.history), 1),
                      "lr": run.train_config.get("lr"), "batch_size": run.train_config.get("batch_size"),
-                     "origin": run.source})
+                     "origin": run.origin})
     return pd.DataFrame(rows)
 
 

@@ -68,10 +68,10 @@ def report_dataset(checkpoint: Checkpoint, data: str | os.PathLike | None = None
         dataset = load_dataset(data, data_dir=data_dir, seed=seed, label=label, schema=checkpoint.schema)
         checkpoint.check_fits(dataset)
         return dataset, None
-    recorded = checkpoint.dataset
-    candidates = [recorded.get("name")] if recorded.get("name") in REGISTRY else []
-    if recorded.get("source") and Path(str(recorded["source"])).exists():
-        candidates.append(str(recorded["source"]))
+    recorded = checkpoint.trained_on
+    candidates = [recorded.name] if recorded.name in REGISTRY else []
+    if recorded.location and Path(recorded.location).exists():
+        candidates.append(recorded.location)
     for spec in candidates:
         try:
             dataset = load_dataset(spec, data_dir=data_dir, seed=seed, label=label, schema=checkpoint.schema)
@@ -99,7 +99,7 @@ def build_report(checkpoint: Checkpoint, dataset: Dataset | None = None, split: 
     """The report as one HTML document (see the module docstring)."""
     config = checkpoint.model_config
     name = config.model.upper()
-    title = title or f"{name} on {checkpoint.dataset.get('name') or 'unknown data'}"
+    title = title or f"{name} on {checkpoint.trained_on.name or 'unknown data'}"
     sections = [_model_card(checkpoint, dataset, split)]
     if dataset is not None:
         sections.append(_attention_sections(checkpoint, dataset, split))
@@ -123,12 +123,12 @@ def build_report(checkpoint: Checkpoint, dataset: Dataset | None = None, split: 
 
 def _model_card(checkpoint: Checkpoint, dataset: Dataset | None, split: str) -> str:
     config, train = checkpoint.model_config, checkpoint.train_config
-    recorded = checkpoint.dataset
-    data_card = {"name": recorded.get("name"), "source": recorded.get("source"),
-                 "rows (train / valid / test)": " / ".join(f"{n:,}" for n in (recorded.get("rows") or {}).values()),
+    recorded = checkpoint.trained_on
+    data_card = {"name": recorded.name, "read from": recorded.location,
+                 "rows (train / valid / test)": " / ".join(f"{n:,}" for n in recorded.rows.values()),
                  "fields": checkpoint.schema.num_fields, "features": f"{checkpoint.schema.num_features:,}",
-                 "field names": ", ".join(checkpoint.schema.field_names), "label range": recorded.get("label_range"),
-                 "fingerprint": recorded.get("fingerprint")}
+                 "field names": ", ".join(checkpoint.schema.field_names), "label range": recorded.label_range,
+                 "fingerprint": recorded.fingerprint}
     model_card = {"model": config.model.upper(), "embedding size k": config.embedding_dim,
                   **({"attention size t": config.attention_dim} if config.model == "afm" else {}),
                   "parameters": f"{parameter_count(config):,}", "task": checkpoint.task,

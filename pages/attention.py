@@ -29,7 +29,7 @@ st.caption("Attention is a weight, not a cause: a pair with high a_ij can still 
            + (" FM weights every pair by 1, so its attention view is flat." if model_name == "fm" else "")
            + (" FwFM has one learned weight r per field pair, the same in every row." if model_name == "fwfm" else ""))
 
-terms, summary = cache.pair_analysis(run.key, dataset.fingerprint, split, run, dataset)
+terms, summary = cache.pair_analysis(run, dataset, split)
 names = list(dataset.schema.field_names)
 planted = planted_pairs(sample_dir() / dataset.name) if dataset.name in BUNDLED_SAMPLES else []
 grid = st.grid(2 if planted else 1, min_column_width=480)  # side by side when wide, stacked when narrow
@@ -78,7 +78,7 @@ support = b.number_input("Seen in at least (rows)", 1, 100_000,
                          help="The default keeps value pairs of the most important field pairs in view.")
 rank_by = c.selectbox("Ranked by", ["attention_mean", "contribution_abs_mean", "contribution_mean"],
                       format_func=lambda s: s.replace("_", " "))
-table = cache.top_pairs(run.key, dataset.fingerprint, split, top, int(support), rank_by, run, dataset)
+table = cache.top_pairs(run, dataset, split, top, int(support), rank_by)
 if table.empty:
     st.info("No feature-value pair is that frequent here; lower the minimum support.")
 else:

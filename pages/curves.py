@@ -15,7 +15,7 @@ if not runs:
     st.info("No runs yet: train or load a model on the Data & model page.")
     st.stop()
 current = state.load_current(show_errors=False)
-on_this_data = [n for n, r in runs.items() if current is not None and r.dataset.get("name") == current.name]
+on_this_data = [n for n, r in runs.items() if current is not None and r.trained_on.name == current.name]
 names = st.multiselect("Runs", list(runs), default=on_this_data or list(runs),
                        help="At first, the runs on the current dataset.")
 picked = {name: runs[name] for name in names}
@@ -27,7 +27,7 @@ log_y = right.checkbox("Log scale", value=False, help="Spreads out the late epoc
 st.caption("Train RMSE is the running value over each epoch's batches (dropout on); valid and test are measured "
            "after the epoch with dropout off. Model selection uses validation only; epoch 0 is the starting point.")
 references = {}
-if metric == "rmse" and any(run.dataset.get("name") == "frappe" for run in picked.values()):
+if metric == "rmse" and any(run.trained_on.name == "frappe" for run in picked.values()):
     references = {"paper FM 0.3385": 0.3385, "paper AFM 0.3102": 0.3102}
 figure = learning_curves({name: run.history for name, run in picked.items()}, metric, tuple(splits), references,
                          models={name: run.model_config.model for name, run in picked.items()}, log_y=log_y)

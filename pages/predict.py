@@ -49,6 +49,5 @@ st.caption("One HTML file with plotly.js inside: it opens offline and can be mai
                                                 "attention analysis."))
 coupling = st.checkbox("Include the gradient coupling summary", key="report_coupling", disabled=dataset is None)
 st.download_button("Download the report (HTML)",
-                   data=lambda: sharing.report_html(run.key, dataset.fingerprint if dataset else None, coupling, run,
-                                                    dataset),
+                   data=lambda: sharing.report_html(run, dataset, coupling),
                    file_name=f"afm-report-{re.sub(r'[^A-Za-z0-9._-]+', '_', run.name)}.html", mime="text/html")

@@ -309,7 +309,7 @@ def test_an_uploaded_csv_trains_with_every_widget_at_its_default(seed):
     assert at.metric[0].value == "280"  # 70 % of 400 rows
     job = train_and_collect(at)
     assert at.session_state["active_run"] == job.name and job.name in at.session_state["runs"]
-    assert job.run.dataset["name"] == "mine"  # the name the user gave, not the server path
+    assert job.run.trained_on.name == "mine"  # the name the user gave, not the server path
 
 
 def test_an_uploaded_libfm_file_trains_with_every_widget_at_its_default():

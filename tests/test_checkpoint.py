@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save as save_safetensors
 
-from afm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from afm.checkpoint import Checkpoint, Outcome, TrainedOn, load_checkpoint, save_checkpoint
 from afm.errors import CheckpointError
 from afm.models import ModelConfig, build_model
 from tests.conftest import random_dataset
@@ -27,9 +27,10 @@ def trained_like(name="afm"):
 
 
 def checkpoint_of(model, data, **changes) -> Checkpoint:
-    fields = dict(train_config={"task": "regression", "best_epoch": 3},
+    fields = dict(train_config={"task": "regression"},
                   history=[{"epoch": 0, "valid_rmse": 1.0, "train_rmse": float("nan")}], schema=data.schema,
-                  dataset={"name": data.name, "fingerprint": data.fingerprint, "label_range": list(data.label_range)})
+                  trained_on=TrainedOn(data.name, fingerprint=data.fingerprint, label_range=data.label_range),
+                  outcome=Outcome(best_epoch=3, stop_reason="completed", device="cpu"))
     return Checkpoint(model, model.config, **{**fields, **changes})
 
 
@@ -98,7 +99,8 @@ def rebuild(header: dict, body: bytes) -> bytes:
 
 def test_hostile_and_damaged_files_are_refused(tmp_path):
     model, data = trained_like()
-    good = checkpoint_of(model, data, train_config={}, history=[], dataset={"name": "x", "fingerprint": "y"}).to_bytes()
+    good = checkpoint_of(model, data, train_config={}, history=[],
+                         trained_on=TrainedOn("x", fingerprint="y")).to_bytes()
     header, body = header_and_body(good)
 
     cases = {
@@ -119,6 +121,13 @@ def test_hostile_and_damaged_files_are_refused(tmp_path):
         "huge table": {"model_config": json.dumps({**model.config.to_dict(), "num_features": 10**9,
                                                    "embedding_dim": 4096})},
         "history not a list": {"history": json.dumps({"a": 1})},
+        "history holds text": {"history": json.dumps([{"epoch": 0, "valid_rmse": "0.3"}])},
+        "history nested deep": {"history": json.dumps([{"epoch": 0, "x": [[[[1.0]]]]}])},
+        "outcome not an object": {"outcome": json.dumps([1])},
+        "best epoch text": {"outcome": json.dumps({"best_epoch": "3"})},
+        "trained_on rows negative": {"trained_on": json.dumps({"rows": {"train": -1}})},
+        "label range reversed": {"trained_on": json.dumps({"label_range": [2, 1]})},
+        "checksum of other weights": {"tensors_sha256": "0" * 64},
     }.items():
         cases[label] = rebuild({**header, "__metadata__": {**meta, **change}}, body)
     wrong_shape = json.loads(json.dumps(header))
@@ -127,7 +136,7 @@ def test_hostile_and_damaged_files_are_refused(tmp_path):
     nan_model = build_model(model.config)
     with torch.no_grad():
         nan_model.bias.fill_(float("nan"))
-    cases["nan weights"] = checkpoint_of(nan_model, data, train_config={}, history=[], dataset={}).to_bytes()
+    cases["nan weights"] = checkpoint_of(nan_model, data, train_config={}, history=[]).to_bytes()
 
     for label, blob in cases.items():
         path = tmp_path / f"{label}.safetensors"
@@ -140,3 +149,42 @@ def test_hostile_and_damaged_files_are_refused(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="cannot read"):
         load_checkpoint(tmp_path / "none.safetensors")
+
+
+def test_a_flipped_bit_in_the_weights_is_found(tmp_path):
+    """A bit flip leaves finite numbers that parse; only the checksum can tell."""
+    model, data = trained_like()
+    blob = bytearray(checkpoint_of(model, data).to_bytes())
+    blob[-3] ^= 0x40  # inside the last tensor's float32 bytes
+    path = tmp_path / "flipped.safetensors"
+    path.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_checkpoint(path)
+
+
+def test_settings_and_outcome_are_apart_and_round_trip(tmp_path):
+    model, data = trained_like()
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "m.safetensors", checkpoint_of(model, data)))
+    assert loaded.outcome == Outcome(best_epoch=3, stop_reason="completed", device="cpu", world_size=1)
+    assert loaded.trained_on == TrainedOn(data.name, fingerprint=data.fingerprint, label_range=data.label_range)
+    assert not set(loaded.train_config) & {"best_epoch", "stop_reason", "device_used", "world_size"}
+    assert not loaded.unchecked
+
+
+def test_a_version_1_file_is_read_with_its_outcome_moved_out_of_the_settings(tmp_path):
+    """Files written before version 2 kept the outcome inside train_config and had no checksum."""
+    model, data = trained_like()
+    header, body = header_and_body(checkpoint_of(model, data).to_bytes())
+    meta = dict(header["__metadata__"])
+    for key in ("trained_on", "outcome", "tensors_sha256"):
+        meta.pop(key)
+    meta.update(format_version="1", train_config=json.dumps(
+        {"task": "regression", "lr": 0.1, "best_epoch": 2, "stop_reason": "interrupted", "device_used": "cpu"}),
+        dataset=json.dumps({"name": "old", "source": "/data/old", "label_range": [1, 5], "rows": {"train": 7}}))
+    path = tmp_path / "v1.safetensors"
+    path.write_bytes(rebuild({**header, "__metadata__": meta}, body))
+    loaded = load_checkpoint(path)
+    assert loaded.train_config == {"task": "regression", "lr": 0.1}
+    assert loaded.outcome == Outcome(best_epoch=2, stop_reason="stopped", device="cpu")
+    assert loaded.trained_on == TrainedOn("old", "/data/old", None, (1.0, 5.0), {"train": 7})
+    assert loaded.unchecked and loaded.best_epoch == 2

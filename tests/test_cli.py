@@ -33,7 +33,7 @@ def test_train_prints_the_json_contract_and_saves_a_checkpoint(tmp_path, capsys)
     assert summary["model"] == "fm" and summary["epochs_run"] == 2 and summary["device"] == "cpu"
     assert "epoch 1" in stderr and "epoch 2" in stderr  # progress goes to stderr
     checkpoint = load_checkpoint(out)
-    assert checkpoint.train_config["best_epoch"] == summary["best_epoch"]
+    assert checkpoint.outcome.best_epoch == summary["best_epoch"]
     assert [r["epoch"] for r in checkpoint.history] == [0, 1, 2]
 
     # AFM initialised from that FM (the authors' pretraining recipe), then evaluated.

@@ -136,6 +136,6 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     from afm.checkpoint import load_checkpoint
 
     saved = load_checkpoint(tmp_path / "two.safetensors")  # written once, by the first process, atomically
-    assert saved.train_config["world_size"] == 2
+    assert saved.outcome.world_size == 2
     assert saved.best["valid_rmse"] == pytest.approx(two["valid_rmse"])
     assert not list(tmp_path.glob(".*.part"))

@@ -50,7 +50,7 @@ def test_stop_request_keeps_the_best_epoch():
     job.on_epoch_end = stop_after_first_epoch
     job.start().join(timeout=120)
     assert job.status == "stopped"
-    assert job.run is not None and job.run.train_config["stop_reason"] == "stopped"
+    assert job.run is not None and job.run.outcome.stop_reason == "stopped"
     assert max(r["epoch"] for r in job.run.history) == 1
 
 

@@ -12,7 +12,7 @@ import torch
 import afm.data.stream as stream
 from afm.analysis.explain import largest_pair_terms, value_labels
 from afm.bundled import sample_checkpoint_path
-from afm.checkpoint import Checkpoint, load_checkpoint
+from afm.checkpoint import Checkpoint, TrainedOn, load_checkpoint
 from afm.cli import main
 from afm.data import load_csv, load_dataset
 from afm.data.stream import iter_rows
@@ -128,7 +128,7 @@ def random_checkpoint(dataset, model="afm", task="regression", seed=0) -> Checkp
     with torch.no_grad():
         for parameter in network.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator))
-    return Checkpoint(network.eval(), config, {"task": task}, [], schema, dataset.info())
+    return Checkpoint(network.eval(), config, {"task": task}, [], schema, TrainedOn.of(dataset))
 
 
 @pytest.mark.slow  # scores the same rows several times

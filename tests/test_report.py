@@ -12,7 +12,7 @@ import pytest
 
 from afm.app.loopback import CHROMIUM, CHROMIUM_ARGS
 from afm.bundled import sample_checkpoint_path
-from afm.checkpoint import Checkpoint, load_checkpoint
+from afm.checkpoint import Checkpoint, TrainedOn, load_checkpoint
 from afm.cli import main
 from afm.data import load_csv
 from afm.models import ModelConfig, build_model
@@ -53,14 +53,14 @@ def test_hostile_names_are_escaped(tmp_path):
     config = ModelConfig(model="afm", num_features=dataset.schema.num_features, num_fields=2, embedding_dim=4,
                          attention_dim=4)
     checkpoint = Checkpoint(build_model(config, seed=0), config, {"task": "regression"}, [], dataset.schema,
-                            dataset.info())
+                            TrainedOn.of(dataset))
     page = build_report(checkpoint, dataset)
     assert HOSTILE not in page and "&lt;/script&gt;&lt;img" in page
 
 
 def test_without_data_the_report_is_the_model_card(tmp_path, capsys):
     checkpoint = load_checkpoint(sample_checkpoint_path("fm"))
-    checkpoint.dataset = {**checkpoint.dataset, "name": "gone", "source": str(tmp_path / "nowhere")}
+    checkpoint.trained_on = TrainedOn(name="gone", location=str(tmp_path / "nowhere"))
     dataset, note = report_dataset(checkpoint)
     assert dataset is None and "--data" in note
     page = build_report(checkpoint, dataset)
@@ -95,7 +95,7 @@ def test_the_report_opens_offline_in_chromium_with_its_charts_drawn(sample_repor
     dataset = load_csv(tmp_path / "rows.csv", min_count=1)
     config = ModelConfig(model="fm", num_features=dataset.schema.num_features, num_fields=2, embedding_dim=4)
     write_report(hostile, Checkpoint(build_model(config, seed=0), config, {"task": "regression"}, [],
-                                     dataset.schema, dataset.info()), dataset)
+                                     dataset.schema, TrainedOn.of(dataset)), dataset)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1300, "height": 900})

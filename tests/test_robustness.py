@@ -20,7 +20,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from afm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from afm.checkpoint import Checkpoint, Outcome, TrainedOn, load_checkpoint, save_checkpoint
 from afm.cli import main
 from afm.data import load_csv, load_dataset, read_libfm
 from afm.data.libfm import parse_libfm
@@ -56,8 +56,8 @@ def small_checkpoint(tmp_path, name="m.safetensors"):
     data = random_dataset()
     model = build_model(ModelConfig(model="afm", num_features=data.schema.num_features,
                                     num_fields=data.schema.num_fields, embedding_dim=4, attention_dim=4), seed=0)
-    checkpoint = Checkpoint(model, model.config, {"task": "regression", "best_epoch": 0},
-                            [{"epoch": 0, "valid_rmse": 1.0}], data.schema, data.info())
+    checkpoint = Checkpoint(model, model.config, {"task": "regression"},
+                            [{"epoch": 0, "valid_rmse": 1.0}], data.schema, TrainedOn.of(data), Outcome(best_epoch=0))
     return save_checkpoint(tmp_path / name, checkpoint), checkpoint, data
 
 
@@ -272,8 +272,8 @@ def hostile(tmp_path, name, change):
     ("nested", lambda m: m.update(history="[" * 100_000 + "]" * 100_000), "nested too deeply"),
     ("bool features", lambda m: m.update(model_config=json.dumps({**json.loads(m["model_config"]),
                                                                   "num_features": True})), "num_features"),
-    ("label range", lambda m: m.update(dataset=json.dumps({"label_range": ["a", 1]})), "label_range"),
-    ("label range order", lambda m: m.update(dataset=json.dumps({"label_range": [2, 1]})), "label_range"),
+    ("label range", lambda m: m.update(trained_on=json.dumps({"label_range": ["a", 1]})), "label_range"),
+    ("label range order", lambda m: m.update(trained_on=json.dumps({"label_range": [2, 1]})), "label_range"),
     ("task", lambda m: m.update(train_config=json.dumps({"task": "rank"})), "task"),
     ("epoch", lambda m: m.update(history=json.dumps([{"epoch": "x"}])), "epoch"),
 ])

@@ -11,7 +11,7 @@ import torch
 
 from afm.analysis.whatif import Row, compare_rows, field_number, field_options, field_slot, typical_row
 from afm.bundled import sample_checkpoint_path
-from afm.checkpoint import Checkpoint, load_checkpoint
+from afm.checkpoint import Checkpoint, TrainedOn, load_checkpoint
 from afm.data import load_csv, load_dataset, split_indices
 from afm.figures import what_if_figure
 from afm.models import ModelConfig, build_model
@@ -92,7 +92,8 @@ def test_numeric_csv_fields_are_entered_as_numbers(tmp_path):
     assert field_number(schema, price, row) == pytest.approx(30.0)
     config = ModelConfig(model="afm", num_features=schema.num_features, num_fields=2, embedding_dim=4,
                          attention_dim=3)
-    checkpoint = Checkpoint(build_model(config, seed=1), config, {"task": "regression"}, [], schema, dataset.info())
+    checkpoint = Checkpoint(build_model(config, seed=1), config, {"task": "regression"}, [], schema,
+                            TrainedOn.of(dataset))
     result = compare_rows(checkpoint.model, schema, start, row)
     assert result.changed_fields == ["price"]
     assert result.table.loc[result.table.part == "price", "now"].item() == "price=30"

@@ -1,10 +1,12 @@
 """Caches shared by every session of the server. Data and analyses are keyed on content (a
 file's modification time, a dataset fingerprint, a checkpoint's hash), so two sessions that look
-at the same thing compute it once; nothing returned from here is mutated by a page."""
+at the same thing compute it once. `cache_resource` for what is read-only (datasets, per-row
+terms): one object for everyone, no copy per rerun; nothing returned from here is mutated."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import streamlit as st
@@ -12,6 +14,7 @@ import streamlit as st
 from afm.analysis.attention import PairSummary, decompose_split, summarize_pairs, top_feature_pairs
 from afm.checkpoint import Checkpoint, load_checkpoint
 from afm.data import Dataset, FieldSchema, load_dataset
+from afm.data.arrays import MappedDataset
 from afm.errors import AFMError
 from afm.jobs import Run
 from afm.models import PredictionTerms
@@ -26,24 +29,39 @@ def file_stamp(spec: str) -> float:
         return 0.0
 
 
-@st.cache_data(show_spinner="Loading the dataset…", max_entries=6)
+def schema_key(schema: FieldSchema) -> str:
+    return json.dumps(schema.to_json(), sort_keys=True)
+
+
+# How a cache recognises its arguments: a model run by its key (content-based for loaded
+# checkpoints), a dataset by its fingerprint, a schema by its JSON; nothing big is hashed.
+BY_CONTENT = {Run: lambda run: run.key, Dataset: lambda data: data.fingerprint,
+              MappedDataset: lambda data: data.fingerprint, FieldSchema: schema_key}
+
+
+@st.cache_resource(show_spinner="Loading the dataset…", max_entries=6, hash_funcs=BY_CONTENT)
 def dataset(spec: str, data_dir: str | None, label: str | None, stamp: float,
-            schema_json: str | None = None, _schema: FieldSchema | None = None) -> Dataset:
-    """A dataset, read as a model with `_schema` (identified by `schema_json`) was trained."""
-    loaded = load_dataset(spec, data_dir=data_dir or None, label=label or None, schema=_schema)
-    _ = loaded.fingerprint  # hash once here; the cached copies carry it
+            schema: FieldSchema | None = None, shown_as: str | None = None) -> Dataset:
+    """A dataset, read as a model with `schema` was trained (None: as the data says). One object
+    shared by every session and never written to (read-only data: no copy per rerun). `shown_as`:
+    the name an upload is shown by, recorded as where the rows came from instead of a server path."""
+    loaded = load_dataset(spec, data_dir=data_dir or None, label=label or None, schema=schema)
+    _ = loaded.fingerprint  # hash once here
+    if shown_as:
+        loaded.location = f"uploaded file {shown_as}"
     return loaded
 
 
-@st.cache_data(show_spinner="Reading the data as the model was trained…", max_entries=16)
-def dataset_or_problem(spec: str, data_dir: str | None, label: str | None, stamp: float, schema_json: str,
-                       _schema: FieldSchema) -> tuple[Dataset | None, str | None]:
-    """The data read with a model's schema, or why it cannot be (kept, so a page that asks on
-    every rerun does not read the files again)."""
+@st.cache_data(show_spinner="Reading the data as the model was trained…", max_entries=16, hash_funcs=BY_CONTENT)
+def fit_problem(spec: str, data_dir: str | None, label: str | None, stamp: float, schema: FieldSchema,
+                shown_as: str | None = None) -> str | None:
+    """Why the data cannot be read with a model's schema (None: it can; then `dataset` has it).
+    Kept, so a page that asks on every rerun does not read the files again."""
     try:
-        return dataset(spec, data_dir, label, stamp, schema_json, _schema=_schema), None
+        dataset(spec, data_dir, label, stamp, schema, shown_as)
+        return None
     except AFMError as exc:
-        return None, str(exc)
+        return str(exc)
 
 
 @st.cache_resource(max_entries=16)
@@ -57,19 +75,15 @@ def content_key(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
-@st.cache_data(show_spinner="Decomposing predictions…", max_entries=24)
-def pair_analysis(run_key: str, fingerprint: str, split: str, _run: Run,
-                  _dataset: Dataset) -> tuple[PredictionTerms, PairSummary]:
-    """Per-row terms and the per-pair summary of one run on one split. The leading underscores
-    keep Streamlit from hashing the model and arrays; the run key (content-based for loaded
-    checkpoints) and the data fingerprint identify them."""
-    terms = decompose_split(_run.model, _dataset.splits[split])
-    return terms, summarize_pairs(terms, _dataset.schema)
+@st.cache_resource(show_spinner="Decomposing predictions…", max_entries=24, hash_funcs=BY_CONTENT)
+def pair_analysis(run: Run, dataset: Dataset, split: str) -> tuple[PredictionTerms, PairSummary]:
+    """Per-row terms and the per-pair summary of one run on one split (read-only, shared)."""
+    terms = decompose_split(run.model, dataset.splits[split])
+    return terms, summarize_pairs(terms, dataset.schema)
 
 
-@st.cache_data(max_entries=64)
-def top_pairs(run_key: str, fingerprint: str, split: str, top: int, min_support: int, by: str, _run: Run,
-              _dataset: Dataset):
+@st.cache_data(max_entries=64, hash_funcs=BY_CONTENT)
+def top_pairs(run: Run, dataset: Dataset, split: str, top: int, min_support: int, by: str):
     """The top feature-value pairs table of one run on one split (the page's sliders change it)."""
-    terms, _ = pair_analysis(run_key, fingerprint, split, _run, _dataset)
-    return top_feature_pairs(terms, _dataset.splits[split], _dataset.schema, top=top, min_support=min_support, by=by)
+    terms, _ = pair_analysis(run, dataset, split)
+    return top_feature_pairs(terms, dataset.splits[split], dataset.schema, top=top, min_support=min_support, by=by)

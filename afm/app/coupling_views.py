@@ -18,7 +18,7 @@ from afm.analysis.coupling import (
     information_abundance,
     seed_formula_error_by_scale,
 )
-from afm.app import state
+from afm.app import cache, state
 from afm.data import Dataset
 from afm.figures import field_pair_heatmaps, metric_over_epochs, per_field_bars, seed_error_by_scale_figure
 from afm.jobs import Run
@@ -39,8 +39,9 @@ class Rows:
     def names(self) -> list[str]:
         return list(self.dataset.schema.field_names)
 
-    def tensors(self, run: Run, picked: np.ndarray | None = None):
-        return state.dataset_for(run, self.dataset).valid.tensors(self.sample if picked is None else picked)
+    def seen_by(self, run: Run) -> Dataset:
+        """The dataset as `run` reads it (with its own encoding)."""
+        return state.dataset_for(run, self.dataset)
 
 
 def pick_models(dataset: Dataset) -> dict[str, Run]:
@@ -56,26 +57,29 @@ def pick_models(dataset: Dataset) -> dict[str, Run]:
     return chosen
 
 
-@st.cache_data(show_spinner="Measuring coupling…", max_entries=32)
-def _measure(run_key: str, fingerprint: str, rows: int, _run: Run, _rows: Rows):
-    ids, values, targets = _rows.tensors(_run)
-    return coupling_summary(_run.model, ids, values, targets, _run.task), information_abundance(_run.model)
+# The cached measurements take the run, the data as the run reads it and the row numbers; they read
+# nothing else (no session state), so every session asking the same question shares the answer.
+@st.cache_data(show_spinner="Measuring coupling…", max_entries=32, hash_funcs=cache.BY_CONTENT)
+def _measure(run: Run, data: Dataset, rows: np.ndarray):
+    ids, values, targets = data.valid.tensors(rows)
+    return coupling_summary(run.model, ids, values, targets, run.task), information_abundance(run.model)
 
 
-@st.cache_data(show_spinner="Estimating Hessian blocks…", max_entries=32)
-def _hessian(run_key: str, fingerprint: str, rows: int, probes: int, _run: Run, _rows: Rows, _picked: np.ndarray):
-    ids, values, targets = _rows.tensors(_run, _picked)
-    return hessian_coupling(_run.model, ids, values, targets, _run.task, probes=probes)
+@st.cache_data(show_spinner="Estimating Hessian blocks…", max_entries=32, hash_funcs=cache.BY_CONTENT)
+def _hessian(run: Run, data: Dataset, rows: np.ndarray, probes: int):
+    ids, values, targets = data.valid.tensors(rows)
+    return hessian_coupling(run.model, ids, values, targets, run.task, probes=probes)
 
 
-@st.cache_data(show_spinner="Comparing the blog post's formula with autograd…", max_entries=16)
-def _seed_errors(run_key: str, fingerprint: str, scales: tuple[float, ...], _run: Run, _rows: Rows):
-    ids, values, targets = _rows.tensors(_run, _rows.sample[:256])
-    return seed_formula_error_by_scale(_run.model, ids, values, targets, np.array(scales), _run.task)
+@st.cache_data(show_spinner="Comparing the blog post's formula with autograd…", max_entries=16,
+               hash_funcs=cache.BY_CONTENT)
+def _seed_errors(run: Run, data: Dataset, rows: np.ndarray, scales: tuple[float, ...]):
+    ids, values, targets = data.valid.tensors(rows)
+    return seed_formula_error_by_scale(run.model, ids, values, targets, np.array(scales), run.task)
 
 
 def measurements(chosen: dict[str, Run], rows: Rows) -> dict:
-    return {m: _measure(r.key, rows.dataset.fingerprint, len(rows.sample), r, rows) for m, r in chosen.items()}
+    return {m: _measure(r, rows.seen_by(r), rows.sample) for m, r in chosen.items()}
 
 
 def _show(figures: dict) -> None:
@@ -110,7 +114,7 @@ def hessian(chosen: dict[str, Run], rows: Rows) -> None:
     blocks = {}
     for model, run in chosen.items():
         picked = rows.sample[:rows.hessian_rows] if model == "afm" else rows.sample
-        blocks[model] = _hessian(run.key, rows.dataset.fingerprint, len(picked), rows.probes, run, rows, picked)
+        blocks[model] = _hessian(run, rows.seen_by(run), picked, rows.probes)
     parts = {"ratio": "model part / curvature part", "model_part": "model part ℓ'·∂²ŷ/∂v_f∂v_g",
              "curvature_part": "curvature part ℓ''·∇_fŷ∇_gŷᵀ", "total": "whole block"}
     part = st.radio("Show", list(parts), horizontal=True, format_func=parts.get)
@@ -156,7 +160,7 @@ def blog_formula(chosen: dict[str, Run], rows: Rows) -> None:
     st.caption("What to look for: the error at scale 1 (the model as trained); below about 0.01 the formula is "
                "close, so the blog's derivation describes an untrained AFM, not this one.")
     scales = tuple(float(s) for s in np.logspace(-3, 1, 9))
-    errors = _seed_errors(chosen["afm"].key, rows.dataset.fingerprint, scales, chosen["afm"], rows)
+    errors = _seed_errors(chosen["afm"], rows.seen_by(chosen["afm"]), rows.sample[:256], scales)
     st.plotly_chart(seed_error_by_scale_figure(
         np.array(scales), errors, "Blog eq. (11) vs autograd, embeddings rescaled (1 = as trained)"),
         config=state.PLOTLY_CONFIG)
@@ -191,7 +195,7 @@ def verify(chosen: dict[str, Run], rows: Rows) -> None:
     if not st.button("Verify against autograd"):
         return
     for model, run in chosen.items():
-        ids, values, targets = rows.tensors(run)
+        ids, values, targets = rows.seen_by(run).valid.tensors(rows.sample)
         exact_model = copy.deepcopy(run.model).double()
         closed = embedding_gradient_parts(exact_model, ids, values.double(), targets.double(), run.task)
         reference = autograd_embedding_gradient(exact_model, ids, values.double(), targets.double(), run.task)

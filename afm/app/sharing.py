@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from afm.app import uploads
+from afm.app import cache, uploads
 from afm.data import Dataset
 from afm.errors import AFMError
 from afm.jobs import Run
@@ -49,7 +49,7 @@ def score_upload(run: Run, uploaded, explain: int, bar) -> ScoredRows:
                       run.key, uploaded.file_id)
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def report_html(run_key: str, fingerprint: str | None, coupling: bool, _run: Run, _dataset: Dataset | None) -> str:
-    """The run's report (see afm.report); the key and fingerprint identify the run and rows."""
-    return build_report(_run, _dataset, coupling=coupling, title=f"{_run.name}")
+@st.cache_data(show_spinner=False, max_entries=8, hash_funcs=cache.BY_CONTENT)
+def report_html(run: Run, dataset: Dataset | None, coupling: bool) -> str:
+    """The run's report (see afm.report)."""
+    return build_report(run, dataset, coupling=coupling, title=f"{run.name}")

@@ -3,8 +3,6 @@ choice, and the checks that turn user mistakes into `st.error` messages instead 
 
 from __future__ import annotations
 
-import json
-
 import streamlit as st
 
 from afm.app import cache
@@ -70,6 +68,12 @@ def dataset_spec() -> str | None:
     return upload[0] if upload else None
 
 
+def upload_name() -> str | None:
+    """The name the user gave the chosen upload (None: the data is not an upload)."""
+    upload = st.session_state.get("upload")
+    return upload[1] if upload and setting("dataset_source") == "upload" else None
+
+
 def user_message(exc: Exception) -> str:
     """The error as the user should read it: uploads by the name they gave, not a server path."""
     message = str(exc)
@@ -87,9 +91,8 @@ def load_current(schema=None, show_errors: bool = True) -> Dataset | None:
             st.error(data_dir_problem())
         return None
     try:
-        schema_json = json.dumps(schema.to_json(), sort_keys=True) if schema is not None else None
-        return cache.dataset(spec, setting("data_dir"), setting("label_column") or None,
-                             cache.file_stamp(spec), schema_json, _schema=schema)
+        return cache.dataset(spec, setting("data_dir"), setting("label_column") or None, cache.file_stamp(spec),
+                             schema, upload_name())
     except AFMError as exc:
         if show_errors:
             st.error(f"Cannot load the dataset: {user_message(exc)}")
@@ -118,10 +121,10 @@ def dataset_for(run: Run, dataset: Dataset) -> Dataset:
     spec = dataset_spec()
     if spec is None:
         return dataset
-    schema_json = json.dumps(run.schema.to_json(), sort_keys=True)
-    seen, _ = cache.dataset_or_problem(spec, setting("data_dir"), setting("label_column") or None,
-                                       cache.file_stamp(spec), schema_json, _schema=run.schema)
-    return seen or dataset
+    where = (spec, setting("data_dir"), setting("label_column") or None, cache.file_stamp(spec))
+    if cache.fit_problem(*where, run.schema, upload_name()) is not None:
+        return dataset
+    return cache.dataset(*where, run.schema, upload_name())
 
 
 def fit_problem(run: Run, dataset: Dataset) -> str | None:
@@ -158,7 +161,7 @@ def fitting_active_run(dataset: Dataset) -> tuple[Run | None, str | None]:
     fitting = [r for r in st.session_state.runs.values() if fit_problem(r, dataset_for(r, dataset)) is None]
     if not fitting:
         return run, problem
-    chosen = min(fitting, key=lambda r: (r.dataset.get("fingerprint") != dataset.fingerprint,
+    chosen = min(fitting, key=lambda r: (r.trained_on.fingerprint != dataset.fingerprint,
                                          r.model_config.model != "afm"))
     st.session_state.active_run = chosen.name
     st.info(f"Showing **{chosen.name}**: the active model {run.name!r} cannot score {dataset.name!r} ({problem}).")

@@ -102,9 +102,9 @@ class ArraysWriter:
     failure the temporary directory is removed and nothing appears at `dest`."""
 
     def __init__(self, dest: str | os.PathLike, schema: FieldSchema, rows: dict[str, int], name: str,
-                 source: str, notes: Sequence[str] = ()):
+                 location: str, notes: Sequence[str] = ()):
         self.dest = check_new_destination(dest)
-        self.schema, self.rows, self.name, self.source, self.notes = schema, dict(rows), name, source, list(notes)
+        self.schema, self.rows, self.name, self.location, self.notes = schema, dict(rows), name, location, list(notes)
         self.filled = dict.fromkeys(SPLITS, 0)
         self.labels = LabelStats()
         self.temporary = self.dest.parent / f".{self.dest.name}.{os.getpid()}.{secrets.token_hex(6)}.part"
@@ -141,7 +141,8 @@ class ArraysWriter:
         splits = {split: _open_split(self.temporary, split, self.rows[split], self.schema.num_fields, self.temporary)
                   for split in SPLITS}
         stats = {**self.labels.to_json(), "fingerprint": content_fingerprint(self.schema, splits)}
-        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "name": self.name, "source": self.source,
+        # "source" in the manifest: the arrays format predates the name `location`.
+        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "name": self.name, "source": self.location,
                     "notes": self.notes, "num_fields": self.schema.num_fields, "rows": self.rows, **stats,
                     "schema": self.schema.to_json()}
         write_atomic(self.temporary / MANIFEST, json.dumps(manifest).encode(),
@@ -166,7 +167,7 @@ def write_arrays(dataset: Dataset, dest: str | os.PathLike) -> MappedDataset:
     """Write a dataset that is in memory (a CSV, a single libfm file) as arrays, COPY_ROWS rows
     at a time."""
     rows = {name: len(split) for name, split in dataset.splits.items()}
-    with ArraysWriter(dest, dataset.schema, rows, dataset.name, dataset.source, dataset.notes) as writer:
+    with ArraysWriter(dest, dataset.schema, rows, dataset.name, dataset.location, dataset.notes) as writer:
         for name, split in dataset.splits.items():
             for start in range(0, len(split), COPY_ROWS):
                 writer.append(name, split.take(np.arange(start, min(start + COPY_ROWS, len(split)))))

@@ -96,7 +96,7 @@ class Dataset:
     name: str
     schema: FieldSchema
     splits: dict[str, Split]
-    source: str
+    location: str  # where the rows were read from: a directory or file (an upload: "uploaded file NAME")
     notes: list[str] = field(default_factory=list)  # e.g. "split 70/20/10 with seed 0"
 
     def __post_init__(self):
@@ -150,11 +150,6 @@ class Dataset:
         """Content hash of all splits: a checkpoint records it to recognise its training data."""
         return content_fingerprint(self.schema, self.splits)
 
-    def info(self) -> dict:
-        """What a checkpoint records about its training data."""
-        return {"name": self.name, "source": self.source, "fingerprint": self.fingerprint,
-                "label_range": list(self.label_range), "rows": {n: len(s) for n, s in self.splits.items()}}
-
     def preview(self, rows: int = 8) -> pd.DataFrame:
         """The first training rows with readable feature values."""
         ids = self.train.feature_ids[:rows]  # (rows, F)
@@ -166,7 +161,7 @@ class Dataset:
     def summary(self) -> dict:
         return {
             "name": self.name,
-            "source": self.source,
+            "location": self.location,
             "fields": self.schema.num_fields,
             "features": self.schema.num_features,
             "pairs": self.schema.num_pairs,

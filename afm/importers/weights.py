@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load as load_safetensors
 
-from afm.checkpoint import MAX_CHECKPOINT_BYTES, Checkpoint
+from afm.checkpoint import MAX_CHECKPOINT_BYTES, Checkpoint, TrainedOn
 from afm.data import FieldSchema
 from afm.data.schema import schema_from_tsv
 from afm.errors import CheckpointError, ConfigError
@@ -150,8 +150,8 @@ def imported_checkpoint(model_name: str, weights: dict[str, torch.Tensor], schem
     model.load_state_dict(weights)
     model.eval()
     train_config = {"task": task, "imported_from": library, "weights": str(source)}
-    dataset = {"name": f"imported from {library.split()[0]}", "source": str(source)}
-    return Checkpoint(model, config, train_config, [], schema, dataset)
+    return Checkpoint(model, config, train_config, [], schema,
+                      TrainedOn(name=f"imported from {library.split()[0]}", location=str(source)))
 
 
 def parse_names(text: str | None) -> list[str] | None:
