@@ -258,8 +258,8 @@ def load_checkpoint(source: str | os.PathLike | bytes, device: str | torch.devic
     trained_on, outcome = TrainedOn.from_json(fields["trained_on"], label), Outcome.from_json(fields["outcome"], label)
     model = _load_weights(data, header, config, metadata.get("tensors_sha256"), label)
     model.to(device).eval()
-    return Checkpoint(model, config, fields["train_config"], fields["history"], schema,
-                      trained_on, outcome, str(metadata.get("created", ""))[:40], unchecked="tensors_sha256" not in metadata)
+    return Checkpoint(model, config, fields["train_config"], fields["history"], schema, trained_on, outcome,
+                      str(metadata.get("created", ""))[:40], unchecked="tensors_sha256" not in metadata)
 
 
 def _load_weights(data: bytes, header: dict, config: ModelConfig, checksum: object, label: str) -> PairwiseModel:

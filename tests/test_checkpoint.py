@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import save as save_safetensors
 
 from afm.checkpoint import Checkpoint, Outcome, TrainedOn, load_checkpoint, save_checkpoint
+from afm.cli import main
 from afm.errors import CheckpointError
 from afm.models import ModelConfig, build_model
 from tests.conftest import random_dataset
@@ -171,7 +172,7 @@ def test_settings_and_outcome_are_apart_and_round_trip(tmp_path):
     assert not loaded.unchecked
 
 
-def test_a_version_1_file_is_read_with_its_outcome_moved_out_of_the_settings(tmp_path):
+def test_a_version_1_file_is_read_with_its_outcome_moved_out_of_the_settings(tmp_path, capsys):
     """Files written before version 2 kept the outcome inside train_config and had no checksum."""
     model, data = trained_like()
     header, body = header_and_body(checkpoint_of(model, data).to_bytes())
@@ -188,3 +189,5 @@ def test_a_version_1_file_is_read_with_its_outcome_moved_out_of_the_settings(tmp
     assert loaded.outcome == Outcome(best_epoch=2, stop_reason="stopped", device="cpu")
     assert loaded.trained_on == TrainedOn("old", "/data/old", None, (1.0, 5.0), {"train": 7})
     assert loaded.unchecked and loaded.best_epoch == 2
+    assert main(["history", "--checkpoint", str(path)]) == 0
+    assert "was saved without a checksum" in capsys.readouterr().err

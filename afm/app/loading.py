@@ -38,6 +38,9 @@ def load_run(uploaded, picked: str, saved: dict[str, Path], dataset: Dataset) ->
             raise AFMError("choose a file to upload or a saved checkpoint first")
         run = Run.from_checkpoint(checkpoint, f"{checkpoint.model_config.model.upper()} from {label}",
                                   f"loaded: {label}", key=key)
+        if checkpoint.unchecked:
+            st.caption("This file was saved without a checksum of its weights (before checkpoint format 2): "
+                       "they load unchecked.")
         seen = state.dataset_for(run, dataset)
         problem = state.fit_problem(run, seen)
         if problem:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 # Exit statuses: 0 done (and, for train, the checkpoint written); 1 a bug of ours; 2 bad input,
 # nothing written; 3 training ended early (diverged, Ctrl-C or SIGTERM) and the best epoch so
@@ -85,3 +86,14 @@ def load_data(args, schema=None):
     return load_dataset(args.data, data_dir=args.data_dir, seed=args.split_seed, label=args.label, schema=schema)
 
 
+
+
+def read_checkpoint(path, device="cpu"):
+    """`load_checkpoint`, saying on stderr when the file carries no checksum of its weights."""
+    from afm.checkpoint import load_checkpoint  # here: argument parsing stays free of torch
+
+    checkpoint = load_checkpoint(path, device=device)
+    if checkpoint.unchecked:
+        print(f"note: {path} was saved without a checksum (before checkpoint format 2); its weights are "
+              "unchecked", file=sys.stderr)
+    return checkpoint

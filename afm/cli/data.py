@@ -72,14 +72,14 @@ def add_commands(commands) -> dict:
 def command_evaluate(args) -> dict:
     import numpy as np
 
-    from afm.checkpoint import load_checkpoint
+    from afm.cli.arguments import read_checkpoint
     from afm.data import SPLITS
     from afm.inference import split_outputs
     from afm.metrics import evaluate_predictions
     from afm.training_plan import resolve_device
 
     device = resolve_device(args.device)
-    checkpoint = load_checkpoint(args.checkpoint, device=device)
+    checkpoint = read_checkpoint(args.checkpoint, device=device)
     dataset = load_data(args, schema=checkpoint.schema)  # encoded exactly as the model's training data
     task = checkpoint.task
     if task == "binary" and not dataset.is_binary:
@@ -132,9 +132,9 @@ def command_history(args) -> dict:
     """The table goes to stdout before the JSON summary line."""
     import pandas as pd
 
-    from afm.checkpoint import load_checkpoint
+    from afm.cli.arguments import read_checkpoint
 
-    checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint = read_checkpoint(args.checkpoint)
     if not checkpoint.history:
         raise CheckpointError(args.checkpoint, "has no training history (it was imported or made by hand)")
     table = pd.DataFrame(checkpoint.history)
@@ -175,10 +175,10 @@ def command_convert(args) -> dict:
 
 
 def command_encode(args) -> dict:
-    from afm.checkpoint import load_checkpoint
+    from afm.cli.arguments import read_checkpoint
     from afm.data.registry import encode_dataset
 
-    schema = load_checkpoint(args.schema_from).schema if args.schema_from else None
+    schema = read_checkpoint(args.schema_from).schema if args.schema_from else None
     dataset = encode_dataset(args.data, args.dest, data_dir=args.data_dir, seed=args.split_seed, label=args.label,
                              schema=schema)
     return {"directory": args.dest, **dataset.summary()}

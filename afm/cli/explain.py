@@ -78,11 +78,11 @@ class _PredictProgress:
 
 
 def command_predict(args) -> dict:
-    from afm.checkpoint import load_checkpoint
+    from afm.cli.arguments import read_checkpoint
     from afm.predict import predict_file
     from afm.training_plan import resolve_device
 
-    checkpoint = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
+    checkpoint = read_checkpoint(args.checkpoint, device=resolve_device(args.device))
     chunking = {"chunk_rows": args.chunk_rows} if args.chunk_rows else {}
     summary = predict_file(checkpoint, args.data, args.out, explain=args.explain, label=args.label, **chunking,
                            progress=None if args.quiet else _PredictProgress())
@@ -92,10 +92,10 @@ def command_predict(args) -> dict:
 
 
 def command_report(args) -> dict:
-    from afm.checkpoint import load_checkpoint
+    from afm.cli.arguments import read_checkpoint
     from afm.report import report_dataset, write_report
 
-    checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint = read_checkpoint(args.checkpoint)
     dataset, note = report_dataset(checkpoint, args.data, data_dir=args.data_dir, label=args.label,
                                    seed=args.split_seed)
     if note:

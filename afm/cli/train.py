@@ -160,7 +160,8 @@ def command_train(args) -> dict | None:
 
 
 def _train(args, group) -> dict | None:
-    from afm.checkpoint import load_checkpoint, save_checkpoint
+    from afm.checkpoint import save_checkpoint
+    from afm.cli.arguments import read_checkpoint
     from afm.files import check_writable_target
     from afm.fit import fit
     from afm.models import ModelConfig
@@ -181,7 +182,7 @@ def _train(args, group) -> dict | None:
         patience=args.patience, seed=args.seed, device=args.device, deterministic=args.deterministic,
         compile=args.compile, distinct_pairs=args.distinct_pairs, stream=args.stream)
     # An AFM started from an FM must see the data exactly as that FM did (its CSV encoding).
-    pretrained = load_checkpoint(args.init_from) if args.init_from else None
+    pretrained = read_checkpoint(args.init_from) if args.init_from else None
     dataset = load_data(args, schema=pretrained.schema if pretrained else None)
     main = group is None or group.is_main
     config = ModelConfig(model=args.model, num_features=dataset.schema.num_features,
