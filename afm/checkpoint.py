@@ -27,10 +27,12 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from afm.data import Dataset, FieldSchema, TabularEncoder
-from afm.errors import AFMError, CheckpointError
+from afm.data import SPLITS, Dataset, FieldSchema, TabularEncoder
+from afm.errors import AFMError, CheckpointError, ConfigError
 from afm.files import read_regular_file, write_atomic
+from afm.inference import split_outputs
 from afm.jsonsafe import finite
+from afm.metrics import evaluate_predictions
 from afm.models import ModelConfig, PairwiseModel, build_model
 from afm.train import TASKS, TrainResult
 
@@ -187,6 +189,20 @@ class Checkpoint:
             return [f"this checkpoint was trained on {trained_on!r} (fingerprint {self.trained_on.fingerprint}), "
                     f"not on this exact data ({dataset.fingerprint})"]
         return []
+
+    def evaluate(self, dataset: Dataset, split: str = "test", device: str | torch.device = "cpu") -> dict:
+        """The model's metrics on `split` ("all": every row) of data read with its schema: the one way
+        a checkpoint is scored (`afm evaluate`, the report). A chunk of rows at a time, so memory-mapped
+        data larger than memory is scored too; RMSE clips to the training labels' range."""
+        if self.task == "binary" and not dataset.is_binary:
+            raise ConfigError("this is a binary-task model and the data's labels are not two classes")
+        dataset.check_rows(split)  # an empty choice of rows is an error, not a score of nothing
+        names = SPLITS if split == "all" else (split,)
+        predictions = np.concatenate([split_outputs(self.model, dataset.splits[n], torch.device(device))
+                                      for n in names])
+        labels = np.concatenate([dataset.splits[n].labels for n in names])
+        metrics = evaluate_predictions(predictions, labels, self.task, self.label_range or dataset.label_range)
+        return {**metrics, "rows": len(labels)}
 
     def to_bytes(self) -> bytes:
         tensors = {name: t.detach().to("cpu", torch.float32).contiguous()

@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
-import torch
 from plotly.offline import get_plotlyjs
 
 from afm.analysis.attention import decompose_split, pair_matrix, summarize_pairs, top_feature_pairs
@@ -39,8 +38,6 @@ from afm.figures import (
     top_pairs_figure,
 )
 from afm.files import write_atomic
-from afm.inference import outputs
-from afm.metrics import evaluate_predictions
 from afm.models import parameter_count
 
 COUPLING_ROWS = 1024  # validation rows the coupling summary measures (as the app's default)
@@ -148,15 +145,14 @@ def _model_card(checkpoint: Checkpoint, dataset: Dataset | None, split: str) -> 
     else:
         parts.append("<p class='note'>No training history: this model was imported or made by hand.</p>")
     if dataset is not None:
-        rows = dataset.rows(split)
-        device = next(checkpoint.model.parameters()).device
-        predictions = outputs(checkpoint.model, torch.from_numpy(rows.feature_ids).to(device),
-                              torch.from_numpy(rows.feature_values).to(device))
-        label_range = checkpoint.label_range or dataset.label_range
-        task = checkpoint.task if checkpoint.task != "binary" or dataset.is_binary else "regression"
-        measured = evaluate_predictions(predictions, rows.labels, task, label_range)
-        parts.append(f"<p>Measured now on the {_text(split)} rows of {_text(dataset.name)} ({len(rows):,} rows):</p>"
-                     + _definitions(measured))
+        try:
+            measured = checkpoint.evaluate(dataset, split, next(checkpoint.model.parameters()).device)
+        except AFMError as exc:
+            parts.append(f"<p class='note'>Not measured on {_text(dataset.name)}: {_text(exc)}</p>")
+        else:
+            rows = measured.pop("rows")
+            parts.append(f"<p>Measured now on the {_text(split)} rows of {_text(dataset.name)} ({rows:,} rows):</p>"
+                         + _definitions(measured))
     parts.append("<h3>Curves</h3>")
     if len(checkpoint.history) > 1:
         metrics = ["rmse"] + (["auc", "logloss"] if checkpoint.task == "binary" else [])

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from afm.cli.arguments import data_arguments, load_data, positive_float, positive_int, seed
-from afm.errors import CheckpointError, ConfigError
+from afm.errors import CheckpointError
 
 
 def add_commands(commands) -> dict:
@@ -70,31 +70,18 @@ def add_commands(commands) -> dict:
 
 
 def command_evaluate(args) -> dict:
-    import numpy as np
-
     from afm.cli.arguments import read_checkpoint
-    from afm.data import SPLITS
-    from afm.inference import split_outputs
-    from afm.metrics import evaluate_predictions
     from afm.training_plan import resolve_device
 
     device = resolve_device(args.device)
     checkpoint = read_checkpoint(args.checkpoint, device=device)
     dataset = load_data(args, schema=checkpoint.schema)  # encoded exactly as the model's training data
-    task = checkpoint.task
-    if task == "binary" and not dataset.is_binary:
-        raise ConfigError("this is a binary-task model and the data's labels are not two classes")
-    for warning in checkpoint.check_fits(dataset):
+    warnings = checkpoint.check_fits(dataset)
+    metrics = checkpoint.evaluate(dataset, args.split, device)
+    for warning in warnings:  # after the score: an error is the one line printed
         print(f"afm: warning: {warning}", file=sys.stderr)
-    label_range = checkpoint.label_range or dataset.label_range
-    # A chunk of rows at a time: memory-mapped data larger than memory is scored too.
-    dataset.check_rows(args.split)  # an empty choice of rows is an error, not a score of nothing
-    names = SPLITS if args.split == "all" else (args.split,)
-    predictions = np.concatenate([split_outputs(checkpoint.model, dataset.splits[n], device) for n in names])
-    labels = np.concatenate([dataset.splits[n].labels for n in names])
-    metrics = evaluate_predictions(predictions, labels, task, label_range)
-    return {"model": checkpoint.model_config.model, "task": task, "dataset": dataset.name, "split": args.split,
-            **metrics, "rows": len(labels), "device": str(device)}
+    return {"model": checkpoint.model_config.model, "task": checkpoint.task, "dataset": dataset.name,
+            "split": args.split, **metrics, "device": str(device)}
 
 
 def command_download(args) -> dict:
