@@ -30,8 +30,8 @@ from safetensors.torch import save as save_safetensors
 from afm.data import SPLITS, Dataset, FieldSchema, TabularEncoder
 from afm.errors import AFMError, CheckpointError, ConfigError
 from afm.files import read_regular_file, write_atomic
+from afm.finite_json import finite
 from afm.inference import split_outputs
-from afm.jsonsafe import finite
 from afm.metrics import evaluate_predictions
 from afm.models import ModelConfig, PairwiseModel, build_model
 from afm.train import TASKS, TrainResult

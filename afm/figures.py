@@ -73,7 +73,7 @@ def attention_heatmap(summary: PairSummary, field_names, mode: str = "attention"
 
 
 def planted_heatmap(planted, field_names) -> go.Figure:
-    """The synthetic sample's ground truth (`afm.synthetic.PlantedPair`s): the strength of each
+    """The synthetic sample's ground truth (`afm.samples.planted.PlantedPair`s): the strength of each
     planted pair where it acts, 0 elsewhere; hover says when a pair acts only in some rows."""
     index = {name: i for i, name in enumerate(field_names)}
     matrix = np.zeros((len(field_names), len(field_names)))

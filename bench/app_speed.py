@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from afm.analysis.attention import decompose_split, summarize_pairs
-from afm.app.loopback import CHROMIUM, CHROMIUM_ARGS, app_server
+from afm.app.local_server import CHROMIUM, CHROMIUM_ARGS, app_server
 from afm.checkpoint import load_checkpoint
 from afm.data import load_dataset
 from afm.figures import attention_heatmap

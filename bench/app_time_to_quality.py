@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from time_to_quality import seconds_until  # noqa: E402
 
-from afm.app.loopback import CHROMIUM, CHROMIUM_ARGS, app_server  # noqa: E402
+from afm.app.local_server import CHROMIUM, CHROMIUM_ARGS, app_server  # noqa: E402
 from afm.checkpoint import load_checkpoint  # noqa: E402
 
 

@@ -26,7 +26,7 @@ import statistics
 import time
 from pathlib import Path
 
-from afm.app.loopback import CHROMIUM, CHROMIUM_ARGS, app_server, rss_bytes
+from afm.app.local_server import CHROMIUM, CHROMIUM_ARGS, app_server, rss_bytes
 
 PAGES = [("Attention", 4), ("Gradient coupling", 1), ("Curves", 1)]  # title, charts to wait for
 SESSION_TTL = 5  # seconds a closed session lingers on the server in this benchmark

@@ -11,7 +11,7 @@ from afm.app.whatif import render_what_if
 from afm.data.registry import BUNDLED_SAMPLES, REGISTRY
 from afm.figures import attention_heatmap, decomposition_figure, planted_heatmap, top_pairs_figure
 from afm.paths import sample_dir
-from afm.synthetic import planted_pairs
+from afm.samples.planted import planted_pairs
 
 run, dataset = state.require_run_and_data()
 st.title("Attention")

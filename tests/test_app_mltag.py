@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from afm.synthetic_mltag import MlTagConfig, write_ml_tag
+from afm.samples.mltag_shape import MlTagConfig, write_ml_tag
 from tests.test_app import TIMEOUT, no_errors, train_and_collect
 
 ROOT = Path(__file__).resolve().parent.parent

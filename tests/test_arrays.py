@@ -13,7 +13,7 @@ from afm.data import load_dataset, load_libfm_dir, read_libfm
 from afm.data.arrays import MANIFEST, encode_libfm_dir, open_arrays, write_arrays
 from afm.data.libfm import format_libfm, iter_libfm_rows, write_libfm
 from afm.errors import ConfigError, DataError
-from afm.synthetic_mltag import MlTagConfig, write_ml_tag
+from afm.samples.mltag_shape import MlTagConfig, write_ml_tag
 from tests.conftest import random_dataset
 
 

@@ -19,7 +19,7 @@ from afm.data import load_dataset
 from afm.inference import outputs
 from afm.models import ModelConfig, build_model
 from afm.paths import sample_dir
-from afm.synthetic import planted_pairs
+from afm.samples.planted import planted_pairs
 from afm.train import TrainConfig, seed_everything, train_model
 from tests.conftest import random_dataset
 

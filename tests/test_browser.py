@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from afm.app.loopback import CHROMIUM, CHROMIUM_ARGS, app_server
+from afm.app.local_server import CHROMIUM, CHROMIUM_ARGS, app_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "docs" / "screenshots"

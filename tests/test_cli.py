@@ -199,7 +199,7 @@ def test_evaluate_a_binary_model_on_real_valued_labels_is_a_clear_error(tmp_path
 def test_a_one_row_file_has_no_test_rows_and_says_so(capsys, tmp_path, command):
     """A single libfm file is split 70/20/10: with one row, its test split is empty. Scoring it is
     an error that says so (it used to score 0 rows, or fail inside the report)."""
-    from afm.bundled import sample_checkpoint_path
+    from afm.samples.checkpoints import sample_checkpoint_path
 
     rows = tmp_path / "one.libfm"
     rows.write_text((PROJECT_ROOT / "sample_data" / "sample" / "sample.test.libfm").read_text().splitlines()[0] + "\n")

@@ -33,7 +33,7 @@ def test_attention_heatmap_modes_and_hover():
 
 
 def test_planted_heatmap_marks_only_planted_pairs():
-    from afm.synthetic import PlantedPair
+    from afm.samples.planted import PlantedPair
 
     figure = figures.planted_heatmap([PlantedPair("a", "c", 0.7, when=("b", ("on",)))], NAMES)
     z = np.asarray(figure.data[0].z, dtype=float)

@@ -11,7 +11,7 @@ from afm.cli import main
 from afm.data import load_dataset
 from afm.data.movielens import convert_tags, sample_negatives
 from afm.errors import ConfigError, DataError
-from afm.synthetic_mltag import ML_TAG_FIELDS, MlTagConfig, generate_chunk, make_world, write_ml_tag
+from afm.samples.mltag_shape import ML_TAG_FIELDS, MlTagConfig, generate_chunk, make_world, write_ml_tag
 
 
 def last_json(capsys) -> dict:

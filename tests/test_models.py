@@ -298,7 +298,8 @@ def test_loading_a_small_checkpoint_does_not_import_the_compiler_stack():
     import subprocess
     import sys
 
-    code = ("import sys; from afm.bundled import sample_checkpoint_path; from afm.checkpoint import load_checkpoint; "
-            "load_checkpoint(sample_checkpoint_path('afm')); print('sympy' in sys.modules)")
+    code = ("import sys; from afm.samples.checkpoints import sample_checkpoint_path; "
+            "from afm.checkpoint import load_checkpoint; load_checkpoint(sample_checkpoint_path('afm')); "
+            "print('sympy' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"

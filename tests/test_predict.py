@@ -11,7 +11,6 @@ import torch
 
 import afm.data.stream as stream
 from afm.analysis.explain import largest_pair_terms, value_labels
-from afm.bundled import sample_checkpoint_path
 from afm.checkpoint import Checkpoint, TrainedOn, load_checkpoint
 from afm.cli import main
 from afm.data import load_csv, load_dataset
@@ -21,6 +20,7 @@ from afm.errors import DataError
 from afm.inference import outputs
 from afm.models import ModelConfig, build_model
 from afm.predict import predict_file
+from afm.samples.checkpoints import sample_checkpoint_path
 
 
 @pytest.fixture(scope="module")

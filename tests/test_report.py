@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from afm.app.loopback import CHROMIUM, CHROMIUM_ARGS
-from afm.bundled import sample_checkpoint_path
+from afm.app.local_server import CHROMIUM, CHROMIUM_ARGS
 from afm.checkpoint import Checkpoint, TrainedOn, load_checkpoint
 from afm.cli import main
 from afm.data import load_csv
 from afm.models import ModelConfig, build_model
 from afm.report import build_report, report_dataset, write_report
+from afm.samples.checkpoints import sample_checkpoint_path
 
 pytestmark = pytest.mark.slow  # each report decomposes a split and embeds 4.8 MB of plotly.js
 HOSTILE = "</script><img src=x onerror=alert(1)>"

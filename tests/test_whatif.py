@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from afm.analysis.whatif import Row, compare_rows, field_number, field_options, field_slot, typical_row
-from afm.bundled import sample_checkpoint_path
 from afm.checkpoint import Checkpoint, TrainedOn, load_checkpoint
 from afm.data import load_csv, load_dataset, split_indices
 from afm.figures import what_if_figure
 from afm.models import ModelConfig, build_model
+from afm.samples.checkpoints import sample_checkpoint_path
 
 ROOT = Path(__file__).resolve().parent.parent
 

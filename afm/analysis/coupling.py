@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from afm.jsonsafe import finite
+from afm.finite_json import finite
 from afm.models import AFM, FwFM, PairwiseModel
 
 TASK_LOSS = ("regression", "binary")

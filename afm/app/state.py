@@ -6,13 +6,13 @@ from __future__ import annotations
 import streamlit as st
 
 from afm.app import cache
-from afm.bundled import sample_checkpoint_path
 from afm.data import Dataset
 from afm.data.registry import BUNDLED_SAMPLES
 from afm.errors import AFMError
 from afm.jobs import Run, duration
 from afm.models import MODEL_NAMES
 from afm.paths import data_roots, inside_data_roots
+from afm.samples.checkpoints import sample_checkpoint_path
 
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 # Widget values that outlive the page that draws them (the widgets use persist_state="session");

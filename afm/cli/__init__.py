@@ -17,7 +17,7 @@ import traceback
 from afm.cli import data, explain, train
 from afm.cli.arguments import EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USAGE, Parser
 from afm.errors import AFMError, is_out_of_memory
-from afm.jsonsafe import finite
+from afm.finite_json import finite
 from afm.numerics import full_speed_floats
 
 PARTIAL_STOPS = ("diverged", "stopped")  # afm.train.StopReason's partial ones: exit 3

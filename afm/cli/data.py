@@ -43,7 +43,7 @@ def add_commands(commands) -> dict:
     history.add_argument("--format", choices=("csv", "markdown"), default="csv")
     history.add_argument("--every", type=positive_int, default=1,
                          help="only every Nth epoch (the first, best and last are always shown)")
-    from afm.synthetic_mltag import ML_TAG_ROWS
+    from afm.samples.mltag_shape import ML_TAG_ROWS
 
     synthesize = commands.add_parser("synthesize", help="write a synthetic dataset of the paper's ml-tag shape")
     synthesize.add_argument("dataset", choices=("ml-tag",))
@@ -93,7 +93,7 @@ def command_download(args) -> dict:
 
 def command_sample(args) -> dict:
     from afm.paths import sample_dir
-    from afm.synthetic import SAMPLES, write_sample
+    from afm.samples.planted import SAMPLES, write_sample
 
     names = list(SAMPLES) if args.name == "all" else [args.name]
     summary = {"samples": {}}
@@ -104,7 +104,7 @@ def command_sample(args) -> dict:
         directory = write_sample(Path(args.out or sample_dir()) / name, config)
         made = {"directory": str(directory), "rows": config.num_rows}
         if args.checkpoints:
-            from afm.bundled import train_sample_checkpoints
+            from afm.samples.checkpoints import train_sample_checkpoints
 
             made["checkpoints"] = {m: str(p) for m, p in train_sample_checkpoints(name, directory).items()}
         summary["samples"][name] = made
@@ -150,7 +150,7 @@ def _cell(value) -> str:
 
 
 def command_synthesize(args) -> dict:
-    from afm.synthetic_mltag import MlTagConfig, write_ml_tag
+    from afm.samples.mltag_shape import MlTagConfig, write_ml_tag
 
     return write_ml_tag(args.dest, MlTagConfig(num_rows=args.rows, seed=args.seed))
 

@@ -20,7 +20,7 @@ from afm.paths import data_roots, sample_dir
 FRAPPE_FIELDS = {"user": 957, "item": 4082, "daytime": 7, "weekday": 7, "isweekend": 2,
                  "homework": 3, "cost": 2, "weather": 9, "country": 80, "city": 233}
 ML_TAG_FIELD_NAMES = ("user", "movie", "tag")
-BUNDLED_SAMPLES = ("sample", "sample-fixed")  # folders of sample_data/ (afm.synthetic makes them)
+BUNDLED_SAMPLES = ("sample", "sample-fixed")  # folders of sample_data/ (afm.samples.planted makes them)
 
 
 @dataclass(frozen=True)
