@@ -126,7 +126,6 @@ class PairwiseModel(nn.Module):
 
     computes_distinct_pairs = True  # whether `one_hot_interaction` computes each distinct pair once
 
-
     def __init__(self, config: ModelConfig, generator: torch.Generator | None = None):
         super().__init__()
         self.config = config
@@ -219,6 +218,10 @@ class PairwiseModel(nn.Module):
         pays (no backward, big batches: 4-10x on Frappe)."""
         raise NotImplementedError
 
+    def fixed_pair_weights(self) -> torch.Tensor | None:
+        """(P,) each field pair's weight if it is the same in every row (FM 1, FwFM r_fg), else None (AFM)."""
+        return None
+
     def pair_weights_and_projection(self, products: torch.Tensor, slot: torch.Tensor | None = None):
         """(weight_ij (B, P), p (k,)) without dropout, from the pair products: (B, P, k), or the
         distinct pairs' (U, k) with `slot` (B, P) from `distinct_pair_products`."""
@@ -302,6 +305,9 @@ class FM(PairwiseModel):
         fields, k = config.num_fields, config.embedding_dim
         return fields * k * (6 if training else 3)  # (B, F, k) embeddings, squares, sums
 
+    def fixed_pair_weights(self) -> torch.Tensor:
+        return self.bias.new_ones(self.config.num_pairs)  # (P,)  every pair counts once
+
     def pair_weights_and_projection(self, products, slot=None):
         shape = products.shape[:2] if slot is None else slot.shape  # (B, P)
         return products.new_ones(shape), products.new_ones(self.config.embedding_dim)
@@ -336,6 +342,9 @@ class FwFM(PairwiseModel):
         pairs, k = config.num_pairs, config.embedding_dim
         return pairs * k * (4 if training else 3)  # (B, P, k) left, right and their product
 
+    def fixed_pair_weights(self) -> torch.Tensor:
+        return self.field_pair_weights  # (P,)  r_fg
+
     def pair_weights_and_projection(self, products, slot=None):
         shape = products.shape[:2] if slot is None else slot.shape  # (B, P)
         return self.field_pair_weights.expand(shape), products.new_ones(self.config.embedding_dim)  # r_fg per pair
@@ -366,8 +375,13 @@ class AFM(PairwiseModel):
 
     def attention_weights(self, products: torch.Tensor) -> torch.Tensor:
         """a_ij, eq. (2)-(3): (B, P, k) -> (B, P), summing to 1 over pairs."""
+        return self.attention_network(products)[1]  # (B, P)
+
+    def attention_network(self, products: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W e_ij + b (B, P, t), a_ij (B, P)): the pre-activation too, which gradient analyses need."""
+        pre_activation = self.attention(products)  # (B, P, t)
         # torch.softmax subtracts the max first; the authors' hand-made exp overflowed to NaN.
-        return torch.softmax(self.attention_scores(products), dim=1)  # (B, P)
+        return pre_activation, torch.softmax(F.relu(pre_activation) @ self.attention_h, dim=1)  # (B, P)
 
     def attend(self, embedded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(interaction (B,), a_ij (B, P)): the attention weights come out of the same pass."""

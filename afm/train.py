@@ -169,15 +169,19 @@ def make_optimizer(model: PairwiseModel, config: TrainConfig) -> torch.optim.Opt
     return torch.optim.Adam(params, lr=config.lr)
 
 
+def data_loss(predictions: torch.Tensor, targets: torch.Tensor, task: str) -> torch.Tensor:
+    """The data term summed over rows: ½ Σ (ŷ - y)², or Σ binary cross-entropy on the logits."""
+    if task == "binary":
+        return F.binary_cross_entropy_with_logits(predictions, targets, reduction="sum")
+    return 0.5 * (predictions - targets).square().sum()
+
+
 def batch_objective(model: PairwiseModel, predictions: torch.Tensor, targets: torch.Tensor,
                     config: TrainConfig, data_weight: float = 1.0) -> torch.Tensor:
     """The authors' per-batch objective (see the module docstring). `data_weight` scales the
     data term alone: N under DDP, whose gradient average over N processes then gives the sum
     over the global batch plus the regularizer's gradient once (afm.distributed)."""
-    if config.task == "binary":
-        loss = F.binary_cross_entropy_with_logits(predictions, targets, reduction="sum")
-    else:
-        loss = 0.5 * (predictions - targets).square().sum()
+    loss = data_loss(predictions, targets, config.task)
     if data_weight != 1.0:
         loss = data_weight * loss
     if config.l2_attention > 0:
