@@ -240,3 +240,49 @@ def learning_curves(runs: dict[str, list[dict]], metric: str = "rmse", splits=("
                          height=460 + 22 * max(0, len(runs) - 3), margin=dict(l=10, r=10, t=70, b=10),
                          legend=dict(orientation="h", yanchor="top", y=-0.15))
     return figure
+
+
+def pair_value_heatmap(table: pd.DataFrame, field_names, column: str, title: str, colorbar: str,
+                       diverging: bool = False) -> go.Figure:
+    """Field x field view of one column of a per-pair table (`afm.analysis.pairs`, pairs named
+    "a x b"); hover gives the pair and the value."""
+    index = {name: n for n, name in enumerate(field_names)}
+    fields = len(field_names)
+    matrix = np.full((fields, fields), np.nan)
+    hover = np.full((fields, fields), "", dtype=object)
+    for pair, value in zip(table["pair"], table[column]):
+        i, j = (index[name] for name in pair.split(" x ", 1))
+        matrix[i, j] = matrix[j, i] = value
+        hover[i, j] = hover[j, i] = f"{pair}<br>{colorbar} {value:+.4f}"
+    return field_pair_heatmap(matrix, field_names, title, colorbar=colorbar, diverging=diverging, hover=hover)
+
+
+def rank_agreement_figure(frame: pd.DataFrame, chance: float, top: int) -> go.Figure:
+    """Distributions over rows of Kendall's tau (left) and the top-k overlap (right), one box per
+    comparison of views (`RankAgreement.frame()`)."""
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("Kendall tau per row", f"top-{top} overlap per row"))
+    for n, (comparison, part) in enumerate(frame.groupby("comparison", sort=False)):
+        color = px_color(n)
+        figure.add_trace(go.Box(x=part["tau"], name=comparison, marker_color=color, boxmean=True,
+                                legendgroup=comparison), row=1, col=1)
+        figure.add_trace(go.Box(x=part["overlap"], name=comparison, marker_color=color, showlegend=False,
+                                legendgroup=comparison), row=1, col=2)
+    figure.add_vline(x=chance, line_dash="dot", annotation_text="chance", row=1, col=2)
+    figure.update_yaxes(automargin=True, showticklabels=False)
+    figure.update_layout(height=320, margin=dict(l=10, r=10, t=60, b=10), legend=dict(orientation="h", y=-0.2))
+    return figure
+
+
+def adversarial_figure(max_tv: np.ndarray, epsilon: float) -> go.Figure:
+    """Histogram over rows of the largest total-variation distance of an attention that keeps ŷ within ε."""
+    figure = go.Figure(go.Histogram(x=max_tv, xbins=dict(start=0, end=1.0001, size=0.05), marker_color="#d62728"))
+    figure.update_layout(title=f"Farthest attention with the same prediction (within ε = {epsilon:.3g})",
+                         xaxis_title="total variation distance from the learned attention (1 = nothing in common)",
+                         yaxis_title="rows", height=300, margin=dict(l=10, r=10, t=50, b=10), bargap=0.05)
+    return figure
+
+
+def px_color(n: int) -> str:
+    """The n-th colour of Plotly's default sequence."""
+    palette = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3")
+    return palette[n % len(palette)]
