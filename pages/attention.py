@@ -1,15 +1,16 @@
-"""Attention: which feature pairs the attention network weights, and what they contribute."""
+"""Attention: which feature pairs the attention network weights, what they contribute, their exact
+Shapley values, where a third field changes a pair's effect, and whether attention explains."""
 
 from __future__ import annotations
 
 import numpy as np
 import streamlit as st
 
-from afm.analysis.attention import default_min_support, ranked_pairs, row_decomposition, rows_by_value, summarize_pairs
-from afm.app import cache, state
+from afm.analysis.attention import default_min_support, ranked_pairs, row_decomposition
+from afm.app import cache, pair_views, state
 from afm.app.whatif import render_what_if
 from afm.data.registry import BUNDLED_SAMPLES, REGISTRY
-from afm.figures import attention_heatmap, decomposition_figure, planted_heatmap, top_pairs_figure
+from afm.figures import decomposition_figure, planted_heatmap, top_pairs_figure
 from afm.paths import sample_dir
 from afm.samples.planted import planted_pairs
 
@@ -21,11 +22,13 @@ with left:
     state.run_picker("Model", key="attention_run")
 split = right.radio("Rows from", ["test", "valid", "train"], horizontal=True,
                     format_func=lambda s: f"{s} ({len(dataset.splits[s]):,} rows)")
-view = st.radio("Show", ["attention", "contribution", "magnitude"], horizontal=True, format_func={
-    "attention": "attention a_ij", "contribution": "signed contribution a_ij·pᵀ(e_i⊙e_j)",
-    "magnitude": "|contribution|"}.get)
+result, coalitions = pair_views.explanation(run, dataset, split)
+views = [v for v in pair_views.VIEWS if result is not None or v not in pair_views.SHAPLEY_VIEWS]
+view = st.radio("Show", views, horizontal=True, format_func=pair_views.VIEWS.get, key="attention_view")
 st.caption("Attention is a weight, not a cause: a pair with high a_ij can still push the prediction down, or "
-           "barely at all when pᵀ(e_i⊙e_j) is small. The contribution views show what each pair adds to ŷ."
+           "barely at all when pᵀ(e_i⊙e_j) is small. The contribution views show what each pair adds to ŷ; the "
+           "exact Shapley views what it adds once every other field's effect is shared out fairly "
+           "(docs/explain.md)."
            + (" FM weights every pair by 1, so its attention view is flat." if model_name == "fm" else "")
            + (" FwFM has one learned weight r per field pair, the same in every row." if model_name == "fwfm" else ""))
 
@@ -33,7 +36,7 @@ terms, summary = cache.pair_analysis(run, dataset, split)
 names = list(dataset.schema.field_names)
 planted = planted_pairs(sample_dir() / dataset.name) if dataset.name in BUNDLED_SAMPLES else []
 grid = st.grid(2 if planted else 1, min_column_width=480)  # side by side when wide, stacked when narrow
-grid.plotly_chart(attention_heatmap(summary, names, view, model_name), config=state.PLOTLY_CONFIG)
+grid.plotly_chart(pair_views.heatmap(view, summary, result, names, model_name), config=state.PLOTLY_CONFIG)
 if planted:
     grid.plotly_chart(planted_heatmap(planted, names), config=state.PLOTLY_CONFIG)
     learned = summary.ranking()[:len(planted)]
@@ -42,32 +45,25 @@ if planted:
                 f"{'; '.join(p.describe() for p in planted)}. The model's top {len(planted)} by mean |contribution|: "
                 f"{', '.join(learned)} ({found} of {len(planted)} recovered).")
 
-st.subheader("Attention row by row: compare rows by one field's value")
-gates = [p.when[0] for p in planted if p.when]
-by = st.selectbox("Split the rows by", ["(no split)", *names], index=1 + names.index(gates[0]) if gates else 0,
-                  help="AFM computes its attention for each row; FM and FwFM weigh a pair the same in every row.")
-if by != "(no split)":
-    groups = rows_by_value(dataset.splits[split], dataset.schema, by)
-    shown = st.multiselect("Values", list(groups), default=list(groups)[:2], max_selections=4)
-    summaries = {value: summarize_pairs(terms, dataset.schema, rows=groups[value]) for value in shown}
-    if summaries:
-        attribute = {"attention": "attention_mean", "contribution": "contribution_mean",
-                     "magnitude": "contribution_abs_mean"}[view]
-        bound = max(float(np.nanmax(np.abs(getattr(s, attribute)))) for s in summaries.values())
-        compare = st.grid(len(summaries), min_column_width=420)
-        for value, part in summaries.items():
-            compare.plotly_chart(attention_heatmap(part, names, view, model_name, zmax=bound,
-                                                   rows_label=f"{by}={value}"), config=state.PLOTLY_CONFIG)
-    if gates and by == gates[0]:
-        st.caption("On this sample the device decides whether user x item matters. A fixed weight per field pair "
-                   "(FM, FwFM) can only split the difference between phone and laptop rows. AFM's attention is a "
-                   "softmax over each row's pairs: in phone rows it puts its weight on user x item; in laptop rows it "
-                   "moves it to pairs whose value pᵀ(e_i⊙e_j) is near zero, which switches user x item off. That is "
-                   "why AFM's RMSE is a third of FwFM's here, and no better on the fixed-pairs sample.")
-
 st.subheader("Field pairs, most important first")
-st.dataframe(ranked_pairs(summary).round(4), hide_index=True,
-             column_config={"attention_std": st.column_config.NumberColumn("attention spread (std)")})
+if result is not None:
+    pair_views.ranked_table(result)
+else:
+    st.dataframe(ranked_pairs(summary).round(4), hide_index=True)
+
+st.subheader("Where a pair's effect depends on a third field")
+by = pair_views.gate_section(dataset, split, terms, result, view, model_name)
+gates = [p.when[0] for p in planted if p.when]
+if gates and by == gates[0]:
+    st.caption("On this sample the device decides whether user x item matters. A fixed weight per field pair "
+               "(FM, FwFM) can only split the difference between phone and laptop rows. AFM's attention is a "
+               "softmax over each row's pairs: in phone rows it puts its weight on user x item; in laptop rows it "
+               "moves it to pairs whose value pᵀ(e_i⊙e_j) is near zero, which switches user x item off. That is "
+               "why AFM's RMSE is a third of FwFM's here, and no better on the fixed-pairs sample.")
+
+if result is not None:
+    st.subheader("Is attention an explanation here?")
+    pair_views.attention_checks(run, dataset, split, result, coalitions)
 
 st.subheader("Top feature-value pairs")
 a, b, c = st.columns(3)
@@ -91,12 +87,17 @@ row = st.number_input(f"Row of the {split} split (0 to {rows - 1:,})", 0, rows -
 ids = dataset.splits[split].feature_ids[row]
 parts = row_decomposition(terms, int(row), dataset.schema, ids)
 label = float(dataset.splits[split].labels[row])
-st.plotly_chart(decomposition_figure(parts, float(terms.prediction[row]), label), config=state.PLOTLY_CONFIG)
-pair_rows = parts[parts.kind == "pair"]
-largest = pair_rows.loc[pair_rows["value"].abs().idxmax()]
-st.caption(f"bias + first-order terms + pair terms = {parts['value'].sum():+.5f}, the prediction. The largest pair "
-           f"term is {largest['term']} ({largest['value']:+.4f}, weight {largest['weight']:.3f}).")
-with st.expander("All terms of this row"):
-    st.dataframe(parts.assign(value=np.round(parts["value"], 5)), hide_index=True)
+model_terms, exact = st.tabs(["The model's own terms", "Exact Shapley-Taylor parts"])
+with exact:
+    if result is not None:
+        pair_views.shapley_waterfall(run, dataset, split, int(row), coalitions)
+with model_terms:
+    st.plotly_chart(decomposition_figure(parts, float(terms.prediction[row]), label), config=state.PLOTLY_CONFIG)
+    pair_rows = parts[parts.kind == "pair"]
+    largest = pair_rows.loc[pair_rows["value"].abs().idxmax()]
+    st.caption(f"bias + first-order terms + pair terms = {parts['value'].sum():+.5f}, the prediction. The largest "
+               f"pair term is {largest['term']} ({largest['value']:+.4f}, weight {largest['weight']:.3f}).")
+    with st.expander("All terms of this row"):
+        st.dataframe(parts.assign(value=np.round(parts["value"], 5)), hide_index=True)
 
 render_what_if(run, dataset)

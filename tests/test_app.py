@@ -45,17 +45,37 @@ def test_attention_page():
     at = app()
     at.switch_page("pages/attention.py").run()
     no_errors(at)
-    # Heatmap, ground truth, phone rows vs laptop rows, top pairs, one row's waterfall, what-if.
-    assert len(charts(at)) == 7
+    # Heatmap, ground truth, phone rows vs laptop rows, rank agreement, adversarial attention, top pairs,
+    # both waterfalls (the model's terms and the exact Shapley-Taylor parts), what-if.
+    assert len(charts(at)) == 10
     assert any("Ground truth" in m.value and "only where device is phone" in m.value and "2 of 2 recovered"
                in m.value for m in at.markdown), [m.value for m in at.markdown]
+    assert any(c.value.startswith("Exact Shapley values of 256 rows") for c in at.caption)
+    # The gate table opens on the planted gate and its most different values, not its most common.
     split_by = [s for s in at.selectbox if s.label == "Split the rows by"][0]
-    assert split_by.value == "device"  # the sample's gate is the default split
-    assert at.dataframe[0].value["pair"].iloc[0] == "user x item"  # the ranked field-pair table
-    at.radio[1].set_value("contribution").run()
+    assert split_by.value == "device"
+    assert [m for m in at.multiselect if m.label == "Values"][0].value == ["phone", "laptop"]
+    assert any(m.value.startswith("The user x item interaction changes with device") for m in at.markdown)
+    ranked = at.dataframe[0].value
+    assert ranked["pair"].iloc[0] == "user x item" and {"shapley_abs_mean", "taylor_mean", "gate"} <= set(ranked)
+    assert any(m.value.startswith("This AFM uses per-row attention") for m in at.markdown)
+    for view in ("attention", "contribution", "magnitude", "shapley", "taylor"):
+        at.radio(key="attention_view").set_value(view).run()
+        no_errors(at)
+    at.radio(key="coalitions").set_value("background").run()
     no_errors(at)
-    at.number_input[1].set_value(7).run()  # another row
+    assert any("background rows of the training split" in c.value for c in at.caption)
+    [n for n in at.number_input if n.label.startswith("Row of the")][0].set_value(7).run()  # another row
     no_errors(at)
+
+
+def test_attention_page_on_an_fm_says_there_is_no_per_row_attention_to_test():
+    at = app()
+    at.switch_page("pages/attention.py").run()
+    at.selectbox(key="attention_run").set_value("sample FM").run()
+    no_errors(at)
+    assert at.session_state["active_run"] == "sample FM"
+    assert any("there is no per-row attention to test" in c.value for c in at.caption)
 
 
 def test_coupling_page_computes_only_the_open_tab_and_verifies_against_autograd():

@@ -176,3 +176,24 @@ def test_upload_a_csv_and_train_with_every_widget_at_its_default(server, browser
     assert_healthy(tab)
     tab.screenshot(path=str(SCREENSHOTS / "upload.png"), full_page=True)
     tab.context.close()
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_the_attention_page_shows_every_pair_view_at_full_length(server, browser, width):
+    """The whole Attention page in one tall tab: exact Shapley views, the gate table and its
+    per-value heatmaps, the panel of attention checks, both waterfalls."""
+    tab = new_tab(browser, width, 9000)
+    open_page(tab, server, "attention", "Attention")
+    assert_healthy(tab)
+    for heading in ("Where a pair's effect depends on a third field", "Is attention an explanation here?"):
+        tab.get_by_role("heading", name=heading).first.wait_for()
+    tab.get_by_text("This AFM uses per-row attention").first.wait_for()
+    charts = tab.locator("[data-testid='stPlotlyChart']")
+    charts.nth(7).wait_for(state="attached")  # Plotly draws after the script's last element arrives
+    wait_until_idle(tab)
+    for n in range(charts.count()):
+        box = charts.nth(n).bounding_box()  # None: in a tab not open
+        assert box is None or box["x"] + box["width"] <= width, (n, box)
+    suffix = "" if width == 1400 else f"_{width}px"
+    tab.screenshot(path=str(SCREENSHOTS / f"attention_pairs{suffix}.png"), full_page=True)
+    tab.context.close()

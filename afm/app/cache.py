@@ -12,6 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 from afm.analysis.attention import PairSummary, decompose_split, summarize_pairs, top_feature_pairs
+from afm.analysis.pairs import AttentionChecks, PairExplanation, check_attention, explain_pairs
 from afm.checkpoint import Checkpoint, load_checkpoint
 from afm.data import Dataset, FieldSchema, load_dataset
 from afm.data.arrays import MappedDataset
@@ -87,3 +88,17 @@ def top_pairs(run: Run, dataset: Dataset, split: str, top: int, min_support: int
     """The top feature-value pairs table of one run on one split (the page's sliders change it)."""
     terms, _ = pair_analysis(run, dataset, split)
     return top_feature_pairs(terms, dataset.splits[split], dataset.schema, top=top, min_support=min_support, by=by)
+
+
+@st.cache_resource(show_spinner="Computing exact Shapley values…", max_entries=16, hash_funcs=BY_CONTENT)
+def pair_explanation(run: Run, dataset: Dataset, split: str, rows: int, coalitions: str) -> PairExplanation:
+    """Every pair view of one run on a seeded sample of `rows` rows of one split (read-only, shared)."""
+    return explain_pairs(run.model, dataset.splits[split], dataset.schema, dataset.train, rows=rows,
+                         coalitions=coalitions)
+
+
+@st.cache_resource(show_spinner="Testing whether attention explains…", max_entries=16, hash_funcs=BY_CONTENT)
+def attention_checks(run: Run, dataset: Dataset, split: str, rows: int, coalitions: str) -> AttentionChecks:
+    explanation = pair_explanation(run, dataset, split, rows, coalitions)
+    return check_attention(run.model, explanation, dataset.valid, dataset.train, run.task,
+                           run.label_range or dataset.label_range)

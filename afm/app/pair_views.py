@@ -1,0 +1,171 @@
+"""The Attention page's pair-importance parts: the exact Shapley controls, the heatmap of the
+chosen view, the gate section, the panel of attention checks and one row's waterfall. They call
+into afm.analysis.pairs (through afm.app.cache) and afm.figures; the page only places them."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+import torch
+
+from afm.analysis.attention import rows_by_value, summarize_pairs
+from afm.analysis.gates import gate_sentence, rows_by_values
+from afm.analysis.pairs import DEFAULT_BACKGROUND, DEFAULT_ROWS, PairExplanation, shapley_row_terms
+from afm.analysis.shapley import MAX_FIELDS, background_rows, pair_shapley, pair_summary
+from afm.app import cache, state
+from afm.data import Dataset
+from afm.figures import (
+    adversarial_figure,
+    attention_heatmap,
+    decomposition_figure,
+    pair_value_heatmap,
+    rank_agreement_figure,
+)
+from afm.jobs import Run
+from afm.models import PredictionTerms
+
+VIEWS = {"attention": "attention a_ij", "contribution": "signed contribution a_ij·pᵀ(e_i⊙e_j)",
+         "magnitude": "|contribution|", "shapley": "|Shapley interaction| (exact)",
+         "taylor": "Shapley-Taylor share of ŷ (exact)"}
+# view -> (column of the explanation table, column of shapley.pair_summary, title, colour bar, diverging)
+SHAPLEY_VIEWS = {"shapley": ("shapley_abs_mean", "sii_abs_mean", "Mean |Shapley interaction index|", "|SII|", False),
+                 "taylor": ("taylor_mean", "taylor_mean", "Mean Shapley-Taylor pair share of ŷ", "share", True)}
+COALITIONS = {"absent": "absent (the other fields are not in the row)",
+              "background": f"background (the other fields from {DEFAULT_BACKGROUND} training rows)"}
+TABLE_LABELS = {"attention_std": "attention spread (std)", "shapley_abs_mean": "|Shapley interaction|",
+                "shapley_mean": "Shapley interaction", "taylor_mean": "Shapley-Taylor share",
+                "taylor_abs_mean": "|Shapley-Taylor share|", "gate_strength": "gate strength (labels)",
+                "gate_model_strength": "gate strength (model)", "gate_values": "where"}
+
+
+def explanation(run: Run, dataset: Dataset, split: str) -> tuple[PairExplanation | None, str]:
+    """The coalition and row-count widgets, and the exact values they ask for (None above 16 fields)."""
+    left, right = st.columns([3, 2])
+    coalitions = left.radio("Shapley coalitions: a field outside the coalition is", list(COALITIONS),
+                            format_func=COALITIONS.get, horizontal=True, key="coalitions",
+                            help="absent: as if the row never had it (for AFM its pairs leave the softmax). "
+                                 "background: it takes the values of training rows, averaged (interventional).")
+    available = len(dataset.splits[split])
+    rows = right.number_input("Rows explained exactly", 1, min(available, 4096), min(available, DEFAULT_ROWS),
+                              key=f"shapley_rows_{split}", help="A seeded sample of the split; 2^F coalitions a row.")
+    if dataset.schema.num_fields > MAX_FIELDS:
+        st.info(f"Exact Shapley values need 2^F model evaluations a row; {dataset.schema.num_fields} fields is more "
+                f"than the {MAX_FIELDS} computed exactly, so the Shapley views are off for this data.")
+        return None, coalitions
+    result = cache.pair_explanation(run, dataset, split, int(rows), coalitions)
+    st.caption(result.describe())
+    return result, coalitions
+
+
+def heatmap(view: str, summary, result: PairExplanation | None, names: list[str], model_name: str,
+            rows_label: str = "", mask: np.ndarray | None = None, zmax: float | None = None):
+    """The field x field figure of one view, over all rows or the rows of `mask` (of the split)."""
+    if view not in SHAPLEY_VIEWS:
+        return attention_heatmap(summary, names, view, model_name, zmax=zmax, rows_label=rows_label)
+    table_column, summary_column, title, colorbar, diverging = SHAPLEY_VIEWS[view]
+    table = result.table
+    if mask is not None:
+        table = pair_summary(result.shapley, result.schema, rows=mask[result.rows]).rename(
+            columns={summary_column: table_column})
+    explained = len(result.rows) if mask is None else int(mask[result.rows].sum())
+    figure = pair_value_heatmap(table, names, table_column,
+                                f"{title} over {explained:,} {rows_label + ' ' if rows_label else ''}explained rows",
+                                colorbar, diverging)
+    if zmax is not None:
+        figure.update_traces(zmax=zmax, zmin=-zmax if diverging else 0)
+    return figure
+
+
+def ranked_table(result: PairExplanation) -> None:
+    st.dataframe(result.table.round(4), hide_index=True,
+                 column_config={k: st.column_config.Column(v) for k, v in TABLE_LABELS.items()})
+
+
+def gate_section(dataset: Dataset, split: str, terms: PredictionTerms, result: PairExplanation | None,
+                 view: str, model_name: str) -> str | None:
+    """The gate table and the per-value comparison it opens on; returns the field split by."""
+    names, schema, rows = list(dataset.schema.field_names), dataset.schema, dataset.splits[split]
+    choice = result.strongest_gate if result is not None else None
+    if result is not None and choice is not None:
+        st.markdown(gate_sentence(result.gates.iloc[0]))
+        st.dataframe(result.gates.head(8)[["pair", "gate", "data_strength", "model_strength", "attention_spread",
+                                           "values"]].round(4), hide_index=True)
+    by = st.selectbox("Split the rows by", ["(no split)", *names], index=1 + names.index(choice.gate) if choice else 0,
+                      help="Opens on the field that most changes a pair's effect in the training labels, showing "
+                           "its most different values. AFM computes its attention for each row; FM and FwFM "
+                           "weigh a pair the same in every row.")
+    if by == "(no split)":
+        return None
+    common = rows_by_value(rows, schema, by, limit=50)  # name -> mask, most frequent first
+    wanted = dict(choice.values) if choice and by == choice.gate else {}
+    options = list(dict.fromkeys([*wanted, *common]))
+    shown = st.multiselect("Values", options, default=list(wanted) or options[:2], max_selections=4)
+    ids = {**{name: i for name, i in wanted.items()}, **_ids_of(rows, schema, by, common)}
+    masks = rows_by_values(rows, schema, by, [ids[name] for name in shown])
+    parts = {value: summarize_pairs(terms, schema, rows=mask) for value, mask in masks.items() if mask.any()}
+    if parts:
+        bound = _shared_bound(view, parts, result, masks)
+        compare = st.grid(len(parts), min_column_width=420)
+        for value, part in parts.items():
+            compare.plotly_chart(heatmap(view, part, result, names, model_name, rows_label=f"{by}={value}",
+                                         mask=masks[value], zmax=bound), config=state.PLOTLY_CONFIG)
+    return by
+
+
+def _ids_of(rows, schema, field: str, common: dict) -> dict[str, int]:
+    column = rows.feature_ids[:, schema.field_names.index(field)]
+    return {name: int(column[np.argmax(mask)]) for name, mask in common.items()}
+
+
+def _shared_bound(view: str, parts: dict, result: PairExplanation | None, masks: dict) -> float | None:
+    """One colour scale for the per-value heatmaps, so their colours compare."""
+    if view in SHAPLEY_VIEWS:
+        if result is None:
+            return None
+        column = SHAPLEY_VIEWS[view][1]
+        tables = [pair_summary(result.shapley, result.schema, rows=masks[v][result.rows]) for v in parts
+                  if masks[v][result.rows].any()]
+        return max((float(np.nanmax(np.abs(t[column]))) for t in tables), default=None)
+    attribute = {"attention": "attention_mean", "contribution": "contribution_mean",
+                 "magnitude": "contribution_abs_mean"}[view]
+    return max(float(np.nanmax(np.abs(getattr(s, attribute)))) for s in parts.values())
+
+
+def attention_checks(run: Run, dataset: Dataset, split: str, result: PairExplanation, coalitions: str) -> None:
+    """The panel of three, each with one sentence of what it means."""
+    checks = cache.attention_checks(run, dataset, split, len(result.rows), coalitions)
+    agreement = checks.agreement
+    st.markdown("**Do the views rank a row's pairs alike?** Kendall's tau per row between each two views, and "
+                f"how many of each row's top {agreement.top} pairs they share.")
+    st.plotly_chart(rank_agreement_figure(agreement.frame(), agreement.chance_overlap, agreement.top),
+                    config=state.PLOTLY_CONFIG)
+    st.caption(agreement.meaning("attention", "|Shapley interaction|"))
+    if checks.baselines is None:
+        st.caption("FM and FwFM weigh each pair the same in every row: there is no per-row attention to test.")
+        return
+    st.markdown("**Does the model need per-row attention?** The same AFM with every weight 1/P, and with each "
+                "pair's mean training attention as a fixed weight (an FwFM), on the validation rows.")
+    st.dataframe(checks.baselines.frame().round(4), hide_index=True)
+    st.markdown(checks.baselines.verdict())
+    st.plotly_chart(adversarial_figure(checks.adversarial.max_tv, checks.adversarial.epsilon),
+                    config=state.PLOTLY_CONFIG)
+    st.caption(checks.adversarial.meaning() + " With many pairs this is expected: a prediction is one number, "
+               "the attention P of them.")
+
+
+def shapley_waterfall(run: Run, dataset: Dataset, split: str, row: int, coalitions: str) -> None:
+    """One row's exact Shapley-Taylor parts, v(∅) + fields alone + pair shares = ŷ."""
+    rows = dataset.splits[split]
+    device = next(run.model.parameters()).device
+    ids = torch.from_numpy(np.asarray(rows.feature_ids[row:row + 1], dtype=np.int64)).to(device)  # (1, F)
+    values = torch.from_numpy(np.asarray(rows.feature_values[row:row + 1], dtype=np.float32)).to(device)  # (1, F)
+    drawn = None
+    if coalitions == "background":
+        drawn = tuple(t.to(device) for t in background_rows(dataset.train, DEFAULT_BACKGROUND))
+    result = pair_shapley(run.model, ids, values, coalitions, drawn)
+    parts = shapley_row_terms(result, 0, dataset.schema, rows.feature_ids[row])
+    st.plotly_chart(decomposition_figure(parts, float(result.prediction[0]), float(rows.labels[row])),
+                    config=state.PLOTLY_CONFIG)
+    st.caption(f"Under {coalitions} coalitions: what is predicted with no field known, v(∅) = "
+               f"{float(result.empty[0]):+.4f}, plus what each field adds alone, plus each pair's Shapley-Taylor "
+               f"share = {parts['value'].sum():+.5f}, the prediction.")
