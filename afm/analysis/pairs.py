@@ -158,11 +158,9 @@ def check_attention(model: PairwiseModel, explanation: PairExplanation, split: S
     return AttentionChecks(agreement, baselines, adversarial_attention_of(explanation.terms, epsilon))
 
 
-def shapley_row_terms(explanation: PairExplanation, row: int, ids: np.ndarray) -> pd.DataFrame:
-    """One explained row's prediction as Shapley-Taylor parts (same columns as
-    `attention.row_decomposition`): v(∅), each field alone v({i}) - v(∅), each pair's share.
-    The `value` column sums to the prediction."""
-    schema, result = explanation.schema, explanation.shapley
+def shapley_row_terms(result: PairShapley, row: int, schema: FieldSchema, ids: np.ndarray) -> pd.DataFrame:
+    """One row of `result` as Shapley-Taylor parts (the columns of `attention.row_decomposition`):
+    v(∅), each field alone v({i}) - v(∅), each pair's share. The `value` column sums to ŷ."""
     names = ["nothing known: v(∅)"] + [f"alone: {schema.feature_label(int(i))}" for i in ids]
     kinds = ["bias"] + ["first order"] * schema.num_fields
     values = [float(result.empty[row])] + result.main_terms[row].tolist()
@@ -170,5 +168,4 @@ def shapley_row_terms(explanation: PairExplanation, row: int, ids: np.ndarray) -
     names += [f"{schema.feature_label(int(ids[a]))} x {schema.feature_label(int(ids[b]))}" for a, b in zip(left, right)]
     kinds += ["pair"] * len(left)
     values += result.pair_terms[row].tolist()
-    weights = [np.nan] * (1 + schema.num_fields) + explanation.terms.pair_weights[row].double().tolist()
-    return pd.DataFrame({"term": names, "kind": kinds, "value": values, "weight": weights})
+    return pd.DataFrame({"term": names, "kind": kinds, "value": values, "weight": np.nan})
