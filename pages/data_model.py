@@ -113,10 +113,7 @@ with train_tab:
         match_fm = st.checkbox("Start as the FM (p = P)", value=False, disabled=model_name != "afm",
                                help="With FM pretraining: start AFM's projection at p = P (pairs) so that, with "
                                     "near-uniform attention, it starts as the FM it came from (the authors use p = 1).")
-        task = "regression"
-        if dataset.is_binary:
-            task = st.radio("Task", ["regression", "binary"], horizontal=True,
-                            help="Regression: squared loss and RMSE, as the paper. Binary: log loss, AUC.")
+        task = training.task_widget(dataset, uploaded=source == "upload")
         busy = st.session_state.job is not None and not st.session_state.job.finished
         submitted = st.form_submit_button("Train", type="primary", disabled=busy)
     if submitted:

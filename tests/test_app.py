@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -338,3 +340,28 @@ def test_an_uploaded_libfm_file_trains_with_every_widget_at_its_default():
     no_errors(at)
     job = train_and_collect(at)
     assert job.name in at.session_state["runs"]
+
+
+@pytest.mark.parametrize("negative", [0, -1])
+def test_an_uploaded_csv_with_two_valued_labels_is_proposed_the_binary_task(negative):
+    """Two-valued labels of random shape: binary is proposed with the positive value shown, and a
+    press of Train with every default trains that task."""
+    rng = np.random.default_rng(3 + negative)
+    frame = pd.DataFrame({f"f{n}": rng.integers(0, 4, 300).astype(str) for n in range(4)})
+    frame["clicked"] = np.where(frame["f0"] == frame["f1"], 1, negative)
+    at = upload(app().run(), "clicks.csv", frame.to_csv(index=False).encode())
+    no_errors(at)
+    assert [r for r in at.radio if r.label == "Task"][0].value == "binary"
+    assert any(f"with 1 as the positive class and {negative} as the negative" in c.value for c in at.caption)
+    job = train_and_collect(at)
+    assert job.run.task == "binary" and "valid_auc" in job.run.best
+
+
+def test_other_two_valued_labels_say_how_to_train_the_binary_task():
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"a": rng.integers(0, 3, 200).astype(str), "b": rng.integers(0, 3, 200).astype(str)})
+    frame["stars"] = np.where(frame["a"] == frame["b"], 5, 2)
+    at = upload(app().run(), "stars.csv", frame.to_csv(index=False).encode())
+    no_errors(at)
+    assert not [r for r in at.radio if r.label == "Task"]
+    assert any("recode them as 0 and 1 (e.g. 5 → 1)" in c.value for c in at.caption)

@@ -200,3 +200,33 @@ def _outcome(job: TrainingJob, snapshot: dict) -> None:
         metric = "valid_rmse" if job.run.task == "regression" else "valid_auc"
         st.success(f"{job.name} {verb}: best epoch {job.run.best_epoch}, {metric} "
                    f"{best.get(metric, float('nan')):.4f}. It is now the active model.")
+
+
+def proposed_task(dataset: Dataset, uploaded: bool) -> tuple[int, str | None]:
+    """(index of the proposed task in TASKS, what the page says about it). An uploaded file whose
+    labels take two values is proposed the binary task, with which value is positive; Frappe,
+    MovieLens-tag and the samples keep the paper's regression."""
+    values = np.unique(np.concatenate([split.labels[:1_000_000] for split in dataset.splits.values()]))
+    if len(values) != 2:
+        return 0, None
+    low, high = (f"{v:g}" for v in values)
+    if not dataset.is_binary:
+        return 0, (f"The labels take two values, {low} and {high}. To train the binary task (log loss, AUC), "
+                   f"recode them as 0 and 1 (e.g. {high} → 1) and upload again.")
+    if not uploaded:
+        return 0, None
+    return 1, (f"The labels take two values, {low} and {high}: the binary task (log loss, AUC) is proposed, with "
+               f"{high} as the positive class and {low} as the negative. Choose regression to fit them as numbers.")
+
+
+def task_widget(dataset: Dataset, uploaded: bool) -> str:
+    """The Task choice, offered when the labels are two classes, opening on `proposed_task`'s."""
+    proposed, why = proposed_task(dataset, uploaded)
+    task = "regression"
+    if dataset.is_binary:
+        task = st.radio("Task", ["regression", "binary"], index=proposed, horizontal=True,
+                        key=f"task_{dataset.fingerprint}",
+                        help="Regression: squared loss and RMSE, as the paper. Binary: log loss, AUC.")
+    if why:
+        st.caption(why)
+    return task
