@@ -3,6 +3,9 @@ every figure is testable on its own and the app's pages only wire widgets to the
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -17,6 +20,20 @@ SPLIT_DASH = {"train": "dot", "valid": "solid", "test": "dash"}
 SPLIT_STYLE_NAMES = {"dot": "dotted", "solid": "solid", "dash": "dashed"}
 
 
+def readable(build: Callable[..., go.Figure]) -> Callable[..., go.Figure]:
+    """Axes make room for their own tick labels (field names, numbers) and titles: with fixed
+    10-px margins they were cut off outside the app (the report, *Figure as HTML*)."""
+
+    @functools.wraps(build)
+    def built(*args, **kwargs) -> go.Figure:
+        figure = build(*args, **kwargs)
+        figure.update_xaxes(automargin=True)
+        figure.update_yaxes(automargin=True)
+        return figure
+
+    return built
+
+
 def _heatmap(matrix: np.ndarray, names, *, diverging: bool, hover: np.ndarray | None = None,
              colorbar: str = "", zmax: float | None = None, showscale: bool = True) -> go.Heatmap:
     finite = matrix[np.isfinite(matrix)]
@@ -27,6 +44,7 @@ def _heatmap(matrix: np.ndarray, names, *, diverging: bool, hover: np.ndarray | 
                       hoverongaps=False, colorbar=dict(title=colorbar), showscale=showscale, **limits)
 
 
+@readable
 def field_pair_heatmap(matrix: np.ndarray, field_names, title: str, colorbar: str = "", diverging: bool = False,
                        hover: np.ndarray | None = None) -> go.Figure:
     """A field x field heatmap (F, F); NaN cells (the diagonal) stay blank."""
@@ -44,6 +62,7 @@ ATTENTION_MODES = {
 }
 
 
+@readable
 def attention_heatmap(summary: PairSummary, field_names, mode: str = "attention", model_name: str = "afm",
                       zmax: float | None = None, rows_label: str = "") -> go.Figure:
     """Field x field view of a `PairSummary`; hover shows the pair, a_ij's mean and spread and
@@ -72,6 +91,7 @@ def attention_heatmap(summary: PairSummary, field_names, mode: str = "attention"
     return figure
 
 
+@readable
 def planted_heatmap(planted, field_names) -> go.Figure:
     """The synthetic sample's ground truth (`afm.samples.planted.PlantedPair`s): the strength of each
     planted pair where it acts, 0 elsewhere; hover says when a pair acts only in some rows."""
@@ -87,6 +107,7 @@ def planted_heatmap(planted, field_names) -> go.Figure:
                               hover=np.where(hover == "", None, hover))
 
 
+@readable
 def top_pairs_figure(table: pd.DataFrame, by: str = "attention_mean") -> go.Figure:
     """Horizontal bars of `afm.analysis.attention.top_feature_pairs` output, best on top."""
     ordered = table.iloc[::-1]
@@ -100,6 +121,7 @@ def top_pairs_figure(table: pd.DataFrame, by: str = "attention_mean") -> go.Figu
     return figure
 
 
+@readable
 def decomposition_figure(table: pd.DataFrame, prediction: float, label: float | None = None,
                          max_terms: int = 15) -> go.Figure:
     """Waterfall of one row's prediction: bias, first-order terms, pair terms (the largest
@@ -119,6 +141,7 @@ def decomposition_figure(table: pd.DataFrame, prediction: float, label: float | 
     return figure
 
 
+@readable
 def what_if_figure(table: pd.DataFrame, top: int = 12) -> go.Figure:
     """A what-if comparison (`afm.analysis.whatif.compare_rows`'s table): the `top` terms that
     moved most, each as it was in the start row and as it is now (left), and the pairs' attention
@@ -145,6 +168,7 @@ def what_if_figure(table: pd.DataFrame, top: int = 12) -> go.Figure:
     return figure
 
 
+@readable
 def field_pair_heatmaps(matrices: dict[str, np.ndarray], field_names, title: str, colorbar: str,
                         diverging: bool = False, x_title: str = "partner g",
                         y_title: str = "embedding v_f of field f") -> dict[str, go.Figure]:
@@ -162,6 +186,7 @@ def field_pair_heatmaps(matrices: dict[str, np.ndarray], field_names, title: str
     return figures
 
 
+@readable
 def per_field_bars(values: dict[str, np.ndarray], field_names, title: str, yaxis: str,
                    baselines: dict[str, np.ndarray] | None = None, baseline_label: str = "baseline") -> go.Figure:
     """Grouped bars, one group per field, one bar per model; `baselines` (per model, per field)
@@ -177,6 +202,7 @@ def per_field_bars(values: dict[str, np.ndarray], field_names, title: str, yaxis
     return figure
 
 
+@readable
 def seed_error_by_scale_figure(scales, errors, title="Seed eq. (11) vs autograd") -> go.Figure:
     figure = go.Figure(go.Scatter(x=list(scales), y=list(errors), mode="lines+markers",
                                   hovertemplate="scale %{x:g}: relative error %{y:.3g}<extra></extra>"))
@@ -186,6 +212,7 @@ def seed_error_by_scale_figure(scales, errors, title="Seed eq. (11) vs autograd"
     return figure
 
 
+@readable
 def metric_over_epochs(histories: dict[str, list[dict]], key: str, title: str, yaxis: str,
                        nested: str | None = "coupling") -> go.Figure:
     """A per-epoch scalar for several runs: `record[nested][key]` (or `record[key]`)."""
@@ -202,6 +229,7 @@ def metric_over_epochs(histories: dict[str, list[dict]], key: str, title: str, y
     return figure
 
 
+@readable
 def learning_curves(runs: dict[str, list[dict]], metric: str = "rmse", splits=("train", "valid", "test"),
                     references: dict[str, float] | None = None, models: dict[str, str] | None = None,
                     log_y: bool = False) -> go.Figure:
@@ -242,6 +270,7 @@ def learning_curves(runs: dict[str, list[dict]], metric: str = "rmse", splits=("
     return figure
 
 
+@readable
 def pair_value_heatmap(table: pd.DataFrame, field_names, column: str, title: str, colorbar: str,
                        diverging: bool = False) -> go.Figure:
     """Field x field view of one column of a per-pair table (`afm.analysis.pairs`, pairs named
@@ -257,6 +286,7 @@ def pair_value_heatmap(table: pd.DataFrame, field_names, column: str, title: str
     return field_pair_heatmap(matrix, field_names, title, colorbar=colorbar, diverging=diverging, hover=hover)
 
 
+@readable
 def rank_agreement_figure(frame: pd.DataFrame, chance: float, top: int) -> go.Figure:
     """Distributions over rows of Kendall's tau (left) and the top-k overlap (right), one box per
     comparison of views (`RankAgreement.frame()`)."""
@@ -273,6 +303,7 @@ def rank_agreement_figure(frame: pd.DataFrame, chance: float, top: int) -> go.Fi
     return figure
 
 
+@readable
 def adversarial_figure(max_tv: np.ndarray, epsilon: float) -> go.Figure:
     """Histogram over rows of the largest total-variation distance of an attention that keeps ŷ within ε."""
     figure = go.Figure(go.Histogram(x=max_tv, xbins=dict(start=0, end=1.0001, size=0.05), marker_color="#d62728"))

@@ -197,3 +197,34 @@ def test_the_attention_page_shows_every_pair_view_at_full_length(server, browser
     suffix = "" if width == 1400 else f"_{width}px"
     tab.screenshot(path=str(SCREENSHOTS / f"attention_pairs{suffix}.png"), full_page=True)
     tab.context.close()
+
+
+# Every tick label and axis title of every figure lies inside its figure: none is cut off.
+CLIPPED_TEXT = """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap((plot, n) => {
+  const box = plot.getBoundingClientRect();
+  return [...plot.querySelectorAll('.xtick text, .ytick text, .g-xtitle text, .g-ytitle text')]
+    .filter(t => t.textContent.trim())
+    .map(t => [n, t.textContent, t.getBoundingClientRect()])
+    .filter(([, , r]) => r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1
+                         || r.bottom > box.bottom + 1)
+    .map(([n, text]) => `figure ${n}: ${text}`);
+})"""
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_the_reports_figures_show_every_field_name_and_tick(browser, tmp_path, width):
+    """The offline report (and so *Figure as HTML*, same builders) at a wide and a narrow width."""
+    import subprocess
+    import sys
+
+    report = tmp_path / "report.html"
+    subprocess.run([sys.executable, "-m", "afm", "report", "--checkpoint",
+                    str(ROOT / "sample_data" / "sample" / "sample_afm.safetensors"), "--data", "sample",
+                    "--out", str(report)], check=True, capture_output=True, cwd=ROOT)
+    tab = new_tab(browser, width, 1200)
+    tab.goto(report.as_uri())
+    tab.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .xtick').length > 0")
+    assert tab.evaluate(CLIPPED_TEXT) == []
+    names = tab.evaluate("() => [...document.querySelectorAll('.js-plotly-plot .ytick text')].map(t => t.textContent)")
+    assert {"user", "item", "device"} <= set(names)
+    tab.context.close()
