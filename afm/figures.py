@@ -20,16 +20,17 @@ SPLIT_DASH = {"train": "dot", "valid": "solid", "test": "dash"}
 SPLIT_STYLE_NAMES = {"dot": "dotted", "solid": "solid", "dash": "dashed"}
 
 
-def readable(build: Callable[..., go.Figure]) -> Callable[..., go.Figure]:
+def readable(build: Callable) -> Callable:
     """Axes make room for their own tick labels (field names, numbers) and titles: with fixed
     10-px margins they were cut off outside the app (the report, *Figure as HTML*)."""
 
     @functools.wraps(build)
-    def built(*args, **kwargs) -> go.Figure:
-        figure = build(*args, **kwargs)
-        figure.update_xaxes(automargin=True)
-        figure.update_yaxes(automargin=True)
-        return figure
+    def built(*args, **kwargs):
+        made = build(*args, **kwargs)  # a figure, or a dict of them (one per model)
+        for figure in made.values() if isinstance(made, dict) else (made,):
+            figure.update_xaxes(automargin=True)
+            figure.update_yaxes(automargin=True)
+        return made
 
     return built
 
@@ -121,6 +122,9 @@ def top_pairs_figure(table: pd.DataFrame, by: str = "attention_mean") -> go.Figu
     return figure
 
 
+WATERFALL_COLORS = {"raises": "#1a9850", "lowers": "#d73027", "prediction": "#4575b4"}  # what a bar does to ŷ
+
+
 @readable
 def decomposition_figure(table: pd.DataFrame, prediction: float, label: float | None = None,
                          max_terms: int = 15) -> go.Figure:
@@ -134,10 +138,15 @@ def decomposition_figure(table: pd.DataFrame, prediction: float, label: float | 
     figure = go.Figure(go.Waterfall(
         orientation="h", y=names + ["prediction"], x=values + [prediction],
         measure=["relative"] * len(values) + ["total"], connector=dict(line=dict(width=1)),
+        increasing=dict(marker=dict(color=WATERFALL_COLORS["raises"])),
+        decreasing=dict(marker=dict(color=WATERFALL_COLORS["lowers"])),
+        totals=dict(marker=dict(color=WATERFALL_COLORS["prediction"])),
         hovertemplate="%{y}: %{x:+.4f}<extra></extra>"))
     title = f"Prediction {prediction:+.4f}" + (f" (label {label:+g})" if label is not None else "")
-    figure.update_layout(title=title, yaxis=dict(autorange="reversed"), height=max(350, 26 * (len(names) + 1)),
-                         margin=dict(l=10, r=10, t=50, b=10))
+    key = "; ".join(f"<span style='color:{color}'>■</span> {meaning}" for meaning, color in WATERFALL_COLORS.items())
+    figure.update_layout(title=dict(text=title, subtitle=dict(text=key)), yaxis=dict(autorange="reversed"),
+                         height=max(350, 26 * (len(names) + 1)),
+                         margin=dict(l=10, r=10, t=70, b=10))
     return figure
 
 
@@ -256,9 +265,12 @@ def learning_curves(runs: dict[str, list[dict]], metric: str = "rmse", splits=("
                                             line=dict(color=color, dash=SPLIT_DASH.get(split, "solid")),
                                             hovertemplate=f"{name} {split} epoch %{{x}}: %{{y:.4f}}<extra></extra>"))
                 shown = True
-    for label, value in (references or {}).items():
+    # Labels above the highest line and below the others: reference values close together (the
+    # paper's FM 0.3385 and AFM 0.3102) would otherwise print on top of each other.
+    ordered = sorted((references or {}).items(), key=lambda item: -item[1])
+    for n, (label, value) in enumerate(ordered):
         figure.add_hline(y=value, line=dict(color="grey", dash="dashdot", width=1), annotation_text=label,
-                         annotation_position="top right")
+                         annotation_position="top right" if n == 0 else "bottom right")
     last_epoch = max((r["epoch"] for history in runs.values() for r in history), default=1)
     styles = ", ".join(f"{SPLIT_STYLE_NAMES[SPLIT_DASH[s]]} = {s}" for s in drawn)
     figure.update_layout(title=dict(text=f"{metric.upper()} per epoch", subtitle=dict(

@@ -52,6 +52,10 @@ def test_decomposition_waterfall_ends_at_the_prediction():
     waterfall = figure.data[0]
     assert waterfall.measure[-1] == "total" and len(waterfall.x) == 1 + 8 + 1 + 1
     assert np.isclose(sum(waterfall.x[:-1]), waterfall.x[-1], atol=1e-5)
+    # The colours say what a bar does, in the subtitle: a waterfall has no legend of its own.
+    key = figure.layout.title.subtitle.text
+    assert all(color in key and meaning in key for meaning, color in figures.WATERFALL_COLORS.items())
+    assert waterfall.increasing.marker.color == figures.WATERFALL_COLORS["raises"]
     top = top_feature_pairs(terms, data.test, data.schema, rows=np.arange(3), min_support=1, top=4)
     assert len(figures.top_pairs_figure(top).data[0].y) == 4
 
@@ -75,6 +79,9 @@ def test_heatmaps_per_model_bars_and_curves():
     assert "solid = valid" in curves.layout.title.subtitle.text
     assert curves.layout.xaxis.dtick == 1  # whole epochs, never 0.5
     assert curves.layout.shapes[0].y0 == 0.3102
+    # The paper's two references, 0.03 apart, label one above its line and one below.
+    both = figures.learning_curves({"afm": history}, references={"paper AFM": 0.3102, "paper FM": 0.3385})
+    assert [(a.text, a.yanchor) for a in both.layout.annotations] == [("paper FM", "bottom"), ("paper AFM", "top")]
     over = figures.metric_over_epochs({"afm": history}, "x", "t", "y")
     assert list(over.data[0].x) == [1] and list(over.data[0].y) == [2.0]
     scale = figures.seed_error_by_scale_figure([0.1, 1], [1e-3, 0.5])
