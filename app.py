@@ -25,8 +25,6 @@ page = st.navigation([
     st.Page("pages/curves.py", title="Curves", icon=":material/show_chart:"),
     st.Page("pages/predict.py", title="Predict & share", icon=":material/ios_share:"),
 ])
-sidebar = st.sidebar.empty()
-try:
-    page.run()
-finally:  # after the page (even one that stopped early), so the sidebar shows its changes
-    state.sidebar_status(sidebar, show_job=page.title != "Data & model")
+page.run()
+# After the page, so it shows the page's changes (a page that stops early draws it itself: end_page).
+state.sidebar_status(st.sidebar, show_job=page.title != "Data & model")

@@ -11,7 +11,7 @@ from afm.citations import BLOG, BLOG_EQUATIONS, EXACT_EQUATIONS, PAPER_SHORT
 state.init_state()
 dataset = state.load_current()
 if dataset is None:
-    st.stop()
+    state.end_page()
 st.title("Gradient coupling")
 st.markdown(f"In FM every embedding's gradient is a sum of the *other* embeddings of the row: each update of v_f is "
             f"pulled by all of its partners. {BLOG[0].upper() + BLOG[1:]}, a reading of the AFM paper ({PAPER_SHORT}), "
@@ -37,7 +37,7 @@ with st.expander("The blog post's eq. (8)-(11), as it writes them, beside the ex
 chosen = coupling_views.pick_models(dataset)
 if not chosen:
     st.info("No FM, FwFM or AFM model fits this dataset yet: train one on the Data & model page.")
-    st.stop()
+    state.end_page()
 a, b, c = st.columns(3)
 measured = min(a.select_slider("Rows measured", [128, 256, 512, 1024, 2048, 4096], value=1024), len(dataset.valid))
 hessian_rows = b.select_slider("Rows for AFM's Hessian", [64, 128, 256, 512, 1024], value=256,

@@ -13,7 +13,7 @@ st.title("Curves")
 runs = st.session_state.runs
 if not runs:
     st.info("No runs yet: train or load a model on the Data & model page.")
-    st.stop()
+    state.end_page()
 current = state.load_current(show_errors=False)
 on_this_data = [n for n, r in runs.items() if current is not None and r.trained_on.name == current.name]
 names = st.multiselect("Runs", list(runs), default=on_this_data or list(runs),

@@ -35,7 +35,7 @@ elif source == "upload":
     if uploaded is None:
         st.session_state.upload = None  # removed (or never given): forget it, and its errors
         st.info("Upload a file to use it.")
-        st.stop()
+        state.end_page(show_job=False)
     uploads.keep_upload(uploaded)
     if uploaded.name.lower().endswith(".csv"):
         st.text_input("Label column (empty: label/target/y/rating/click, else the last column)", key="label_column",
@@ -51,7 +51,7 @@ if dataset is None:
             st.rerun()
         except AFMError as exc:
             st.error(f"Download failed: {exc}")
-    st.stop()
+    state.end_page(show_job=False)
 counts = st.grid(5, min_column_width=110)  # one row when wide; wraps rather than cutting "10,500" to "10,…"
 for name, value in [("train rows", len(dataset.train)), ("valid rows", len(dataset.valid)),
                     ("test rows", len(dataset.test)), ("fields", dataset.schema.num_fields),

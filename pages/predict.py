@@ -15,7 +15,7 @@ st.title("Predict & share")
 run = state.active_run()
 if run is None:
     st.info("No model yet: train or load one on the **Data & model** page.")
-    st.stop()
+    state.end_page()
 st.caption(f"Active model: **{run.name}** ({run.model_config.model.upper()}, {run.task}); change it on the Data & "
            "model page. Rows are encoded with the model's own saved encoding.")
 

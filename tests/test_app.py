@@ -365,3 +365,15 @@ def test_other_two_valued_labels_say_how_to_train_the_binary_task():
     no_errors(at)
     assert not [r for r in at.radio if r.label == "Task"]
     assert any("recode them as 0 and 1 (e.g. 5 → 1)" in c.value for c in at.caption)
+
+
+def test_the_sidebar_keeps_its_lines_while_a_page_waits_for_an_upload():
+    at = app().run()
+    at.radio(key="dataset_source").set_value("upload").run()
+    # (AppTest's switch_page runs the page file alone, without app.py: the pages that stop draw it themselves.)
+    for page in (None, "pages/attention.py", "pages/coupling.py"):
+        if page:
+            at.switch_page(page).run()
+        no_errors(at)
+        assert [c.value for c in at.sidebar.caption][:2] == ["Dataset", "Active model"], page
+        assert [m.value for m in at.sidebar.markdown][:2] == ["an upload: none yet", "sample AFM"], page

@@ -20,6 +20,14 @@ PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png",
 PERSISTENT_DEFAULTS = {"dataset_source": "sample", "data_dir": None, "label_column": ""}
 
 
+def end_page(show_job: bool = True) -> None:
+    """Stop the page here, with the sidebar's status drawn first. app.py draws it after the page,
+    but a page that stops never returns there, and what app.py drew before the page is dropped by
+    the stop: the Dataset and Active model lines vanished while a page waited for an upload."""
+    sidebar_status(st.sidebar, show_job=show_job)
+    st.stop()
+
+
 def setting(key: str):
     """One of the persistent widget values, or its default (the data directory's is found on disk)."""
     value = st.session_state.get(key)
@@ -175,14 +183,14 @@ def require_run_and_data() -> tuple[Run, Dataset]:
     if dataset is None:
         if dataset_spec() is None:
             st.info("No data yet: upload a file on the **Data & model** page.")
-        st.stop()
+        end_page()
     run, problem = fitting_active_run(dataset)
     if run is None:
         st.info("No model yet: train or load one on the **Data & model** page.")
-        st.stop()
+        end_page()
     if problem:
         st.error(f"The active model does not fit the data: {problem}. Train one on the **Data & model** page.")
-        st.stop()
+        end_page()
     return run, dataset_for(run, dataset)
 
 
@@ -210,7 +218,8 @@ def sidebar_status(container, show_job: bool = True) -> None:
         upload = st.session_state.get("upload")
         source = setting("dataset_source")
         st.caption("Dataset")
-        st.write(f"`{upload[1] if source == 'upload' and upload else source if source != 'upload' else 'none'}`")
+        shown = (f"`{upload[1]}`" if upload else "an upload: none yet") if source == "upload" else f"`{source}`"
+        st.write(shown)
         st.caption("Active model")
         st.write(run.name if run else "none")
         job = st.session_state.get("job")
