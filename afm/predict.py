@@ -9,7 +9,10 @@ output grows in a temporary file beside OUT that replaces OUT only when every ro
 Output columns: `row` (0-based, in file order), `label` when the file has labels, `prediction`
 (the model's raw score), `probability` for a binary-task model, and with `explain=N` the N pair
 terms largest in size: `pair_r` (feature values, 'user=u1 x item=i2'), `contribution_r` (the
-signed term a_ij·pᵀ(e_i⊙e_j), a share of the prediction) and `attention_r` (a_ij).
+signed term a_ij·pᵀ(e_i⊙e_j), a share of the prediction) and `attention_r` (a_ij). With
+`explain_by="shapley"` the N pairs are those largest by |Shapley interaction index| (exact, fields
+outside a coalition absent; afm.analysis.shapley), and `shapley_r` (the signed index) comes
+before `contribution_r`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 
 from afm.analysis.attention import decompose_split
 from afm.analysis.explain import largest_pair_terms, value_labels
+from afm.analysis.shapley import MAX_FIELDS, pair_shapley
 from afm.checkpoint import Checkpoint, load_checkpoint
 from afm.data import Split
 from afm.data.stream import DEFAULT_CHUNK_ROWS, RowChunk, iter_rows
@@ -33,27 +37,57 @@ from afm.files import write_atomic
 from afm.inference import outputs
 from afm.limits import rows_within
 from afm.metrics import sigmoid
+from afm.models import PredictionTerms
 
 EXPLAIN_FLOATS_PER_PAIR = 12  # (rows, P) arrays explaining a chunk holds at once, in float32 units
+SHAPLEY_FLOATS_PER_PAIR = 8  # and what ranking by Shapley adds: (rows, P) float64 results and their sort
+EXPLAIN_BY = ("contribution", "shapley")  # what `explain` ranks each row's pairs by
+# Files a dataset reader takes from a folder (libfm splits, features.tsv, arrays and their manifest):
+# an output named like one of these inside an input folder would replace data.
+DATA_FILE_PATTERNS = ("*.libfm", "*features.tsv", "*.npy", "*.json")
 
 Progress = Callable[[int, int, int], None]  # (rows scored, bytes read, file size)
 
 
+def _same_file(first: Path, second: Path) -> bool:
+    if first.resolve() == second.resolve():
+        return True
+    try:
+        return os.path.samefile(first, second)  # hard links too
+    except OSError:
+        return False
+
+
+def check_not_an_input(out: str | os.PathLike, inputs: dict[str, str | os.PathLike | None]) -> None:
+    """Refuse an output path that would replace one of a command's inputs ({what: path}; None and
+    paths that do not exist, such as a registry name, are skipped): the input file itself or, for
+    an input folder, a data file in it (DATA_FILE_PATTERNS)."""
+    out = Path(out)
+    for what, path in inputs.items():
+        if path is None or not Path(path).exists():
+            continue
+        path = Path(path)
+        inside = path.is_dir() and _same_file(out.parent, path) and any(out.match(p) for p in DATA_FILE_PATTERNS)
+        if inside or _same_file(out, path):
+            raise ConfigError(f"{out}: the output would replace {what}; write it elsewhere")
+
+
 def predict_file(checkpoint: Checkpoint | str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike,
                  explain: int = 0, label: str | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                 progress: Progress | None = None) -> dict:
+                 progress: Progress | None = None, explain_by: str = "contribution") -> dict:
     """Score every row of `data` (a CSV or libfm file; labels optional) into the CSV `out`.
     Returns a summary: rows, whether the file had labels, seconds, rows per second, ..."""
+    data, out = Path(data), Path(out)
+    check_not_an_input(out, {"the rows being scored": data,
+                             "the checkpoint": None if isinstance(checkpoint, Checkpoint) else checkpoint})
     if not isinstance(checkpoint, Checkpoint):
         checkpoint = load_checkpoint(checkpoint)
     if explain < 0:
         raise ConfigError(f"explain must be 0 or a number of pairs, got {explain}")
-    data, out = Path(data), Path(out)
-    if out.resolve() == data.resolve():
-        raise ConfigError(f"{out}: the output would replace the rows being scored; write it elsewhere")
+    _check_explain_by(checkpoint, explain, explain_by)
     if explain:  # a chunk's (rows, P) terms, sizes and orders must fit the pair budget
-        floats_per_row = checkpoint.model_config.num_pairs * EXPLAIN_FLOATS_PER_PAIR
-        chunk_rows = rows_within(floats_per_row, cap=chunk_rows)
+        per_pair = EXPLAIN_FLOATS_PER_PAIR + (SHAPLEY_FLOATS_PER_PAIR if explain_by == "shapley" else 0)
+        chunk_rows = rows_within(checkpoint.model_config.num_pairs * per_pair, cap=chunk_rows)
     total_bytes = data.stat().st_size if data.is_file() else 0
     counts = {"rows": 0, "labelled": False}
     started = time.perf_counter()
@@ -61,7 +95,7 @@ def predict_file(checkpoint: Checkpoint | str | os.PathLike, data: str | os.Path
     def write(fd: int) -> None:
         with open(fd, "w", encoding="utf-8", newline="", closefd=False) as handle:
             for chunk in iter_rows(data, checkpoint.schema, label=label, chunk_rows=chunk_rows):
-                table = score_chunk(checkpoint, chunk, explain)
+                table = score_chunk(checkpoint, chunk, explain, explain_by)
                 # float32 columns are written in their shortest form that reads back as the same number
                 table.to_csv(handle, header=counts["rows"] == 0, index=False, lineterminator="\n")
                 counts["rows"] += len(chunk)
@@ -75,11 +109,25 @@ def predict_file(checkpoint: Checkpoint | str | os.PathLike, data: str | os.Path
     seconds = time.perf_counter() - started
     return {"model": checkpoint.model_config.model, "task": checkpoint.task, "data": str(data), "out": str(out),
             "rows": counts["rows"], "labelled": counts["labelled"], "explain": explain,
+            **({"explain_by": explain_by} if explain else {}),
             "seconds": round(seconds, 3), "rows_per_second": round(counts["rows"] / max(seconds, 1e-9), 1),
             "device": str(next(checkpoint.model.parameters()).device)}
 
 
-def score_chunk(checkpoint: Checkpoint, chunk: RowChunk, explain: int = 0) -> pd.DataFrame:
+def _check_explain_by(checkpoint: Checkpoint, explain: int, explain_by: str) -> None:
+    if explain_by not in EXPLAIN_BY:
+        raise ConfigError(f"explain_by must be one of {EXPLAIN_BY}, got {explain_by!r}")
+    if explain_by == "shapley" and not explain:
+        raise ConfigError("--explain-by shapley ranks the pairs --explain N shows; give --explain N (N >= 1)")
+    fields = checkpoint.model_config.num_fields
+    if explain_by == "shapley" and fields > MAX_FIELDS:
+        raise ConfigError(f"--explain-by shapley computes exact Shapley values over all 2^F coalitions of a row; "
+                          f"this model has {fields} fields, more than the {MAX_FIELDS} it handles; use "
+                          "--explain-by contribution")
+
+
+def score_chunk(checkpoint: Checkpoint, chunk: RowChunk, explain: int = 0,
+                explain_by: str = "contribution") -> pd.DataFrame:
     """The output table of one chunk (see the module docstring for its columns)."""
     model = checkpoint.model
     device = next(model.parameters()).device
@@ -98,5 +146,33 @@ def score_chunk(checkpoint: Checkpoint, chunk: RowChunk, explain: int = 0) -> pd
         table["probability"] = sigmoid(prediction).astype(np.float32)
     if explain:
         labels = value_labels(checkpoint.schema, chunk.feature_ids, chunk.feature_values)
-        table = pd.concat([table, largest_pair_terms(terms, labels, explain)], axis=1)
+        if explain_by == "shapley":
+            interaction = pair_shapley(model, chunk.feature_ids, chunk.feature_values).pair_interaction
+            explained = largest_by_shapley(terms, interaction.numpy(), labels, explain)
+        else:
+            explained = largest_pair_terms(terms, labels, explain)
+        table = pd.concat([table, explained], axis=1)
     return table
+
+
+def largest_by_shapley(terms: PredictionTerms, interaction: np.ndarray, labels: np.ndarray,
+                       count: int) -> pd.DataFrame:
+    """For each row, its `count` pairs largest by |Shapley interaction index| (`interaction`,
+    (n, P)), largest first (ties: the earlier pair): columns pair_r, shapley_r (the signed
+    index), contribution_r and attention_r, as `largest_pair_terms` names them."""
+    rows, pairs = interaction.shape
+    count = min(count, pairs)
+    magnitude = np.abs(interaction)  # (n, P)
+    order = np.lexsort((np.broadcast_to(np.arange(pairs), (rows, pairs)), -magnitude), axis=-1)  # (n, P)
+    top = order[:, :count]  # (n, count): by size, then by pair index
+    left, right = np.triu_indices(labels.shape[1], k=1)  # (P,) the models' pair order
+    row = np.arange(rows)[:, None]
+    names = labels[row, left[top]] + " x " + labels[row, right[top]]  # (n, count)
+    picked = {"shapley": np.take_along_axis(interaction.astype(np.float32), top, axis=1),  # (n, count) each
+              "contribution": np.take_along_axis(terms.pair_terms.float().cpu().numpy(), top, axis=1),
+              "attention": np.take_along_axis(terms.pair_weights.float().cpu().numpy(), top, axis=1)}
+    columns = {}
+    for r in range(count):
+        columns[f"pair_{r + 1}"] = names[:, r]
+        columns.update({f"{name}_{r + 1}": values[:, r] for name, values in picked.items()})
+    return pd.DataFrame(columns)

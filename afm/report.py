@@ -4,10 +4,12 @@ download button on the app's Predict & share page).
 It opens offline, with nothing beside it: plotly.js is written into the page once and every
 chart is drawn from data inside the file, so it can be mailed to a class. It holds a model card
 (data, model and training settings, metrics, curves), the attention heatmap with its spread
-across rows, the top pairs, the signed contribution view and, on request, the gradient coupling
-summary. The charts come from the same builders as the app's (`afm.figures`). Every text that
-comes from data or files (field names, values, paths) is HTML-escaped; plotly writes its figure
-data with `</` escaped, so a field named `</script>` cannot end a script.
+across rows, the top pairs, the signed contribution view, which pairs matter (exact Shapley
+interactions of a sample of rows, the strongest gate, and whether attention explains:
+afm.analysis.pairs) and, on request, the gradient coupling summary. The charts come from the
+same builders as the app's (`afm.figures`). Every text that comes from data or files (field
+names, values, paths) is HTML-escaped; plotly writes its figure data with `</` escaped, so a
+field named `</script>` cannot end a script.
 """
 
 from __future__ import annotations
@@ -26,15 +28,19 @@ from plotly.offline import get_plotlyjs
 
 from afm.analysis.attention import decompose_split, pair_matrix, summarize_pairs, top_feature_pairs
 from afm.analysis.coupling import coupling_summary
+from afm.analysis.pairs import AttentionChecks, PairExplanation, check_attention, explain_pairs
 from afm.checkpoint import Checkpoint
 from afm.data import REGISTRY, Dataset, load_dataset
 from afm.errors import AFMError, ConfigError
 from afm.figures import (
+    adversarial_figure,
     attention_heatmap,
     field_pair_heatmap,
     field_pair_heatmaps,
     learning_curves,
+    pair_value_heatmap,
     per_field_bars,
+    rank_agreement_figure,
     top_pairs_figure,
 )
 from afm.files import write_atomic
@@ -42,6 +48,8 @@ from afm.models import parameter_count
 
 COUPLING_ROWS = 1024  # validation rows the coupling summary measures (as the app's default)
 TOP_PAIRS = 20
+PAIR_ROWS = 256  # rows of the split the "Which pairs matter" section explains exactly (seeded sample)
+RANKED_PAIRS = 10  # lines of its ranked table
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto; max-width: 1200px;
@@ -52,7 +60,7 @@ table { border-collapse: collapse; margin: 0.6em 0 1.2em; font-size: 0.92em; }
 th, td { border: 1px solid #e5e7eb; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f3f4f6; }
 .cards { display: flex; flex-wrap: wrap; gap: 1.5em; } .cards > div { flex: 1 1 320px; }
-.figure { margin: 0.8em 0 1.6em; }
+.figure { margin: 0.8em 0 1.6em; } .wide { overflow-x: auto; max-width: 100%; }
 """
 
 
@@ -100,6 +108,7 @@ def build_report(checkpoint: Checkpoint, dataset: Dataset | None = None, split: 
     sections = [_model_card(checkpoint, dataset, split)]
     if dataset is not None:
         sections.append(_attention_sections(checkpoint, dataset, split))
+        sections.append(_pairs_section(checkpoint, dataset, split))
         if coupling:
             sections.append(_coupling_section(checkpoint, dataset))
     else:
@@ -197,6 +206,64 @@ def _attention_sections(checkpoint: Checkpoint, dataset: Dataset, split: str) ->
     return "".join(parts)
 
 
+def _pairs_section(checkpoint: Checkpoint, dataset: Dataset, split: str) -> str:
+    """Which pairs matter: exact Shapley interactions of PAIR_ROWS rows (fields outside a coalition
+    absent), the ranked table, the strongest gate and the panel of three checks of attention. What
+    cannot be computed here (more fields than exact values allow) is a note, not a failed report."""
+    from afm.cli.pairs import gate_summary
+
+    model, schema, rows = checkpoint.model, dataset.schema, dataset.rows(split)
+    parts = ["<h2>Which pairs matter</h2>"]
+    try:
+        explanation = explain_pairs(model, rows, schema, dataset.train, rows=PAIR_ROWS, coalitions="absent")
+    except AFMError as exc:
+        return parts[0] + f"<p class='note'>Not computed: {_text(exc)}</p>"
+    names = list(schema.field_names)
+    heatmap = pair_value_heatmap(explanation.table, names, "shapley_abs_mean",
+                                 f"Mean |Shapley interaction index| over {len(explanation.rows):,} rows",
+                                 colorbar="|SII|")
+    gate = gate_summary(explanation)
+    parts += [f"<p class='note'>What a pair is worth to the prediction. {_text(explanation.describe())} The Shapley "
+              "interaction index (SII) counts a pair's effect with every other field known or not; the Shapley-Taylor "
+              "term (taylor) is the pair's share of ŷ, and a row's shares add up to it.</p>", _figure(heatmap),
+              f"<h3>Field pairs by mean |Shapley interaction| (top {RANKED_PAIRS})</h3>",
+              _table(explanation.table.head(RANKED_PAIRS)), "<h3>Strongest gate</h3>",
+              f"<p>{_text(gate)}</p>" if gate else
+              "<p class='note'>No value of another field has enough rows to measure a gate.</p>",
+              "<h3>Is attention an explanation?</h3>"]
+    if checkpoint.model_config.num_pairs < 2:
+        return "".join(parts) + "<p class='note'>One field pair: there is no order of pairs to compare.</p>"
+    try:
+        checks = check_attention(model, explanation, rows, dataset.train, checkpoint.task,
+                                 checkpoint.label_range or dataset.label_range)
+    except AFMError as exc:
+        return "".join(parts) + f"<p class='note'>Not computed: {_text(exc)}</p>"
+    return "".join(parts) + _attention_checks(checks, checkpoint.model_config.model, explanation)
+
+
+def _attention_checks(checks: AttentionChecks, model_name: str, explanation: PairExplanation) -> str:
+    """The panel of three, each with its sentence: rank agreement, and for AFM the baselines and
+    the farthest attention with the same prediction."""
+    from afm.cli.pairs import agreement_sentence
+
+    agreement = checks.agreement
+    parts = ["<p class='note'>Do the views rank a row's pairs alike? Kendall's "
+             f"tau per row between each two views, and how many of each row's top {agreement.top} pairs they share, "
+             f"over the {len(explanation.rows):,} explained rows.</p>",
+             _figure(rank_agreement_figure(agreement.frame(), agreement.chance_overlap, agreement.top)),
+             f"<p>{_text(agreement_sentence(checks, model_name))}</p>"]
+    if checks.baselines is None:
+        parts.append("<p class='note'>FM and FwFM weigh each pair the same in every row: there is no per-row "
+                     "attention to test.</p>")
+        return "".join(parts)
+    parts += [f"<p class='note'>Does the model need per-row attention? The same AFM with every weight 1/P, and with "
+              f"each pair's mean training attention as a fixed weight (an FwFM), on the {checks.baselines.rows:,} "
+              "rows.</p>", _table(checks.baselines.frame()), f"<p>{_text(checks.baselines.verdict())}</p>",
+              _figure(adversarial_figure(checks.adversarial.max_tv, checks.adversarial.epsilon)),
+              f"<p>{_text(checks.adversarial.meaning())}</p>"]
+    return "".join(parts)
+
+
 def _coupling_section(checkpoint: Checkpoint, dataset: Dataset) -> str:
     rows = dataset.valid if len(dataset.valid) else dataset.rows("all")
     picked = np.random.default_rng(0).permutation(len(rows))[:COUPLING_ROWS]
@@ -245,7 +312,9 @@ def _definitions(values: dict) -> str:
 
 
 def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, escape=True, border=0, float_format=lambda v: f"{v:.4g}", na_rep="–")
+    """A table that scrolls sideways inside the page when it is wider than the screen."""
+    return "<div class='wide'>" + frame.to_html(index=False, escape=True, border=0, float_format=lambda v: f"{v:.4g}",
+                                                na_rep="–") + "</div>"
 
 
 def _version() -> str:

@@ -11,15 +11,16 @@ import torch
 
 import afm.data.stream as stream
 from afm.analysis.explain import largest_pair_terms, value_labels
+from afm.analysis.shapley import pair_shapley
 from afm.checkpoint import Checkpoint, TrainedOn, load_checkpoint
 from afm.cli import main
-from afm.data import load_csv, load_dataset
+from afm.data import FieldSchema, load_csv, load_dataset
 from afm.data.stream import iter_rows
 from afm.data.tabular import read_table
-from afm.errors import DataError
+from afm.errors import ConfigError, DataError
 from afm.inference import outputs
 from afm.models import ModelConfig, build_model
-from afm.predict import predict_file
+from afm.predict import check_not_an_input, predict_file
 from afm.samples.checkpoints import sample_checkpoint_path
 
 
@@ -314,3 +315,106 @@ def test_empty_and_binary_csv_files_are_one_line_errors(tmp_path, content, messa
     with pytest.raises(DataError, match=message):
         predict_file(checkpoint, path, tmp_path / "out.csv")
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_explain_by_shapley_ranks_each_rows_pairs_by_the_exact_interaction_index(sample_afm, tmp_path):
+    """`explain_by="shapley"`, chunk by chunk, against the exact values of all rows at once."""
+    test = load_dataset("sample", schema=sample_afm.schema).test.take(np.arange(60))
+    rows = tmp_path / "rows.libfm"
+    rows.write_text(libfm_rows(test, labels=False))
+    summary = predict_file(sample_afm, rows, tmp_path / "s.csv", explain=4, explain_by="shapley", chunk_rows=25)
+    table = pd.read_csv(tmp_path / "s.csv")
+    assert summary["explain_by"] == "shapley" and len(table) == 60
+    assert list(table.columns[:6]) == ["row", "prediction", "pair_1", "shapley_1", "contribution_1", "attention_1"]
+    exact = pair_shapley(sample_afm.model, test.feature_ids, test.feature_values).pair_interaction.numpy()  # (R, P)
+    terms = sample_afm.model.decompose(torch.from_numpy(test.feature_ids), torch.from_numpy(test.feature_values))
+    schema, fields = sample_afm.schema, sample_afm.schema.num_fields
+    pairs = [(i, j) for i in range(fields) for j in range(i + 1, fields)]
+    for r in range(len(test)):
+        ranked = sorted(range(len(pairs)), key=lambda p: (-abs(exact[r, p]), p))[:4]  # the oracle: sort every pair
+        for place, p in enumerate(ranked, start=1):
+            i, j = pairs[p]
+            assert table[f"pair_{place}"][r] == (f"{schema.feature_label(test.feature_ids[r, i])} x "
+                                                 f"{schema.feature_label(test.feature_ids[r, j])}")
+            np.testing.assert_allclose(table[f"shapley_{place}"][r], exact[r, p], rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(table[f"contribution_{place}"][r], float(terms.pair_terms[r, p]), atol=1e-6)
+            np.testing.assert_allclose(table[f"attention_{place}"][r], float(terms.pair_weights[r, p]), atol=1e-7)
+    # The default is unchanged: by contribution, without a shapley column.
+    plain = predict_file(sample_afm, rows, tmp_path / "c.csv", explain=4)
+    assert plain["explain_by"] == "contribution" and "shapley_1" not in pd.read_csv(tmp_path / "c.csv")
+
+
+def test_an_fms_shapley_interactions_are_its_pair_terms_so_both_rankings_agree(tmp_path):
+    checkpoint = load_checkpoint(sample_checkpoint_path("fm"))
+    rows = tmp_path / "rows.libfm"
+    rows.write_text(libfm_rows(load_dataset("sample").valid, range(80)))
+    predict_file(checkpoint, rows, tmp_path / "s.csv", explain=5, explain_by="shapley")
+    predict_file(checkpoint, rows, tmp_path / "c.csv", explain=5)
+    by_shapley, by_contribution = pd.read_csv(tmp_path / "s.csv"), pd.read_csv(tmp_path / "c.csv")
+    for r in range(1, 6):
+        assert (by_shapley[f"pair_{r}"] == by_contribution[f"pair_{r}"]).all()
+        np.testing.assert_allclose(by_shapley[f"shapley_{r}"], by_contribution[f"contribution_{r}"], atol=1e-5)
+
+
+def test_explain_by_shapley_refuses_what_it_cannot_do(tmp_path, capsys):
+    fields = 17
+    schema = FieldSchema(tuple(f"f{f}" for f in range(fields)), tuple(f for f in range(fields) for _ in range(2)))
+    config = ModelConfig(model="afm", num_features=2 * fields, num_fields=fields, embedding_dim=2, attention_dim=2)
+    wide = Checkpoint(build_model(config, seed=0), config, {"task": "regression"}, [], schema, TrainedOn())
+    with pytest.raises(ConfigError, match="this model has 17 fields, more than the 16"):
+        predict_file(wide, tmp_path / "rows.libfm", tmp_path / "out.csv", explain=2, explain_by="shapley")
+    with pytest.raises(ConfigError, match="explain_by must be one of"):
+        predict_file(wide, tmp_path / "rows.libfm", tmp_path / "out.csv", explain=2, explain_by="attention")
+    rows = tmp_path / "rows.libfm"
+    rows.write_text(libfm_rows(load_dataset("sample").valid, range(5)))
+    afm_path = str(sample_checkpoint_path("afm"))
+    for argv, message in [
+        (["--explain-by", "shapley"], "--explain-by shapley ranks the pairs --explain N shows; give --explain N"),
+        (["--explain", "2", "--explain-by", "size"], "argument --explain-by: invalid choice: 'size'"),
+    ]:
+        try:
+            code = main(["predict", "--checkpoint", afm_path, "--data", str(rows), "--out", str(tmp_path / "o.csv"),
+                         *argv])
+        except SystemExit as exc:
+            code = exc.code
+        captured = capsys.readouterr()
+        assert code == 2 and captured.out == "" and len(captured.err.strip().splitlines()) == 1
+        assert message in captured.err and not (tmp_path / "o.csv").exists()
+
+
+def test_predict_never_writes_over_its_checkpoint_or_its_rows(tmp_path, capsys):
+    checkpoint = tmp_path / "model.safetensors"
+    checkpoint.write_bytes(sample_checkpoint_path("afm").read_bytes())
+    before = checkpoint.read_bytes()
+    rows = tmp_path / "rows.libfm"
+    rows.write_text(libfm_rows(load_dataset("sample").valid, range(5)))
+    for out, what in ((checkpoint, "the checkpoint"), (rows, "the rows being scored")):
+        code = main(["predict", "--checkpoint", str(checkpoint), "--data", str(rows), "--out", str(out)])
+        captured = capsys.readouterr()
+        assert code == 2 and captured.out == ""
+        assert captured.err.strip() == f"afm predict: error: {out}: the output would replace {what}; write it elsewhere"
+    assert checkpoint.read_bytes() == before and rows.read_text() == libfm_rows(load_dataset("sample").valid, range(5))
+    with pytest.raises(ConfigError, match="would replace the checkpoint"):  # given by path to the Python API too
+        predict_file(checkpoint, rows, checkpoint)
+
+
+def test_an_output_is_refused_when_it_is_an_input_by_any_name(tmp_path, capsys):
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"weights")
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "d.train.libfm").write_text("1 0:1\n")
+    (tmp_path / "link.safetensors").symlink_to(weights)
+    (tmp_path / "hard.safetensors").hardlink_to(weights)
+    names = ("link.safetensors", "hard.safetensors", "./w.safetensors")
+    for out in (weights, *(tmp_path / name for name in names)):
+        with pytest.raises(ConfigError, match="would replace the weights"):
+            check_not_an_input(out, {"the weights": weights})
+    for out in (folder / "d.train.libfm", folder / "new.libfm", folder / "d.features.tsv", folder / "arrays.json"):
+        with pytest.raises(ConfigError, match="would replace the data"):
+            check_not_an_input(out, {"the data": folder})
+    check_not_an_input(folder / "pairs.csv", {"the data": folder, "the weights": weights})  # beside them: fine
+    check_not_an_input(tmp_path / "sample", {"the data": "sample", "the features": None})  # a name, not a path
+    code = main(["import", "torchfm", "--weights", str(weights), "--field-dims", "3,4", "--out", str(weights)])
+    captured = capsys.readouterr()
+    assert code == 2 and "the output would replace the weights" in captured.err and weights.read_bytes() == b"weights"

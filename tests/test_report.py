@@ -34,15 +34,29 @@ def sample_report(tmp_path_factory) -> tuple[Path, dict]:
 def test_the_report_holds_the_model_card_and_every_analysis(sample_report):
     path, summary = sample_report
     page = path.read_text()
-    assert summary["figures"] == 7  # curves, attention, spread, contribution, top pairs, 2 coupling
+    # curves, attention, spread, contribution, top pairs, Shapley, rank agreement, adversarial, 2 coupling
+    assert summary["figures"] == 10
     for heading in ("Model card", "Metrics", "Curves", "Attention", "Spread of the pair weight", "Signed contribution",
-                    "Top pairs", "Gradient coupling"):
+                    "Top pairs", "Which pairs matter", "Gradient coupling"):
         assert heading in page, heading
     assert "valid_rmse" in page and "Measured now on the test rows of sample (1,500 rows)" in page
     assert "user=user_" in page and "device=phone" in page  # feature-value pairs are named
     # plotly.js is inside, once, and nothing is fetched from anywhere.
     assert page.count("<script type='text/javascript'>") == 1 and "<script src" not in page.lower()
-    assert page.count('class="plotly-graph-div"') == 7
+    assert page.count('class="plotly-graph-div"') == 10
+
+
+def test_the_report_says_which_pairs_matter_and_whether_attention_explains(sample_report):
+    page = sample_report[0].read_text()
+    section = page[page.index("<h2>Which pairs matter</h2>"):page.index("<h2>Gradient coupling</h2>")]
+    assert "Exact Shapley values of 256 rows" in section and "Mean |Shapley interaction index|" in section
+    assert "Field pairs by mean |Shapley interaction| (top 10)" in section
+    assert section.count("<td>user x item</td>") == 1 and section.count("<tr>") >= 10 + 3  # 10 pairs, 3 baselines
+    assert "The user x item interaction changes with device" in section  # the planted gate, found
+    assert "Kendall tau" in section and "frozen mean attention (FwFM)" in section
+    assert "This AFM uses per-row attention: fixing each pair&#x27;s weight at its mean raises rmse" in section
+    assert "Attention as different as TV" in section
+    assert section.count('class="plotly-graph-div"') == 3
 
 
 def test_hostile_names_are_escaped(tmp_path):
@@ -74,7 +88,9 @@ def test_cli_report(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     summary = json.loads(captured.out.strip().splitlines()[-1])
-    assert summary["figures"] == 5 and summary["split"] == "valid" and out.stat().st_size == summary["bytes"]
+    assert summary["figures"] == 7 and summary["split"] == "valid" and out.stat().st_size == summary["bytes"]
+    page = out.read_text()
+    assert "Which pairs matter" in page and "no per-row attention to test" in page and "This AFM" not in page
     three = tmp_path / "three.libfm"
     three.write_text("".join(f"{i % 2} {i % 4}:1 {4 + i % 3}:1 {7 + i % 2}:1\n" for i in range(60)))
     code = main(["report", "--checkpoint", str(sample_checkpoint_path("fm")), "--data", str(three), "--out",
@@ -112,15 +128,31 @@ def test_the_report_opens_offline_in_chromium_with_its_charts_drawn(sample_repor
         tab = context.new_page()
         tab.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
         tab.on("pageerror", lambda error: errors.append(str(error)))
-        for report, figures in ((path, summary["figures"]), (hostile, 4)):
+        for report, figures in ((path, summary["figures"]), (hostile, 5)):  # 5: + the Shapley heatmap
             tab.goto(report.as_uri())
             tab.wait_for_function(f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {2 * figures}",
                                   timeout=60_000)
             drawn = tab.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].map(plot => ({
                 svg: plot.querySelectorAll('.main-svg').length,
-                marks: plot.querySelectorAll('.heatmaplayer image, .bars path, .scatterlayer path.js-line').length,
+                marks: plot.querySelectorAll(
+                    '.heatmaplayer image, .bars path, .scatterlayer path.js-line, .boxlayer path').length,
                 width: plot.getBoundingClientRect().width}))""")
             assert len(drawn) == figures
             assert all(chart["svg"] >= 2 and chart["marks"] > 0 and chart["width"] > 300 for chart in drawn), drawn
         browser.close()
     assert outside == [] and dialogs == [] and errors == []
+
+
+def test_the_pairs_section_says_what_it_cannot_compute(tmp_path):
+    """17 fields are more than exact Shapley values allow: the section says so, the report stands."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({f"f{f}": rng.choice(["a", "b"], 80) for f in range(17)} | {"label": rng.normal(size=80)})
+    frame.to_csv(tmp_path / "wide.csv", index=False)
+    dataset = load_csv(tmp_path / "wide.csv", min_count=1)
+    config = ModelConfig(model="afm", num_features=dataset.schema.num_features, num_fields=17, embedding_dim=2,
+                         attention_dim=2)
+    checkpoint = Checkpoint(build_model(config, seed=0), config, {"task": "regression"}, [], dataset.schema,
+                            TrainedOn.of(dataset))
+    page = build_report(checkpoint, dataset)
+    section = page[page.index("<h2>Which pairs matter</h2>"):]
+    assert "Not computed: exact Shapley values need 2^F model evaluations per row; 17 fields" in section

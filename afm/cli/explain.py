@@ -20,6 +20,9 @@ def add_commands(commands) -> dict:
     predict.add_argument("--out", required=True, metavar="OUT.csv", help="the scored rows, in the input's order")
     predict.add_argument("--explain", type=non_negative_int, default=0, metavar="N",
                          help="also each row's N pair terms largest in size (pair, contribution, attention)")
+    predict.add_argument("--explain-by", choices=("contribution", "shapley"), default="contribution",
+                         help="rank each row's pairs by |contribution| (default) or by |Shapley interaction index| "
+                              "(exact, absent fields; adds shapley_r)")
     predict.add_argument("--label", default=None, help="label column of a CSV (default: the model's)")
     predict.add_argument("--chunk-rows", type=positive_int, default=None,
                          help="rows read, scored and written at a time (default 50,000)")
@@ -79,13 +82,14 @@ class _PredictProgress:
 
 def command_predict(args) -> dict:
     from afm.cli.arguments import read_checkpoint
-    from afm.predict import predict_file
+    from afm.predict import check_not_an_input, predict_file
     from afm.training_plan import resolve_device
 
+    check_not_an_input(args.out, {"the checkpoint": args.checkpoint})
     checkpoint = read_checkpoint(args.checkpoint, device=resolve_device(args.device))
     chunking = {"chunk_rows": args.chunk_rows} if args.chunk_rows else {}
     summary = predict_file(checkpoint, args.data, args.out, explain=args.explain, label=args.label, **chunking,
-                           progress=None if args.quiet else _PredictProgress())
+                           progress=None if args.quiet else _PredictProgress(), explain_by=args.explain_by)
     if not args.quiet:
         print(f"afm predict: {summary['rows']:,} rows scored into {args.out}", file=sys.stderr)
     return {"checkpoint": str(args.checkpoint), **summary}
@@ -93,11 +97,15 @@ def command_predict(args) -> dict:
 
 def command_report(args) -> dict:
     from afm.cli.arguments import read_checkpoint
+    from afm.predict import check_not_an_input
     from afm.report import report_dataset, write_report
 
+    check_not_an_input(args.out, {"the checkpoint": args.checkpoint, "the data": args.data})
     checkpoint = read_checkpoint(args.checkpoint)
     dataset, note = report_dataset(checkpoint, args.data, data_dir=args.data_dir, label=args.label,
                                    seed=args.split_seed)
+    if dataset is not None:
+        check_not_an_input(args.out, {"the data": dataset.location})
     if note:
         print(f"afm report: {note}", file=sys.stderr)
     return {"checkpoint": str(args.checkpoint),
@@ -109,9 +117,11 @@ def command_import(args) -> dict:
     from afm.files import check_writable_target
     from afm.importers import import_deepctr, import_torchfm
     from afm.importers.weights import parse_names
+    from afm.predict import check_not_an_input
 
     out = Path(args.out)
     check_writable_target(out, lambda problem: ConfigError(f"--out {out}: {problem}"))
+    check_not_an_input(out, {"the weights": args.weights, "the features table": args.features})
     if args.library == "torchfm":
         checkpoint = import_torchfm(args.weights, args.field_dims, parse_names(args.field_names), args.features)
     else:

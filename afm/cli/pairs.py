@@ -1,0 +1,98 @@
+"""`afm pairs`: which field pairs matter, every view in one table (afm.analysis.pairs).
+
+One line per field pair (the columns of afm.analysis.pairs.PAIR_COLUMNS), most important by mean
+|Shapley interaction index| first, from exact Shapley values of a seeded sample of rows of one
+split. The table goes to `--out` atomically; the JSON summary line says how many rows were
+explained and how, how long it took, the strongest gate and, for an AFM, whether it uses its
+attention per row (the baselines verdict).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from afm.cli.arguments import data_arguments, load_data, positive_int, seed
+
+COALITIONS = ("absent", "background")  # afm.analysis.shapley.SEMANTICS (not imported: parsing stays torch-free)
+DEFAULT_ROWS = 256  # afm.analysis.pairs.DEFAULT_ROWS
+DEFAULT_BACKGROUND = 16  # afm.analysis.pairs.DEFAULT_BACKGROUND
+
+
+def add_commands(commands) -> dict:
+    pairs = commands.add_parser("pairs", help="which field pairs matter: attention, contribution, exact Shapley "
+                                              "interactions and gates, one CSV line per pair")
+    pairs.add_argument("--checkpoint", required=True)
+    data_arguments(pairs)
+    pairs.add_argument("--split", choices=("train", "valid", "test", "all"), default="test",
+                       help="which rows to explain (all: every row of the data)")
+    pairs.add_argument("--rows", type=positive_int, default=DEFAULT_ROWS,
+                       help=f"rows of the split explained, a seeded sample (default {DEFAULT_ROWS}; all when fewer)")
+    pairs.add_argument("--coalitions", choices=COALITIONS, default="absent",
+                       help="what a field outside a coalition is: absent from the row (default), or taken from "
+                            "background rows of the training split")
+    pairs.add_argument("--background", type=positive_int, default=None, metavar="B",
+                       help=f"background rows under --coalitions background (default {DEFAULT_BACKGROUND})")
+    pairs.add_argument("--seed", type=seed, default=0, help="seed of the rows and background drawn")
+    pairs.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    pairs.add_argument("--out", required=True, metavar="PAIRS.csv", help="the table, one line per field pair")
+    return {"pairs": command_pairs}
+
+
+def command_pairs(args) -> dict:
+    from afm.analysis.pairs import check_attention, explain_pairs
+    from afm.cli.arguments import read_checkpoint
+    from afm.errors import ConfigError
+    from afm.files import write_atomic
+    from afm.predict import check_not_an_input
+    from afm.training_plan import resolve_device
+
+    check_not_an_input(args.out, {"the checkpoint": args.checkpoint, "the data": args.data})
+    if args.background is not None and args.coalitions != "background":
+        print("afm pairs: note: --background is used only with --coalitions background; ignored", file=sys.stderr)
+    started = time.perf_counter()
+    device = resolve_device(args.device)
+    checkpoint = read_checkpoint(args.checkpoint, device=device)
+    dataset = load_data(args, schema=checkpoint.schema)  # encoded exactly as the model's training data
+    check_not_an_input(args.out, {"the data": dataset.location})
+    warnings = checkpoint.check_fits(dataset)
+    rows = dataset.rows(args.split)  # an empty choice of rows is an error that says how the rows were split
+    if checkpoint.task == "binary" and not dataset.is_binary:
+        raise ConfigError("this is a binary-task model and the data's labels are not two classes")
+    explanation = explain_pairs(checkpoint.model, rows, dataset.schema, dataset.train, rows=args.rows,
+                                coalitions=args.coalitions, background=args.background or DEFAULT_BACKGROUND,
+                                seed=args.seed)
+    checks = None  # one pair (two fields): no order of pairs to compare
+    if checkpoint.model_config.num_pairs >= 2:
+        checks = check_attention(checkpoint.model, explanation, rows, dataset.train, checkpoint.task,
+                                 checkpoint.label_range or dataset.label_range)
+    table = explanation.table.to_csv(index=False, lineterminator="\n")
+    write_atomic(args.out, table.encode("utf-8"), lambda problem: ConfigError(f"{args.out}: {problem}"))
+    for warning in warnings:  # after the work: an error is the one line printed
+        print(f"afm: warning: {warning}", file=sys.stderr)
+    print(f"afm pairs: {len(explanation.table)} pairs of {len(explanation.rows):,} rows into {args.out}; "
+          f"{explanation.describe()}", file=sys.stderr)
+    return {"checkpoint": str(args.checkpoint), "model": checkpoint.model_config.model, "task": checkpoint.task,
+            "dataset": dataset.name, "split": args.split, "rows": len(explanation.rows),
+            "pairs": len(explanation.table), "coalitions": explanation.coalitions,
+            "background": explanation.background, "seed": args.seed, "out": str(args.out),
+            "shapley_seconds": round(explanation.seconds, 3), "seconds": round(time.perf_counter() - started, 3),
+            "strongest_pair": explanation.table["pair"].iloc[0], "strongest_gate": gate_summary(explanation),
+            "agreement": agreement_sentence(checks, checkpoint.model_config.model) if checks else None,
+            "verdict": checks.baselines.verdict() if checks and checks.baselines is not None else None,
+            "device": str(device)}
+
+
+def gate_summary(explanation) -> str | None:
+    """The sentence on the strongest (pair, gate) line, as the Attention page shows it; None when
+    no gate could be measured."""
+    from afm.analysis.gates import gate_sentence
+
+    return gate_sentence(explanation.gates.iloc[0]) if len(explanation.gates) else None
+
+
+def agreement_sentence(checks, model: str) -> str:
+    """The rank agreement's sentence: attention against |Shapley interaction|, except for an FM,
+    whose attention is 1 for every pair (no order to compare): its |contribution| instead."""
+    first = "|contribution|" if model == "fm" else "attention"
+    return checks.agreement.meaning(first, "|Shapley interaction|")
