@@ -89,7 +89,7 @@ def test_the_whole_data_can_be_explained(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--rows", "0"], "argument --rows: expected a positive integer, got '0'"),
+    (["--rows", "0"], "argument --rows: expected a positive integer up to 2,147,483,647, got '0'"),
     (["--rows", "many"], "expected a positive integer"),
     (["--coalitions", "permuted"], "argument --coalitions: invalid choice: 'permuted'"),
     (["--background", "0", "--coalitions", "background"], "argument --background: expected a positive integer"),

@@ -50,8 +50,10 @@ def number(kind, accept, description: str):
     return parse
 
 
-positive_int = number(int, lambda v: v > 0, "a positive integer")
-non_negative_int = number(int, lambda v: v >= 0, "an integer >= 0")
+# Counts are bounded: a 20-digit --every overflowed numpy's int64 inside the command (exit 1).
+MAX_COUNT = 2**31 - 1
+positive_int = number(int, lambda v: 0 < v <= MAX_COUNT, f"a positive integer up to {MAX_COUNT:,}")
+non_negative_int = number(int, lambda v: 0 <= v <= MAX_COUNT, f"an integer in 0..{MAX_COUNT:,}")
 positive_float = number(float, lambda v: v > 0, "a positive number")
 non_negative_float = number(float, lambda v: v >= 0, "a number >= 0")
 # Seeds in numpy's range: beyond it a seed used to wrap (2**32 trained as 0) or crash.

@@ -165,6 +165,7 @@ def _train(args, group) -> dict | None:
     from afm.files import check_writable_target
     from afm.fit import fit
     from afm.models import ModelConfig
+    from afm.predict import check_not_an_input
     from afm.train import StopReason, TrainConfig
 
     defaults = _model_defaults(args.model)
@@ -175,6 +176,7 @@ def _train(args, group) -> dict | None:
         raise ConfigError("--match-fm needs --model afm and --init-from an FM checkpoint")
     out = Path(args.out)
     check_writable_target(out, lambda problem: ConfigError(f"--out {out}: {problem}"))
+    check_not_an_input(out, {"the data": args.data, "the checkpoint trained from": args.init_from})
     train_config = TrainConfig(
         task=args.task, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr if args.lr is not None else defaults["lr"], optimizer=args.optimizer,
@@ -184,6 +186,7 @@ def _train(args, group) -> dict | None:
     # An AFM started from an FM must see the data exactly as that FM did (its CSV encoding).
     pretrained = read_checkpoint(args.init_from) if args.init_from else None
     dataset = load_data(args, schema=pretrained.schema if pretrained else None)
+    check_not_an_input(out, {"the data": dataset.location})  # a registry name's folder, found now
     main = group is None or group.is_main
     config = ModelConfig(model=args.model, num_features=dataset.schema.num_features,
                          num_fields=dataset.schema.num_fields, embedding_dim=args.k, attention_dim=args.t,
