@@ -159,7 +159,7 @@ def what_if_figure(table: pd.DataFrame, top: int = 12) -> go.Figure:
     moved = parts.reindex(parts["change"].abs().sort_values(ascending=False, kind="stable").index).head(top)
     moved = moved.iloc[::-1]  # largest on top
     figure = make_subplots(rows=1, cols=2, shared_yaxes=True, column_widths=[0.62, 0.38], horizontal_spacing=0.02,
-                           subplot_titles=["Term: start row vs now", "Attention a_ij: start row vs now"])
+                           subplot_titles=["Term", "Attention a_ij"])  # short: two titles share 800 px
     for name, column, attention, colour, values in (
             ("start row", "start_term", "start_attention", "#9ecae1", "start"),
             ("now", "term", "attention", "#d62728", "now")):
@@ -320,7 +320,7 @@ def adversarial_figure(max_tv: np.ndarray, epsilon: float) -> go.Figure:
     """Histogram over rows of the largest total-variation distance of an attention that keeps ŷ within ε."""
     figure = go.Figure(go.Histogram(x=max_tv, xbins=dict(start=0, end=1.0001, size=0.05), marker_color="#d62728"))
     figure.update_layout(title=f"Farthest attention with the same prediction (within ε = {epsilon:.3g})",
-                         xaxis_title="total variation distance from the learned attention (1 = nothing in common)",
+                         xaxis_title="distance from the learned attention (TV; 1 = nothing shared)",
                          yaxis_title="rows", height=300, margin=dict(l=10, r=10, t=50, b=10), bargap=0.05)
     return figure
 

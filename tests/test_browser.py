@@ -194,6 +194,7 @@ def test_the_attention_page_shows_every_pair_view_at_full_length(server, browser
     for n in range(charts.count()):
         box = charts.nth(n).bounding_box()  # None: in a tab not open
         assert box is None or box["x"] + box["width"] <= width, (n, box)
+    assert tab.evaluate(CLIPPED_TEXT) == []  # no title, tick or label cut off, wide or narrow
     suffix = "" if width == 1400 else f"_{width}px"
     tab.screenshot(path=str(SCREENSHOTS / f"attention_pairs{suffix}.png"), full_page=True)
     tab.context.close()
@@ -202,7 +203,8 @@ def test_the_attention_page_shows_every_pair_view_at_full_length(server, browser
 # Every tick label and axis title of every figure lies inside its figure: none is cut off.
 CLIPPED_TEXT = """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap((plot, n) => {
   const box = plot.getBoundingClientRect();
-  return [...plot.querySelectorAll('.xtick text, .ytick text, .g-xtitle text, .g-ytitle text')]
+  return [...plot.querySelectorAll('.xtick text, .ytick text, .g-xtitle text, .g-ytitle text, .gtitle, '
+                                   + '.annotation-text')]
     .filter(t => t.textContent.trim())
     .map(t => [n, t.textContent, t.getBoundingClientRect()])
     .filter(([, , r]) => r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1

@@ -17,6 +17,18 @@ from afm.metrics import sigmoid
 ORIGINS = {"row": "a row of the data", "compose": "values I choose"}
 
 
+# Headers a user can read, each column wide enough for its header (auto widths cut "start_attention").
+WHAT_IF_COLUMNS = {
+    "part": st.column_config.TextColumn("part", width="medium"),
+    "start": st.column_config.TextColumn("starting row", width="medium"),
+    "now": st.column_config.TextColumn("now", width="medium"),
+    **{name: st.column_config.NumberColumn(label, width="medium") for name, label in (
+        ("start_term", "term, starting row"), ("term", "term now"), ("change", "change of the term"),
+        ("start_attention", "weight, starting row"), ("attention", "weight now"),
+        ("attention_change", "change of the weight"))},
+}
+
+
 def render_what_if(run: Run, dataset: Dataset) -> None:
     """Draw the section for the active run on `dataset` (already read with the run's encoding)."""
     schema = dataset.schema
@@ -55,7 +67,7 @@ def render_what_if(run: Run, dataset: Dataset) -> None:
     st.caption((f"Changed: {', '.join(changed)}. " if changed else "Nothing changed yet: pick another value. ")
                + "The changes of all terms add up to the change of the prediction.")
     table = result.table.reindex(result.table["change"].abs().sort_values(ascending=False, kind="stable").index)
-    st.dataframe(table.round(5), hide_index=True, placeholder="")
+    st.dataframe(table.round(5), hide_index=True, placeholder="", column_config=WHAT_IF_COLUMNS)
 
 
 def _pick(schema: FieldSchema, field: int, row: Row, label: str, prefix: str) -> int | float:
