@@ -146,6 +146,7 @@ def test_layouts_stack_on_an_800_px_screen(server, narrow):
                 .filter(e => e.getBoundingClientRect().right > right + 2 || e.scrollWidth > e.clientWidth + 4)
                 .map(e => e.innerText.slice(0, 30)); }}""")
         assert overflow == [], (title, overflow)
+        assert narrow.evaluate(CLIPPED_TEXT) == [], title  # every figure's titles and ticks whole
         if slug == "coupling":
             tab = narrow.get_by_role("tab", name="Verify")
             box = tab.bounding_box()
