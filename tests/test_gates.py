@@ -18,6 +18,7 @@ from afm.analysis.gates import (
 )
 from afm.data import FieldSchema, Split, load_dataset
 from afm.errors import ConfigError, DataError
+from afm.samples.random_planted import planted_dataset
 from tests.conftest import requires_frappe
 
 
@@ -29,33 +30,19 @@ class Planted:
     gate: int  # the field g that switches it on
     value: int  # feature id of the value u* of g where it acts
     offsets: np.ndarray  # (F,) first feature id of each field
+    strength: float  # the planted interaction's RMS where it acts, label units
 
 
-def planted_gate(seed: int, rows: int = 6000, noise: float = 0.5) -> Planted:
-    """Random shape: 4-7 fields of random cardinality 2-6, main effects on every field, an
-    always-on distractor interaction, and a random pair (i, j) whose interaction (a random
-    double-centred table of unit spread) acts only where a random third field g is u*."""
-    rng = np.random.default_rng(seed)
-    fields = int(rng.integers(4, 8))
-    sizes = rng.integers(2, 7, fields)
-    i, j, g = rng.choice(fields, 3, replace=False)
-    i, j = sorted((int(i), int(j)))
-    u_star = int(rng.integers(sizes[g]))
-    values = np.stack([rng.integers(0, s, rows) for s in sizes], axis=1)  # (N, F)
-    y = sum(rng.normal(0, 0.5, s)[values[:, f]] for f, s in enumerate(sizes))  # (N,)
-    others = [(a, b) for a in range(fields) for b in range(a + 1, fields) if (a, b) != (i, j)]
-    distractor = others[int(rng.integers(len(others)))]
-    for (a, b), strength, gated in (((i, j), 1.0, True), (distractor, 0.7, False)):
-        table = rng.normal(size=(sizes[a], sizes[b]))
-        table = table - table.mean(0) - table.mean(1, keepdims=True) + table.mean()  # pure interaction
-        term = strength * table[values[:, a], values[:, b]] / table.std()  # (N,)
-        y = y + (term * (values[:, g] == u_star) if gated else term)
-    y = y + noise * rng.normal(size=rows)
-    offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-    schema = FieldSchema(tuple(f"f{f}" for f in range(fields)), np.repeat(np.arange(fields), sizes).tolist())
-    split = Split((values + offsets).astype(np.int64), np.ones(values.shape, np.float32), y.astype(np.float32))
-    pair = schema.pair_names().index(f"f{i} x f{j}")
-    return Planted(split, schema, pair, int(g), int(offsets[g] + u_star), offsets)
+def planted_gate(seed: int, rows: int = 8000) -> Planted:
+    """The training split of `afm.samples.random_planted` (5-8 fields of random cardinality 2-6,
+    main effects on every field, an always-on pair, and a random pair (i, j) whose interaction acts
+    only where a random third field g is u*), with the gated pair as indices."""
+    data, truth = planted_dataset(seed, rows=rows)
+    schema = data.schema
+    gate = schema.field_names.index(truth.gate)
+    offsets = np.array([schema.field_values(f)[0] for f in range(schema.num_fields)])
+    return Planted(data.train, schema, schema.pair_names().index(truth.gated), gate, truth.gate_value_id, offsets,
+                   truth.strengths[truth.gated])
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -67,7 +54,7 @@ def test_data_gates_find_the_planted_gate_and_its_value(seed):
     assert table.loc[0, "value_ids"][0] == planted.value  # the value where the pair acts, shown first
     levels = result.levels[(planted.pair, planted.gate)]
     strongest = levels.strength[list(levels.value_ids).index(planted.value)]
-    assert strongest == pytest.approx(1.0, abs=0.2)  # m(u*): the planted interaction's RMS, in label units
+    assert strongest == pytest.approx(planted.strength, abs=0.2)  # m(u*): the planted interaction's RMS
     others = np.delete(levels.strength, list(levels.value_ids).index(planted.value))
     assert others.max() < 0.25  # elsewhere the pair does nothing, and the noise correction says so
     left, right = np.triu_indices(planted.schema.num_fields, k=1)

@@ -12,7 +12,8 @@ from pathlib import Path
 import streamlit as st
 
 from afm.analysis.attention import PairSummary, decompose_split, summarize_pairs, top_feature_pairs
-from afm.analysis.pairs import AttentionChecks, PairExplanation, check_attention, explain_pairs
+from afm.analysis.gates import GateResult
+from afm.analysis.pairs import AttentionChecks, PairExplanation, check_attention, explain_pairs, label_gates_of
 from afm.checkpoint import Checkpoint, load_checkpoint
 from afm.data import Dataset, FieldSchema, load_dataset
 from afm.data.arrays import MappedDataset
@@ -94,7 +95,14 @@ def top_pairs(run: Run, dataset: Dataset, split: str, top: int, min_support: int
 def pair_explanation(run: Run, dataset: Dataset, split: str, rows: int, coalitions: str) -> PairExplanation:
     """Every pair view of one run on a seeded sample of `rows` rows of one split (read-only, shared)."""
     return explain_pairs(run.model, dataset.splits[split], dataset.schema, dataset.train, rows=rows,
-                         coalitions=coalitions)
+                         coalitions=coalitions, label_gates=label_gates(dataset))
+
+
+@st.cache_resource(show_spinner="Finding where a third field changes a pair's effect…", max_entries=8,
+                   hash_funcs=BY_CONTENT)
+def label_gates(dataset: Dataset) -> GateResult:
+    """The training labels' gate table: the data's alone, so every model and setting shares it."""
+    return label_gates_of(dataset.train, dataset.schema)
 
 
 @st.cache_resource(show_spinner="Testing whether attention explains…", max_entries=16, hash_funcs=BY_CONTENT)
