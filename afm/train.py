@@ -147,11 +147,19 @@ class TrainResult:
     distinct_pairs: bool = False  # whether training computed each distinct feature pair of a batch once
     world_size: int = 1  # processes that trained it together (torchrun)
     streamed: bool = False  # whether batches were streamed from the data (afm.batches)
-    problem: str | None = None  # with DIVERGED: what happened and what to change
+    # What went wrong and what to change: with DIVERGED, and whenever no epoch did better than
+    # epoch 0, the model before training (`untrained`), which is then the model returned.
+    problem: str | None = None
 
     @property
     def best(self) -> dict:
         return next(r for r in self.history if r["epoch"] == self.best_epoch)
+
+    @property
+    def untrained(self) -> bool:
+        """Training ran one epoch or more and none did better than the starting point: the model
+        returned (and saved) is the one training started from, never to be shown as trained."""
+        return self.best_epoch == 0 and self.epochs_run >= 1
 
     @property
     def epochs_run(self) -> int:
@@ -327,6 +335,12 @@ class _Trainer:
             callback.on_epoch_end(record)
 
     def _result(self, reason: StopReason, problem: str | None = None) -> TrainResult:
+        epochs = sum(1 for r in self.history if r["epoch"] >= 1)
+        if problem is None and self.best_epoch == 0 and epochs:
+            problem = (f"no epoch did better than the starting model (epoch 0, validation {self.metric} "
+                       f"{self.best_value:.6g}) in {epochs} epoch{'s' if epochs > 1 else ''}: the model is the one "
+                       f"training started from, not a trained one; raise the learning rate (now {self.config.lr}) "
+                       "or the epochs, or check the labels")
         model = self.model
         model.load_state_dict(self.best_state)
         model.embedding.sparse = model.linear.sparse = False

@@ -1,8 +1,8 @@
 """Before a training runs: the checks that fail at once with what to change (the device, memory,
-the batch over the processes, the labels for the task), and the path it takes (batches streamed
-or resident, distinct pairs, sparse embedding gradients, compiled). `train_model` makes both
-through `plan_training`; the app's job calls `preflight` when it is queued, so that a training
-that cannot run says so before it waits in line."""
+the batch over the processes, the labels for the task, labels that are all one value), and the
+path it takes (batches streamed or resident, distinct pairs, sparse embedding gradients, compiled).
+`train_model` makes both through `plan_training`; the app's job calls `preflight` when it is
+queued, so that a training that cannot run says so before it waits in line."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 
 from afm.batches import is_memory_mapped, window_rows
 from afm.data import Dataset, Split
-from afm.errors import ConfigError
+from afm.errors import ConfigError, DataError
 from afm.limits import MEMORY_FRACTION, available_memory_bytes
 from afm.models import MODEL_CLASSES, ModelConfig, PairwiseModel, parameter_count
 
@@ -122,7 +122,21 @@ def preflight(model_config: ModelConfig, config: TrainConfig, dataset: Dataset, 
         raise ConfigError(f"--batch-size {config.batch_size} must divide evenly over the {world_size} processes")
     if len(dataset.train) < world_size or len(dataset.valid) == 0:
         raise ConfigError("training and validation splits must not be empty")
+    check_labels_vary(dataset, config.task)
     check_training_memory(model_config, config, rows_on_device(dataset, config, world_size))
+
+
+def check_labels_vary(dataset: Dataset, task: str) -> None:
+    """Refuse training rows whose labels are all one value: any model fits them exactly and learns
+    nothing, and the untrained model would score a perfect 0.0 on a validation split like them."""
+    low, high = dataset.label_range  # of the training labels (from the manifest for arrays)
+    if low != high:
+        return
+    if task == "binary":
+        raise DataError(dataset.name, f"only one class ({low:g}) in the training labels: there is nothing to "
+                                      "learn; the binary task needs rows of both classes")
+    raise DataError(dataset.name, f"every training label is {low!r}: there is nothing to learn "
+                                  "(is the label column the right one?)")
 
 
 # ----------------------------------------------------------------------------- path

@@ -99,7 +99,7 @@ def test_bad_data_file_names_file_and_line(tmp_path, capsys):
 
 def test_wrong_checkpoint_for_the_data(tmp_path, capsys):
     other = tmp_path / "other.libfm"
-    other.write_text("".join(f"1 {i % 4}:1 {4 + i % 3}:1 {7 + i % 2}:1\n" for i in range(40)))
+    other.write_text("".join(f"{1 + i % 2} {i % 4}:1 {4 + i % 3}:1 {7 + i % 2}:1\n" for i in range(40)))
     out = tmp_path / "m.safetensors"
     assert run(capsys, "train", "--data", str(other), "--model", "fm", "--k", "4", "--epochs", "1",
                "--out", str(out))[0] == 0

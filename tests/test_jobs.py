@@ -57,6 +57,7 @@ def test_stop_request_keeps_the_best_epoch():
 def test_divergence_fails_with_advice_and_keeps_the_best_model():
     data = random_dataset()
     data.train.labels[:] = 1e25
+    data.train.labels[::2] = 2e25  # two values: constant labels are refused before training
     job = TrainingJob("nan", data, config_for(data, "fm"), TrainConfig(epochs=2, lr=0.1, batch_size=32)).start()
     job.join(timeout=60)
     assert job.status == "failed" and "learning rate" in job.error and "best epoch so far" in job.error

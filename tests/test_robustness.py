@@ -5,6 +5,7 @@ nothing is allocated beyond the stated budgets, nothing half-written is left, no
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -24,7 +25,7 @@ from afm.checkpoint import Checkpoint, Outcome, TrainedOn, load_checkpoint, save
 from afm.cli import main
 from afm.data import load_csv, load_dataset, read_libfm
 from afm.data.libfm import parse_libfm
-from afm.errors import CheckpointError, ConfigError, DataError
+from afm.errors import MAX_MESSAGE_CHARS, CheckpointError, ConfigError, DataError, shorten_path
 from afm.files import remove_stale_temporaries
 from afm.models import ModelConfig, build_model
 from afm.paths import CHECKOUT
@@ -198,11 +199,15 @@ def test_temporaries_of_killed_saves_are_removed(tmp_path):
     old = tmp_path / ".other.safetensors.1.abcdef012345.part"  # pid 1 runs, but it is two hours old
     old.write_bytes(b"y")
     os.utime(old, (time.time() - 7200, time.time() - 7200))
-    alive = tmp_path / f".m.safetensors.{os.getpid()}.fedcba987654.part"  # a save in progress
+    alive = tmp_path / f".m.safetensors.{os.getpid()}.fedcba987654.part"  # a save in progress: it holds a lock
     alive.write_bytes(b"z")
+    holder = os.open(alive, os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
     save_checkpoint(path, checkpoint)
     assert not dead.exists() and not old.exists() and alive.exists()
-    assert remove_stale_temporaries(tmp_path, max_age=-1) == [alive]
+    assert remove_stale_temporaries(tmp_path, max_age=-1) == []  # locked: alive, however old
+    os.close(holder)  # its writer is gone
+    assert remove_stale_temporaries(tmp_path) == [alive]
 
 
 def test_a_killed_save_leaves_the_old_checkpoint_whole(tmp_path):
@@ -318,6 +323,67 @@ def test_gzip_binary_and_cr_only_files(tmp_path):
 def test_malformed_base_url_is_a_one_line_error(tmp_path, capsys):
     one_line_error(*cli(capsys, "download", "frappe", "--dest", str(tmp_path), "--base-url", "notaurl"),
                    "--base-url must be an http(s) address")
+
+
+LONG_PATH = "/data/" + "/".join(["folder" * 30] * 30) + "/model.safetensors"  # 5,000+ characters
+
+
+@pytest.mark.parametrize("make", [
+    lambda problem: DataError(LONG_PATH, problem, line=7),
+    lambda problem: CheckpointError(LONG_PATH, problem),
+    lambda problem: ConfigError(f"--out {LONG_PATH}: {problem}"),
+    lambda problem: ConfigError(f"--out {LONG_PATH.replace('folder', 'my folder ')}: {problem}")])
+def test_a_long_path_is_shortened_in_the_middle_and_the_problem_kept_whole(make):
+    """The 1,000-character cap used to keep the path and cut off what was wrong."""
+    problem = "cannot write here (File name too long); give a shorter path"
+    message = str(make(problem))
+    assert len(message) <= MAX_MESSAGE_CHARS and "\n" not in message
+    assert message.endswith(problem), message[-120:]
+    assert "/data/" in message[:40] and "…" in message and "/model.safetensors" in message[-200:]
+
+
+def test_shorten_path_keeps_the_start_and_the_file_name():
+    assert shorten_path("/short/path.csv") == "/short/path.csv"
+    short = shorten_path("/home/me/" + "d" * 500 + "/rows.csv", 60)
+    assert len(short) == 60 and short.startswith("/home/me/d") and short.endswith("…/rows.csv")
+    name = shorten_path("/x/" + "n" * 500 + ".csv", 60)  # a file name too long itself: start and end
+    assert len(name) == 60 and name.startswith("/x/n") and name.endswith("n.csv")
+
+
+def test_a_long_problem_after_a_short_source_is_cut_in_the_middle_not_at_its_end():
+    message = str(ConfigError("short: " + " ".join(f"word{i}" for i in range(400)) + " THE END"))
+    assert len(message) <= MAX_MESSAGE_CHARS and message.startswith("short: word0") and message.endswith("THE END")
+
+
+@pytest.mark.parametrize("task, label, fragment", [("regression", "3", "every training label is 3.0: there is "
+                                                    "nothing to learn"),
+                                                   ("binary", "1", "only one class (1) in the training labels")])
+def test_labels_all_one_value_are_a_one_line_error_and_nothing_is_saved(tmp_path, capsys, task, label, fragment):
+    """Every label equal: the untrained model was saved and the summary said valid_rmse 0.0."""
+    data = tmp_path / "same.csv"
+    data.write_text("user,item,label\n" + "".join(f"u{i % 5},i{i % 7},{label}\n" for i in range(80)))
+    out = tmp_path / "m.safetensors"
+    one_line_error(*cli(capsys, "train", "--data", str(data), "--task", task, "--model", "fm", "--k", "4",
+                        "--epochs", "2", "--quiet", "--out", str(out)), fragment)
+    assert not out.exists()
+
+
+def test_explaining_no_rows_is_a_data_error_not_an_assert():
+    from afm.analysis.attention import decompose_split, permutation_pair_importance, summarize_pairs
+
+    data = random_dataset()
+    model = build_model(ModelConfig(model="afm", num_features=data.schema.num_features,
+                                    num_fields=data.schema.num_fields, embedding_dim=4, attention_dim=4), seed=0)
+    none = np.array([], dtype=np.int64)
+    with pytest.raises(DataError, match="there are none to decompose"):
+        decompose_split(model, data.test, rows=none)
+    with pytest.raises(DataError, match="there are none to decompose"):
+        decompose_split(model, data.test.take(none))
+    terms = decompose_split(model, data.test)
+    with pytest.raises(DataError, match="there are none to summarise"):
+        summarize_pairs(terms, data.schema, rows=np.zeros(len(data.test), dtype=bool))
+    with pytest.raises(DataError, match="there are none to shuffle"):
+        permutation_pair_importance(lambda ids, values: np.zeros(len(ids)), data.test.take(none), 4)
 
 
 # --------------------------------------------------------------------------- divergence and Ctrl-C

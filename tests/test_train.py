@@ -5,10 +5,12 @@ import pytest
 import torch
 
 from afm.data import Dataset, load_dataset
-from afm.errors import ConfigError
+from afm.errors import ConfigError, DataError
+from afm.fit import fit
 from afm.metrics import auc, log_loss, rmse
 from afm.models import ModelConfig, build_model
 from afm.train import DeviceSplit, StopReason, TrainConfig, seed_everything, train_model
+from afm.training_plan import preflight
 from tests.conftest import random_dataset
 
 
@@ -87,8 +89,9 @@ def test_same_seed_same_result(tiny_dataset):
 
 
 def test_divergence_is_reported_with_the_best_model(tiny_dataset):
-    # Labels of 1e25 make the float32 squared loss overflow at once.
+    # Labels of 1e25 make the float32 squared loss overflow at once (two values: one would be refused).
     tiny_dataset.train.labels[:] = 1e25
+    tiny_dataset.train.labels[::2] = 2e25
     model = build(tiny_dataset, name="fm", k=8)
     result = train_model(model, tiny_dataset, TrainConfig(epochs=3, lr=0.1, batch_size=8))
     assert result.stop_reason is StopReason.DIVERGED and "learning rate" in result.problem
@@ -139,6 +142,43 @@ def test_metrics_against_brute_force():
     assert log_loss(scores, targets) == pytest.approx(expected)
     assert log_loss(np.array([1000.0, -1000.0]), np.array([1.0, 0.0])) == pytest.approx(0.0)
     assert rmse(np.array([2.0, -3.0]), np.array([1.0, -1.0]), clip=(-1, 1)) == 0.0
+
+
+@pytest.mark.parametrize("task, value, message", [
+    ("regression", 3.0, "every training label is 3.0: there is nothing to learn"),
+    ("binary", 1.0, "only one class (1) in the training labels"),
+    ("binary", -1.0, "only one class (-1) in the training labels")])
+def test_labels_all_one_value_are_refused_before_training(tiny_dataset, task, value, message):
+    """Any model fits constant labels exactly: the untrained model was saved with valid_rmse 0.0."""
+    for split in tiny_dataset.splits.values():
+        split.labels[:] = value
+    with pytest.raises(DataError) as info:
+        fit(ModelConfig(model="fm", num_features=tiny_dataset.schema.num_features,
+                        num_fields=tiny_dataset.schema.num_fields, embedding_dim=4),
+            TrainConfig(task=task, epochs=2), tiny_dataset)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(DataError, match="nothing to learn"):
+        preflight(build(tiny_dataset).config, TrainConfig(task=task), tiny_dataset)  # the app's check when queued
+
+
+def test_labels_that_vary_in_one_row_only_are_trained(tiny_dataset):
+    tiny_dataset.train.labels[:] = 3.0
+    tiny_dataset.train.labels[0] = 4.0
+    assert train_model(build(tiny_dataset, name="fm"), tiny_dataset, TrainConfig(epochs=1)).epochs_run == 1
+
+
+def test_a_training_that_never_beats_epoch_0_says_its_model_is_untrained(tiny_dataset):
+    """Validation labels opposite to the training ones: every epoch makes validation worse."""
+    tiny_dataset.valid.labels[:] = -tiny_dataset.valid.labels
+    result = train_model(build(tiny_dataset, name="fm"), tiny_dataset,
+                         TrainConfig(epochs=3, lr=0.3, batch_size=16, patience=10))
+    assert result.best_epoch == 0 and result.epochs_run == 3 and result.stop_reason is StopReason.COMPLETED
+    assert result.untrained and "no epoch did better than the starting model" in result.problem
+    assert "3 epochs" in result.problem and "learning rate" in result.problem
+    trained = train_model(build(tiny_dataset, name="fm"), random_dataset(), TrainConfig(epochs=2, lr=0.1))
+    assert not trained.untrained and trained.problem is None
+    asked_for_none = train_model(build(tiny_dataset, name="fm"), tiny_dataset, TrainConfig(epochs=0))
+    assert not asked_for_none.untrained and asked_for_none.problem is None
 
 
 def test_empty_validation_split_is_refused(tiny_dataset):

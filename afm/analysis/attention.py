@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from afm.data import FieldSchema, Split
+from afm.errors import DataError
 from afm.limits import rows_within
 from afm.models import PairwiseModel, PredictionTerms
 
@@ -40,6 +41,12 @@ class PairSummary:
         return list(self.frame().sort_values(by, ascending=False, kind="stable")["pair"])
 
 
+def no_rows(action: str) -> DataError:
+    """What to say when the rows to look at are none: an empty split or an empty choice of rows."""
+    return DataError("the rows chosen", f"there are none to {action} (the split, or the rows picked from it, is "
+                                        "empty); choose a split with rows, e.g. --split all")
+
+
 def decompose_split(model: PairwiseModel, split: Split, batch_size: int | None = None,
                     rows: np.ndarray | None = None) -> PredictionTerms:
     """`model.decompose` over a whole split (or some of its rows), batched, on the model's device.
@@ -50,7 +57,8 @@ def decompose_split(model: PairwiseModel, split: Split, batch_size: int | None =
     device = next(model.parameters()).device
     ids = torch.from_numpy(split.feature_ids if rows is None else split.feature_ids[rows])
     values = torch.from_numpy(split.feature_values if rows is None else split.feature_values[rows])
-    assert ids.shape[0] > 0, "no rows to decompose"
+    if ids.shape[0] == 0:
+        raise no_rows("decompose")
     if batch_size is None:
         shares_pairs = model.computes_distinct_pairs and bool((values == 1).all())
         per_row = model.config.num_pairs * model.config.embedding_dim
@@ -72,7 +80,8 @@ def summarize_pairs(terms: PredictionTerms, schema: FieldSchema, rows: np.ndarra
     if rows is not None:
         index = torch.as_tensor(np.flatnonzero(rows) if np.asarray(rows).dtype == bool else rows)
         weights, contributions = weights[index], contributions[index]  # (n, P)
-    assert weights.shape[0] > 0, "no rows to summarise"
+    if weights.shape[0] == 0:
+        raise no_rows("summarise")
     return PairSummary(
         pair_names=schema.pair_names(),
         attention_mean=weights.mean(0).numpy(),
@@ -113,7 +122,8 @@ def default_min_support(split: Split, schema: FieldSchema, summary: PairSummary,
         q = names.index(name)
         keys = split.feature_ids[:, left[q]] * schema.num_features + split.feature_ids[:, right[q]]  # (N,)
         counts = np.sort(np.unique(keys, return_counts=True)[1])[::-1]
-        supports.append(int(counts[min(wanted, len(counts)) - 1]))
+        if len(counts):  # no rows: no value pairs to keep
+            supports.append(int(counts[min(wanted, len(counts)) - 1]))
     return max(1, min([cap, *supports]))
 
 
@@ -174,6 +184,8 @@ def permutation_pair_importance(predict, split: Split, num_fields: int, repeats:
     shuffles already account for the joint one and I = 0; an f x g interaction is destroyed by
     either single shuffle, so it is counted twice there and once in the joint one: I > 0.
     `predict(ids, values) -> (N,)` is any scorer, which is what makes this model-agnostic."""
+    if not len(split):
+        raise no_rows("shuffle")
     rng = np.random.default_rng(seed)
     labels = split.labels.astype(np.float64)
     base = np.mean((predict(split.feature_ids, split.feature_values) - labels) ** 2)

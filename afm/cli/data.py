@@ -25,7 +25,10 @@ def add_commands(commands) -> dict:
     download.add_argument("dataset", choices=("frappe", "ml-tag"))
     download.add_argument("--dest", required=True, help="directory; files go to DEST/DATASET/")
     download.add_argument("--base-url", default=None, help="mirror to download from instead of the default")
-    download.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per connection attempt")
+    download.add_argument("--timeout", type=positive_float, default=60.0,
+                          help="seconds any one read or connection may wait")
+    download.add_argument("--deadline", type=positive_float, default=None, metavar="SECONDS",
+                          help="seconds one file may take in all (default: 30 x --timeout)")
 
     sample = commands.add_parser("sample", help="generate the bundled synthetic samples")
     sample.add_argument("--name", choices=("all", "sample", "sample-fixed"), default="all")
@@ -87,7 +90,8 @@ def command_evaluate(args) -> dict:
 def command_download(args) -> dict:
     from afm.download import download_dataset
 
-    directory = download_dataset(args.dataset, args.dest, base_url=args.base_url, timeout=args.timeout)
+    directory = download_dataset(args.dataset, args.dest, base_url=args.base_url, timeout=args.timeout,
+                                 deadline=args.deadline)
     return {"dataset": args.dataset, "directory": str(directory)}
 
 

@@ -214,9 +214,11 @@ def _train(args, group) -> dict | None:
     if result.stop_reason.partial:
         why = result.problem or f"stopped ({interrupt.signal_name})"
         print(f"afm train: {why}; the best epoch so far ({result.best_epoch}) was saved to {out}", file=sys.stderr)
+    elif result.untrained:  # saved, but never presented as a trained model
+        print(f"afm train: warning: {result.problem}", file=sys.stderr)
     summary = {"model": args.model, "task": args.task, "dataset": dataset.name,
                "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-               "stop_reason": str(result.stop_reason)}
+               "stop_reason": str(result.stop_reason), "untrained": result.untrained}
     summary.update({key: value for key, value in result.best.items() if key.startswith(("valid_", "test_"))})
     summary.update({"seconds": round(result.seconds, 3), "samples_per_second": round(result.samples_per_second, 1),
                     "device": result.device, "compiled": result.compiled, "world_size": result.world_size,
