@@ -38,6 +38,7 @@ FORMAT = "afm-arrays"
 FORMAT_VERSION = 1
 ARRAYS = {"ids": (np.int64, 2), "values": (np.float32, 2), "labels": (np.float32, 1)}  # name: (dtype, ndim)
 COPY_ROWS = 1 << 18  # rows copied at once from an in-memory dataset
+CHECK_ROWS = 1 << 18  # rows checked at once when a directory is opened
 
 
 def is_arrays_dir(path: str | os.PathLike) -> bool:
@@ -227,6 +228,37 @@ def _open_split(directory: Path, split: str, rows: int, fields: int, source: obj
     return Split(arrays["ids"], arrays["values"], arrays["labels"])
 
 
+def check_split_contents(split: Split, schema: FieldSchema, stored: FieldSchema, name: str,
+                         source: object) -> None:
+    """Every id of the split within the table and in its own field's column, every value and
+    label finite in float32: checked `CHECK_ROWS` rows at a time (memory maps stay unread beyond
+    a chunk), so a hand-edited or damaged array is an error naming the split, not an IndexError
+    in training."""
+    num_features = min(schema.num_features, stored.num_features)
+    columns = np.arange(split.num_fields)
+    for start in range(0, len(split), CHECK_ROWS):
+        ids = np.asarray(split.feature_ids[start:start + CHECK_ROWS])  # (n, F)
+        bad = (ids < 0) | (ids >= num_features)
+        if bad.any():
+            row, field = (int(v[0]) for v in np.nonzero(bad))
+            raise DataError(source, f"the {name} split holds feature id {ids[row, field]} (row {start + row:,}, "
+                            f"column {field}), outside the schema's ids 0..{num_features - 1:,}; encode the data "
+                            "again with `afm encode`")
+        wrong = schema.feature_field[ids] != columns  # (n, F): column f holds field f's features
+        if wrong.any():
+            row, field = (int(v[0]) for v in np.nonzero(wrong))
+            raise DataError(source, f"the {name} split holds feature id {ids[row, field]} in column {field} "
+                            f"(row {start + row:,}), which is not a feature of field "
+                            f"{schema.field_names[field]!r}; encode the data again with `afm encode`")
+        for what, array in (("values", split.feature_values), ("labels", split.labels)):
+            part = np.asarray(array[start:start + CHECK_ROWS])  # float32: finite is within range
+            bad = ~np.isfinite(part)
+            if bad.any():
+                row = int(np.nonzero(bad)[0][0])
+                raise DataError(source, f"the {name} split's {what} hold {part[bad][0]:g} (row {start + row:,}); "
+                                "every value and label must be a finite number")
+
+
 def read_manifest(directory: Path) -> dict:
     path = directory / MANIFEST
     raw = read_regular_file(path, MAX_TABLE_BYTES, lambda problem: DataError(path, problem))
@@ -264,6 +296,8 @@ def open_arrays(directory: str | os.PathLike, schema: FieldSchema | None = None)
         check_same_encoding(stored, schema, directory)
     splits = {split: _open_split(directory, split, manifest["rows"][split], stored.num_fields, directory)
               for split in SPLITS}
+    for name, split in splits.items():
+        check_split_contents(split, schema or stored, stored, name, directory)
     stats = {key: manifest[key] for key in ("label_range", "binary", "fingerprint")}
     notes = [str(n) for n in manifest.get("notes", []) if isinstance(n, str)]
     notes.append(f"memory-mapped arrays written from {manifest['source']}")

@@ -18,6 +18,7 @@ import pandas as pd
 
 from afm.data.schema import FieldSchema, infer_schema, schema_from_sizes, schema_from_tsv
 from afm.data.splits import SPLITS, Dataset, Split, split_indices
+from afm.data.text import FLOAT32_MAX, beyond_float32, check_text
 from afm.errors import DataError, quote
 from afm.files import iter_regular_file, read_regular_file, write_atomic
 from afm.limits import MAX_FEATURES, MAX_FIELDS, MAX_TEXT_FILE_BYTES
@@ -44,21 +45,6 @@ def read_libfm(path: str | os.PathLike) -> Split:
 def read_libfm_rows(path: Path) -> LibfmRows:
     raw = read_regular_file(path, MAX_TEXT_FILE_BYTES, lambda problem: DataError(path, problem))
     return parse_libfm(raw, path)
-
-
-def check_text(raw: bytes, source: object) -> bytes:
-    """Refuse binary input with a useful word, and make every line end a newline: files with
-    CR-only line ends (old Mac) then number their lines like any other."""
-    if raw[:2] == b"\x1f\x8b":
-        raise DataError(source, "is gzip-compressed; decompress it first (gunzip)")
-    if raw[:4] == b"PK\x03\x04":
-        raise DataError(source, "is a zip archive; extract it first")
-    nul = raw.find(b"\0", 0, 1 << 20)
-    if nul >= 0:
-        raise DataError(source, f"is a binary file, not text (a NUL byte at offset {nul:,})")
-    if b"\r" in raw:
-        raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    return raw
 
 
 def parse_libfm(raw: bytes, source: object) -> LibfmRows:
@@ -107,8 +93,19 @@ def parse_libfm(raw: bytes, source: object) -> LibfmRows:
         problem = ("is negative" if value < 0 else "is not an integer" if value != np.floor(value)
                    else f"is too large (ids must be below {MAX_FEATURES:,})")
         raise DataError(source, f"feature id {value:g} {problem}", line=int(nonblank[row]) + 1)
+    _check_float32(table, nonblank, source)
     split = Split(ids.astype(np.int64), table[:, 2::2].astype(np.float32), table[:, 0].astype(np.float32))
     return LibfmRows(split, nonblank.astype(np.int64) + 1)
+
+
+def _check_float32(table: np.ndarray, nonblank: np.ndarray, source: object) -> None:
+    """Labels and values the model can hold: finite in float32, not only in float64."""
+    large = beyond_float32(table[:, 0::2])  # (N, 1 + F): the label, then each value
+    if large.any():
+        row, column = (int(v[0]) for v in np.nonzero(large))
+        what = "label" if column == 0 else f"value (of feature {table[row, 2 * column - 1]:.0f})"
+        raise DataError(source, f"{what} {table[row, 2 * column]:g} is beyond the float32 range "
+                        f"(±{FLOAT32_MAX:.3g}) the model computes in; rescale the numbers", line=int(nonblank[row]) + 1)
 
 
 def diagnose_libfm(raw: bytes, source: object) -> None:
@@ -124,6 +121,9 @@ def diagnose_libfm(raw: bytes, source: object) -> None:
             raise DataError(source, f"label {quote(tokens[0])} is not a number", line=number) from None
         if not np.isfinite(label):
             raise DataError(source, f"label {quote(tokens[0])} is not finite", line=number)
+        if abs(label) > FLOAT32_MAX:
+            raise DataError(source, f"label {quote(tokens[0])} is beyond the float32 range the model computes in",
+                            line=number)
         if len(tokens) == 1:
             raise DataError(source, "row has a label but no features", line=number)
         for token in tokens[1:]:
@@ -139,6 +139,9 @@ def diagnose_libfm(raw: bytes, source: object) -> None:
                 raise DataError(source, f"feature id {feature_id} is negative", line=number)
             if not np.isfinite(value):
                 raise DataError(source, f"value in {quote(token)} is not finite", line=number)
+            if abs(value) > FLOAT32_MAX:
+                raise DataError(source, f"value in {quote(token)} is beyond the float32 range the model "
+                                "computes in", line=number)
         if width is None:
             width = len(tokens) - 1
         elif len(tokens) - 1 != width:

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from afm.data.text import check_text
 from afm.errors import DataError, quote
 from afm.files import read_regular_file
 from afm.limits import MAX_FEATURES, MAX_FIELDS
@@ -158,6 +159,7 @@ def read_feature_names(path: str | os.PathLike) -> tuple[list[str], np.ndarray, 
     Returns the field names in first-appearance order and, per listed feature, its id, field
     index and value name."""
     raw = read_regular_file(path, MAX_TABLE_BYTES, lambda problem: DataError(path, problem))
+    raw = check_text(raw, path)  # compressed, binary or UTF-16: said so; a UTF-8 byte-order mark: dropped
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

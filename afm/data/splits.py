@@ -159,6 +159,11 @@ class Dataset:
         return frame
 
     def summary(self) -> dict:
+        """What `afm info` prints; for CSV data also `columns`: each column's kind and values or
+        range (`afm.data.tabular.describe_columns`)."""
+        from afm.data.tabular import describe_columns  # tabular builds on this module
+
+        columns = describe_columns(self.schema.csv_encoding)
         return {
             "name": self.name,
             "location": self.location,
@@ -168,4 +173,5 @@ class Dataset:
             **{f"{name}_rows": len(split) for name, split in self.splits.items()},
             "label_range": list(self.label_range),
             "fingerprint": self.fingerprint,
+            **({"columns": columns} if columns is not None else {}),
         }

@@ -9,16 +9,13 @@ every row in the file's order, a label only where there is one, and files larger
   checked against the model's feature table and put in field order, as `load_dataset` does.
 Errors name the file and the line of the whole file, not of the chunk.
 
-pandas infers a CSV column's type per chunk, so one value can be spelled differently in two
-chunks: an integer column with an empty cell reads as floats ("3.0" where the training file had
-"3"), a chunk holding only true/false reads as booleans ("True" where another had "true").
-`_align_spellings` maps such a cell to the vocabulary's spelling of the same value, so a row's
-encoding never depends on which rows share its chunk.
+A CSV is read as text in blocks by `afm.data.csvfile`, with the header checks and line numbers
+of `read_table`, so a cell reads as it did when the model was trained, whatever rows share its
+chunk; a label that is not a number is an error naming its line (an empty one is NaN).
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,16 +23,18 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-import pandas as pd
 
-from afm.data.libfm import check_text, order_columns_by_field, parse_libfm
+from afm.data.cells import labels as label_numbers
+from afm.data.csvfile import CsvHeader, iter_csv_pieces, parse_records
+from afm.data.libfm import order_columns_by_field, parse_libfm
 from afm.data.schema import FieldSchema
-from afm.data.tabular import MISSING, TabularEncoder
-from afm.errors import ConfigError, DataError, quote
+from afm.data.tabular import TabularEncoder
+from afm.data.text import check_text
+from afm.errors import ConfigError, DataError
 from afm.files import open_regular_file
 
 DEFAULT_CHUNK_ROWS = 50_000
-BLOCK_BYTES = 8 * 1024**2  # libfm files are read in blocks of this size
+BLOCK_BYTES = 8 * 1024**2  # files are read in blocks of this size
 PEEK_BYTES = 1 << 20  # the start of a file, checked for compressed or binary data
 MAX_LINE_BYTES = 64 * 1024**2  # one libfm row longer than this is not a row
 
@@ -86,77 +85,27 @@ def iter_rows(path: str | Path, schema: FieldSchema, label: str | None = None,
 def _csv_chunks(handle: BinaryIO, path: Path, encoder: TabularEncoder, label: str | None,
                 chunk_rows: int) -> Iterator[RowChunk]:
     label_column = label or encoder.label
-    aliases = {c.name: _aliases(c.values) for c in encoder.columns if c.kind == "categorical"}
-    rows_before, lines_before, seen_header, reader = 0, 0, False, None
-    while True:
-        try:
-            if reader is None:  # reads the header: its errors are the file's too
-                # The same options as `read_table`, so a cell reads as it did when the model was trained.
-                reader = pd.read_csv(handle, skipinitialspace=True, skip_blank_lines=False, encoding="utf-8",
-                                     chunksize=chunk_rows)
-            frame = next(reader)
-        except StopIteration:
-            break
-        except UnicodeDecodeError as exc:
-            raise DataError(path, f"not UTF-8 text (near byte {exc.start:,} of a block after line "
-                            f"{lines_before + 1:,})") from None
-        except pd.errors.EmptyDataError:
-            raise DataError(path, "file is empty") from None
-        except (pd.errors.ParserError, ValueError) as exc:
-            raise DataError(path, f"not a valid CSV: {quote(str(exc), 200)}") from None
-        except OSError as exc:
-            raise DataError(path, f"cannot read file ({exc.strerror or exc})") from None
-        if not seen_header:
-            seen_header = True
-            if label is not None and label not in frame.columns:
-                raise DataError(path, f"no label column {label!r}; columns are "
-                                f"{[str(c) for c in frame.columns][:20]}", line=1)
-        blank = frame.isna().all(axis=1).to_numpy()  # (n,)
-        lines = np.flatnonzero(~blank).astype(np.int64) + lines_before + 2  # header on line 1
-        lines_before += len(frame)
-        frame = frame[~blank].reset_index(drop=True)
+    header, rows_before = None, 0
+    for piece, first_line, bytes_read in iter_csv_pieces(handle, path, chunk_rows, BLOCK_BYTES):
+        if header is None:  # the first piece is the header alone
+            header = CsvHeader.read(piece, path, first_line)
+            parse_records(piece, header.width, path, first_line, header=True)  # as the whole file's header
+            if label is not None and label not in header.names:
+                raise DataError(path, f"no label column {label!r}; columns are {list(header.names)[:20]}",
+                                line=header.line)
+            continue
+        cells, lines = parse_records(piece, header.width, path, first_line)
+        frame, lines = header.frame(cells, lines, path)
         if frame.empty:
             continue
-        for column, alias in aliases.items():
-            if column in frame.columns and alias:
-                frame[column] = _align_spellings(frame[column], alias)
         ids, values = encoder.transform(frame, path, lines)
         labels = None
         if label_column in frame.columns:
-            labels = pd.to_numeric(frame[label_column], errors="coerce").to_numpy(np.float32)
-        yield RowChunk(ids, values, labels, lines, rows_before, _position(handle))
+            labels = label_numbers(frame[label_column], label_column, path, lines, allow_empty=True)
+        yield RowChunk(ids, values, labels, lines, rows_before, bytes_read)
         rows_before += len(frame)
-
-
-def _spelling(text: str) -> str:
-    """One key for the spellings pandas gives one value in different chunks: '3' and '3.0',
-    'true' and 'True'."""
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return repr(number) if math.isfinite(number) else text
-
-
-def _aliases(vocabulary: tuple[str, ...]) -> dict[str, str]:
-    """Spelling key -> the vocabulary's value, for keys that name exactly one value."""
-    by_key: dict[str, list[str]] = {}
-    for value in vocabulary:
-        by_key.setdefault(_spelling(value), []).append(value)
-    return {key: values[0] for key, values in by_key.items() if len(values) == 1}
-
-
-def _align_spellings(series: pd.Series, aliases: dict[str, str]) -> pd.Series:
-    """Cells as the vocabulary spells them, where only the spelling differs; other cells as
-    `TabularEncoder.transform` reads them (an empty cell is `<missing>`)."""
-    text = series.astype(object).where(series.notna(), MISSING).astype(str)
-    known = set(aliases.values())
-    strangers = pd.unique(text[~text.isin(known)])
-    renames = {s: aliases[_spelling(s)] for s in strangers if s != MISSING and _spelling(s) in aliases}
-    return text.replace(renames) if renames else text
+    if header is None:
+        raise DataError(path, "file is empty")
 
 
 def _position(handle: BinaryIO) -> int:

@@ -1,16 +1,22 @@
 """CSV files: a fitted encoder turns a table into F (feature id, value) slots per row.
 
-`TabularEncoder.fit` learns, from the training rows only, each column's kind and encoding:
-- categorical (text, boolean, integer columns): one feature per value seen at least `min_count`
-  times in training, plus an `<unknown>` feature. Values seen less often are folded into
-  `<unknown>`, so it is trained like any other value and a value never seen before gets a
-  sensible score instead of an untrained embedding.
-- numeric (float columns): one feature whose x is the value standardised with the training
-  rows' mean and standard deviation (eq. 1 allows any x_i). A missing number (an empty cell, or
-  pandas' missing-value spellings: nan, NA, null, N/A, ...) sits at the training mean, x = 0.
-  `inf` and numbers too large to standardise are errors that name the line.
+A CSV is read as text (`afm.data.csvfile`): every cell is the string it is. `TabularEncoder.fit`
+learns each column's kind from all rows by the rule of `afm.data.cells` (numeric: every cell
+with a value is a number, some not whole; whole numbers alone are codes) and its encoding from
+the training rows only:
+- categorical (text, boolean and whole-number columns): one feature per value seen at least
+  `min_count` times in training, plus an `<unknown>` feature. Values are matched as text, so
+  `007` and `7` are two values. Values seen less often are folded into `<unknown>`, so it is
+  trained like any other value and a value never seen before gets a sensible score instead of
+  an untrained embedding. An empty cell is the value `<missing>`.
+- numeric: one feature whose x is the value standardised with the training rows' mean and
+  standard deviation (eq. 1 allows any x_i). A missing number (an empty cell, or pandas'
+  missing-value spellings: nan, NA, null, N/A, ...) sits at the training mean, x = 0. `inf`,
+  numbers beyond float32's range and numbers too large to standardise are errors that name the
+  line; so is a word among the numbers.
 `transform` encodes any rows with that fitted state; it is saved in every checkpoint's schema,
 so new data is scored exactly as the training data was encoded, whatever its row order.
+`describe_columns` says what each column was read as (kind, values, range), for `afm info`.
 """
 
 from __future__ import annotations
@@ -25,9 +31,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from afm.data.libfm import check_text
+from afm.data.cells import NA_SPELLINGS, categories, infer_kind, numbers
+from afm.data.cells import labels as label_numbers
+from afm.data.csvfile import CsvHeader, read_csv_text
 from afm.data.schema import FieldSchema
 from afm.data.splits import Dataset, Split, split_indices
+from afm.data.text import check_text, first_not_utf8
 from afm.errors import DataError, quote
 from afm.files import read_regular_file
 from afm.limits import MAX_FEATURES, MAX_FIELDS, MAX_TEXT_FILE_BYTES
@@ -38,6 +47,7 @@ DEFAULT_MIN_COUNT = 2
 LABEL_COLUMN_NAMES = ("label", "target", "y", "rating", "click")
 MIN_ROWS = 10
 KINDS = ("categorical", "numeric")
+CELLS = ("text", "inferred")  # how the cells were read: as text, or (before) as the types pandas guessed
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,8 @@ class ColumnEncoding:
     values: tuple[str, ...] = ()  # categorical: the vocabulary, in first-seen order (<unknown> follows)
     mean: float = 0.0  # numeric: training mean and standard deviation
     std: float = 1.0
+    low: float | None = None  # numeric: the training rows' range (None in encoders saved before)
+    high: float | None = None
 
     @property
     def num_features(self) -> int:
@@ -55,7 +67,8 @@ class ColumnEncoding:
     def to_json(self) -> dict:
         if self.kind == "categorical":
             return {"name": self.name, "kind": self.kind, "values": list(self.values)}
-        return {"name": self.name, "kind": self.kind, "mean": self.mean, "std": self.std}
+        bounds = {"low": self.low, "high": self.high} if self.low is not None else {}
+        return {"name": self.name, "kind": self.kind, "mean": self.mean, "std": self.std, **bounds}
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,7 @@ class TabularEncoder:
     label: str
     columns: tuple[ColumnEncoding, ...]
     min_count: int = DEFAULT_MIN_COUNT
+    cells: str = "text"  # "inferred": saved before cells were read as text (see `_legacy_spellings`)
 
     # ----------------------------------------------------------------- fit
     @classmethod
@@ -83,25 +97,12 @@ class TabularEncoder:
         specs = []
         for column in columns:
             series = frame[column]
-            is_numeric = column in numeric or (column not in categorical
-                                               and pd.api.types.is_float_dtype(series.dtype))
-            if is_numeric:
-                values = _numbers(series, column, source, lines)
-                train = values[train_rows]
-                train = train[~np.isnan(train)]
-                if len(train) == 0:
-                    raise DataError(source, f"numeric column {column!r} has no numbers in the training rows",
-                                    line=2)
-                with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked just below
-                    mean = float(np.mean(train))
-                    std = float(np.std(train, ddof=1)) if len(train) > 1 else 1.0
-                if not (math.isfinite(mean) and math.isfinite(std)):
-                    row = int(np.nanargmax(np.abs(values)))
-                    raise DataError(source, f"column {column!r} holds {values[row]:g}; numbers this large cannot "
-                                    "be standardised (rescale the column)", line=int(lines[row]))
-                specs.append(ColumnEncoding(str(column), "numeric", mean=mean, std=std if std > 0 else 1.0))
+            kind = ("numeric" if column in numeric else "categorical" if column in categorical
+                    else infer_kind(series, column, source, lines))
+            if kind == "numeric":
+                specs.append(_fit_numeric(series, str(column), train_rows, source, lines))
             else:
-                counts = _categories(series).iloc[train_rows].value_counts(sort=False)
+                counts = categories(series, MISSING).iloc[train_rows].value_counts(sort=False)
                 kept = tuple(str(v) for v, n in counts.items() if n >= min_count)
                 specs.append(ColumnEncoding(str(column), "categorical", values=kept))
         encoder = cls(str(label), tuple(specs), int(min_count))
@@ -137,7 +138,7 @@ class TabularEncoder:
         for f, column in enumerate(self.columns):
             series = frame[column.name]
             if column.kind == "numeric":
-                x = _numbers(series, column.name, source, lines)
+                x = numbers(series, column.name, source, lines)
                 standardised = (x - column.mean) / column.std
                 values[:, f] = np.nan_to_num(standardised, nan=0.0)  # missing: the training mean
                 if not np.isfinite(values[:, f]).all():
@@ -146,15 +147,19 @@ class TabularEncoder:
                                     "values to encode", line=int(lines[row]))
                 ids[:, f] = offset
             else:
-                lookup = {v: i for i, v in enumerate(column.values)}
-                codes = _categories(series).map(lookup)
-                ids[:, f] = offset + codes.fillna(len(column.values)).to_numpy(np.int64)  # unseen: <unknown>
+                text = categories(series, MISSING)
+                if self.cells == "inferred":
+                    text = _legacy_spellings(text, column.values)
+                codes = pd.Index(column.values, dtype=object).get_indexer(text.astype(object))  # -1: unseen
+                ids[:, f] = offset + np.where(codes < 0, len(column.values), codes)  # unseen: <unknown>
             offset += column.num_features
         return ids, values
 
     # ----------------------------------------------------------------- saved form
     def to_json(self) -> dict:
-        return {"label": self.label, "min_count": self.min_count, "columns": [c.to_json() for c in self.columns]}
+        cells = {"cells": "text"} if self.cells == "text" else {}
+        return {"label": self.label, "min_count": self.min_count, **cells,
+                "columns": [c.to_json() for c in self.columns]}
 
     @classmethod
     def from_json(cls, obj: object, source: object = "csv_encoding") -> TabularEncoder:
@@ -164,24 +169,13 @@ class TabularEncoder:
         min_count = obj.get("min_count", 1)  # checkpoints before min_count kept every value
         if type(min_count) is not int or min_count < 1:
             raise DataError(source, "csv_encoding min_count must be a positive integer")
-        columns = []
-        for spec in obj["columns"]:
-            if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and spec.get("kind") in KINDS):
-                raise DataError(source, f"bad csv_encoding column {quote(spec)}")
-            if spec["kind"] == "categorical":
-                values = spec.get("values")
-                if not (isinstance(values, list) and all(isinstance(v, str) for v in values)):
-                    raise DataError(source, f"column {spec['name']!r}: values must be a list of strings")
-                columns.append(ColumnEncoding(spec["name"], "categorical", values=tuple(values)))
-            else:
-                mean, std = spec.get("mean"), spec.get("std")
-                if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                           for v in (mean, std)) or std <= 0:
-                    raise DataError(source, f"column {spec['name']!r}: mean and std must be finite, std > 0")
-                columns.append(ColumnEncoding(spec["name"], "numeric", mean=float(mean), std=float(std)))
+        cells = obj.get("cells", "inferred")  # absent: saved before cells were read as text
+        if cells not in CELLS:
+            raise DataError(source, f"csv_encoding cells must be one of {CELLS}")
+        columns = [_column_from_json(spec, source) for spec in obj["columns"]]
         if not 2 <= len(columns) <= MAX_FIELDS:
             raise DataError(source, f"csv_encoding must have 2..{MAX_FIELDS} columns")
-        return cls(obj["label"], tuple(columns), min_count)
+        return cls(obj["label"], tuple(columns), min_count, cells)
 
     @classmethod
     def of(cls, schema: FieldSchema, source: object = "checkpoint") -> TabularEncoder | None:
@@ -194,7 +188,50 @@ class TabularEncoder:
         return encoder
 
 
-# --------------------------------------------------------------------------- reading
+# --------------------------------------------------------------------------- fitting and reading
+
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _column_from_json(spec: object, source: object) -> ColumnEncoding:
+    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and spec.get("kind") in KINDS):
+        raise DataError(source, f"bad csv_encoding column {quote(spec)}")
+    if spec["kind"] == "categorical":
+        values = spec.get("values")
+        if not (isinstance(values, list) and all(isinstance(v, str) for v in values)):
+            raise DataError(source, f"column {spec['name']!r}: values must be a list of strings")
+        if len(set(values)) != len(values):
+            raise DataError(source, f"column {spec['name']!r}: a value is listed twice")
+        return ColumnEncoding(spec["name"], "categorical", values=tuple(values))
+    mean, std = spec.get("mean"), spec.get("std")
+    if not (_finite_number(mean) and _finite_number(std)) or std <= 0:
+        raise DataError(source, f"column {spec['name']!r}: mean and std must be finite, std > 0")
+    low, high = spec.get("low"), spec.get("high")
+    if (low is None) != (high is None) or (low is not None and not (
+            _finite_number(low) and _finite_number(high) and low <= high)):
+        raise DataError(source, f"column {spec['name']!r}: low and high must be finite numbers, low <= high")
+    return ColumnEncoding(spec["name"], "numeric", mean=float(mean), std=float(std),
+                          low=None if low is None else float(low), high=None if high is None else float(high))
+
+
+def _fit_numeric(series: pd.Series, column: str, train_rows: np.ndarray, source: object,
+                 lines: np.ndarray) -> ColumnEncoding:
+    values = numbers(series, column, source, lines)
+    train = values[train_rows]
+    train = train[~np.isnan(train)]
+    if len(train) == 0:
+        raise DataError(source, f"numeric column {column!r} has no numbers in the training rows", line=2)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked just below
+        mean = float(np.mean(train))
+        std = float(np.std(train, ddof=1)) if len(train) > 1 else 1.0
+    if not (math.isfinite(mean) and math.isfinite(std)):
+        row = int(np.nanargmax(np.abs(values)))
+        raise DataError(source, f"column {column!r} holds {values[row]:g}; numbers this large cannot "
+                        "be standardised (rescale the column)", line=int(lines[row]))
+    return ColumnEncoding(column, "numeric", mean=mean, std=std if std > 0 else 1.0,
+                          low=float(train.min()), high=float(train.max()))
 
 
 def _file_lines(frame: pd.DataFrame) -> np.ndarray:
@@ -202,32 +239,46 @@ def _file_lines(frame: pd.DataFrame) -> np.ndarray:
     return np.arange(len(frame), dtype=np.int64) + 2
 
 
-def _numbers(series: pd.Series, column: object, source: object, lines: np.ndarray) -> np.ndarray:
-    """A column as float64 numbers; empty cells are NaN (missing), anything else must be finite."""
-    x = pd.to_numeric(series, errors="coerce").to_numpy(np.float64)
-    present = series.notna().to_numpy()
-    bad = (np.isnan(x) & present) | np.isinf(x)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DataError(source, f"column {column!r} holds {quote(series.iloc[row])}, not a finite number "
-                        "(leave the cell empty for a missing value)", line=int(lines[row]))
-    return x
+def _spelling(text: str) -> str:
+    """One key for the spellings pandas gave one value when it guessed cell types: '3', '3.0'
+    and '003'; 'true' and 'True'."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return repr(number) if math.isfinite(number) else text
 
 
-def _categories(series: pd.Series) -> pd.Series:
-    """Category names as strings, an empty cell as its own value."""
-    return series.astype(object).where(series.notna(), MISSING).astype(str)
+def _legacy_spellings(text: pd.Series, vocabulary: tuple[str, ...]) -> pd.Series:
+    """For an encoder saved when cells were read as pandas guessed (`cells: inferred`): a cell
+    that is not in the vocabulary as written is mapped to the vocabulary's spelling of the same
+    value where only one value has it ('007' to '7', 'true' to 'True'); a missing-value spelling
+    to `<missing>`, as pandas read it."""
+    by_key: dict[str, list[str]] = {}
+    for value in vocabulary:
+        by_key.setdefault(_spelling(value), []).append(value)
+    aliases = {key: values[0] for key, values in by_key.items() if len(values) == 1}
+    known = set(vocabulary)
+    strangers = pd.unique(text[~text.isin(known)])
+    renames = {s: MISSING if s in NA_SPELLINGS else aliases.get(_spelling(s)) for s in strangers}
+    renames = {s: v for s, v in renames.items() if v is not None and v != s}
+    return text.replace(renames) if renames else text
 
 
 def read_csv_file(path: Path, **read_csv) -> pd.DataFrame:
-    """A CSV file read whole, within the text-file limit, its blank lines kept as empty rows (so
-    row r is file line r + 2); a file that is not UTF-8 CSV is a one-line DataError naming it.
-    `read_csv`: further pandas.read_csv arguments."""
+    """A CSV file read whole with pandas (`read_csv`: further pandas.read_csv arguments), within
+    the text-file limit and after the header's size is checked; a file that is not UTF-8 CSV is
+    a one-line DataError naming it."""
     raw = check_text(read_regular_file(path, MAX_TEXT_FILE_BYTES, lambda problem: DataError(path, problem)), path)
+    if raw.strip():
+        CsvHeader.read(raw.lstrip(b"\n"), path, 1 + len(raw) - len(raw.lstrip(b"\n")))
     try:
         return pd.read_csv(io.BytesIO(raw), skip_blank_lines=False, encoding="utf-8", **read_csv)
-    except UnicodeDecodeError as exc:
-        raise DataError(path, f"not UTF-8 text (byte {exc.start:,} is {raw[exc.start]:#04x})") from None
+    except UnicodeDecodeError:
+        raise first_not_utf8(raw, path) or DataError(path, "not UTF-8 text") from None
     except pd.errors.EmptyDataError:
         raise DataError(path, "file is empty") from None
     except (pd.errors.ParserError, ValueError) as exc:
@@ -235,11 +286,10 @@ def read_csv_file(path: Path, **read_csv) -> pd.DataFrame:
 
 
 def read_table(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
-    """A CSV with a header, and the file line of each data row (blank lines are skipped)."""
-    frame = read_csv_file(path, skipinitialspace=True)
-    blank = frame.isna().all(axis=1).to_numpy()
-    lines = np.flatnonzero(~blank).astype(np.int64) + 2  # exact unless a quoted cell spans lines
-    return frame[~blank].reset_index(drop=True), lines
+    """A CSV with a header as text cells, and the file line of each data row (blank rows are
+    skipped; a quoted cell spanning lines counts its lines)."""
+    raw = read_regular_file(path, MAX_TEXT_FILE_BYTES, lambda problem: DataError(path, problem))
+    return read_csv_text(raw, path)
 
 
 def guess_label_column(frame: pd.DataFrame) -> str:
@@ -252,14 +302,7 @@ def guess_label_column(frame: pd.DataFrame) -> str:
 
 def labels_of(frame: pd.DataFrame, label: str, source: object, lines: np.ndarray) -> np.ndarray:
     """The label column as finite float32 numbers, or an error naming the first bad line."""
-    series = frame[label]
-    labels = pd.to_numeric(series, errors="coerce").to_numpy(np.float64)
-    bad = ~np.isfinite(labels)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        what = "is empty" if pd.isna(series.iloc[row]) else f"{quote(series.iloc[row])} is not a finite number"
-        raise DataError(source, f"label in column {label!r} {what}", line=int(lines[row]))
-    return labels.astype(np.float32)
+    return label_numbers(frame[label], label, source, lines)
 
 
 def load_csv(path: str | os.PathLike, label: str | None = None, seed: int = 0,
@@ -287,3 +330,25 @@ def load_csv(path: str | os.PathLike, label: str | None = None, seed: int = 0,
     everything = Split(ids, values, labels)
     splits = {name: everything.take(idx) for name, idx in index.items()}
     return Dataset(path.stem, encoder.schema(), splits, str(path), notes=[f"split 70/20/10 with seed {seed}"])
+
+
+EXAMPLE_VALUES = 5  # values of a categorical column that `describe_columns` lists
+
+
+def describe_columns(csv_encoding: dict | None) -> list[dict] | None:
+    """What each CSV column was read as, for `afm info` and the app: name, kind, and for a
+    categorical column the number of values kept (besides `<unknown>`) and the first few, for a
+    numeric one the training rows' range, mean and standard deviation. None for libfm data."""
+    if csv_encoding is None:
+        return None
+    encoder = TabularEncoder.from_json(csv_encoding)
+    described = []
+    for column in encoder.columns:
+        if column.kind == "categorical":
+            described.append({"column": column.name, "kind": column.kind, "values": len(column.values),
+                              "examples": list(column.values[:EXAMPLE_VALUES])})
+        else:
+            span = None if column.low is None else [column.low, column.high]
+            described.append({"column": column.name, "kind": column.kind, "range": span,
+                              "mean": column.mean, "std": column.std})
+    return described
