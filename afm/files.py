@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from afm.errors import AFMError
+from afm.errors import AFMError, ConfigError, shorten_path
 
 try:
     import fcntl
@@ -306,3 +306,39 @@ def write_atomic(path: str | os.PathLike, data: bytes | Callable[[int], None],
     finally:
         finished_temporary(fd, temporary)
     return path
+
+
+# Files the data readers read inside an input folder: an output named like one would replace it.
+DATA_FILE_PATTERNS = ("*.libfm", "*features.tsv", "*.npy", "*.json")
+
+
+def check_not_an_input(out: str | os.PathLike, inputs: dict[str, str | os.PathLike | None]) -> None:
+    """The one check every writer makes before any work: refuse an output path that would replace
+    one of the command's inputs ({what: path}; None and paths that do not exist, such as a registry
+    name, are skipped): the input file itself (same path, a symlink or a hard link to it) or, for
+    an input folder, a data file in it (DATA_FILE_PATTERNS)."""
+    out = Path(out)
+    for what, path in inputs.items():
+        if path is None or not _exists(Path(path)):
+            continue
+        path = Path(path)
+        inside = path.is_dir() and _same_file(out.parent, path) and any(out.match(p) for p in DATA_FILE_PATTERNS)
+        if inside or _same_file(out, path):
+            raise ConfigError(f"{out}: the output would replace {what}; write it elsewhere")
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError) as exc:  # a name too long for the system, a NUL in it
+        raise ConfigError(f"{shorten_path(str(path))}: cannot be read ({getattr(exc, 'strerror', None) or exc})") \
+            from None
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        if first.resolve() == second.resolve():
+            return True
+        return os.path.samefile(first, second)  # hard links too
+    except (OSError, ValueError):
+        return False

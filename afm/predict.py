@@ -33,7 +33,7 @@ from afm.checkpoint import Checkpoint, load_checkpoint
 from afm.data import Split
 from afm.data.stream import DEFAULT_CHUNK_ROWS, RowChunk, iter_rows
 from afm.errors import ConfigError, DataError
-from afm.files import write_atomic
+from afm.files import check_not_an_input, write_atomic
 from afm.inference import outputs
 from afm.limits import rows_within
 from afm.metrics import sigmoid
@@ -44,32 +44,7 @@ SHAPLEY_FLOATS_PER_PAIR = 8  # and what ranking by Shapley adds: (rows, P) float
 EXPLAIN_BY = ("contribution", "shapley")  # what `explain` ranks each row's pairs by
 # Files a dataset reader takes from a folder (libfm splits, features.tsv, arrays and their manifest):
 # an output named like one of these inside an input folder would replace data.
-DATA_FILE_PATTERNS = ("*.libfm", "*features.tsv", "*.npy", "*.json")
-
 Progress = Callable[[int, int, int], None]  # (rows scored, bytes read, file size)
-
-
-def _same_file(first: Path, second: Path) -> bool:
-    if first.resolve() == second.resolve():
-        return True
-    try:
-        return os.path.samefile(first, second)  # hard links too
-    except OSError:
-        return False
-
-
-def check_not_an_input(out: str | os.PathLike, inputs: dict[str, str | os.PathLike | None]) -> None:
-    """Refuse an output path that would replace one of a command's inputs ({what: path}; None and
-    paths that do not exist, such as a registry name, are skipped): the input file itself or, for
-    an input folder, a data file in it (DATA_FILE_PATTERNS)."""
-    out = Path(out)
-    for what, path in inputs.items():
-        if path is None or not Path(path).exists():
-            continue
-        path = Path(path)
-        inside = path.is_dir() and _same_file(out.parent, path) and any(out.match(p) for p in DATA_FILE_PATTERNS)
-        if inside or _same_file(out, path):
-            raise ConfigError(f"{out}: the output would replace {what}; write it elsewhere")
 
 
 def predict_file(checkpoint: Checkpoint | str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike,

@@ -18,9 +18,10 @@ from afm.data import FieldSchema, load_csv, load_dataset
 from afm.data.stream import iter_rows
 from afm.data.tabular import read_table
 from afm.errors import ConfigError, DataError
+from afm.files import check_not_an_input
 from afm.inference import outputs
 from afm.models import ModelConfig, build_model
-from afm.predict import check_not_an_input, predict_file
+from afm.predict import predict_file
 from afm.samples.checkpoints import sample_checkpoint_path
 
 

@@ -518,3 +518,14 @@ def test_folders_of_dead_servers_are_removed_at_start_up(tmp_path):
     mine = UploadFolder(tmp_path)
     assert remove_orphans(tmp_path) == [orphan]
     assert not orphan.exists() and mine.path.exists()
+
+
+@pytest.mark.parametrize("command", [["train", "--model", "fm", "--out", "OUT"], ["info"], ["encode", "--dest", "OUT"]])
+def test_a_path_too_long_for_the_system_is_a_one_line_error(capsys, tmp_path, command):
+    """ENAMETOOLONG from the first look at a 5,000-character --data (was an internal error, exit 1)."""
+    from afm.cli import main
+
+    argv = [str(tmp_path / "o") if a == "OUT" else a for a in command]
+    code = main([argv[0], "--data", str(tmp_path / ("a" * 5000)), *argv[1:]])
+    err = capsys.readouterr().err
+    assert code == 2 and "File name too long" in err and len(err.strip().splitlines()) == 1 and len(err) < 1100

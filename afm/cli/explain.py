@@ -82,7 +82,8 @@ class _PredictProgress:
 
 def command_predict(args) -> dict:
     from afm.cli.arguments import read_checkpoint
-    from afm.predict import check_not_an_input, predict_file
+    from afm.files import check_not_an_input
+    from afm.predict import predict_file
     from afm.training_plan import resolve_device
 
     check_not_an_input(args.out, {"the checkpoint": args.checkpoint})
@@ -97,7 +98,7 @@ def command_predict(args) -> dict:
 
 def command_report(args) -> dict:
     from afm.cli.arguments import read_checkpoint
-    from afm.predict import check_not_an_input
+    from afm.files import check_not_an_input
     from afm.report import report_dataset, write_report
 
     check_not_an_input(args.out, {"the checkpoint": args.checkpoint, "the data": args.data})
@@ -114,10 +115,9 @@ def command_report(args) -> dict:
 
 def command_import(args) -> dict:
     from afm.checkpoint import save_checkpoint
-    from afm.files import check_writable_target
+    from afm.files import check_not_an_input, check_writable_target
     from afm.importers import import_deepctr, import_torchfm
     from afm.importers.weights import parse_names
-    from afm.predict import check_not_an_input
 
     out = Path(args.out)
     check_writable_target(out, lambda problem: ConfigError(f"--out {out}: {problem}"))

@@ -43,8 +43,7 @@ def command_pairs(args) -> dict:
     from afm.analysis.pairs import check_attention, explain_pairs
     from afm.cli.arguments import read_checkpoint
     from afm.errors import ConfigError
-    from afm.files import write_atomic
-    from afm.predict import check_not_an_input
+    from afm.files import check_not_an_input, write_atomic
     from afm.training_plan import resolve_device
 
     check_not_an_input(args.out, {"the checkpoint": args.checkpoint, "the data": args.data})

@@ -162,10 +162,9 @@ def command_train(args) -> dict | None:
 def _train(args, group) -> dict | None:
     from afm.checkpoint import save_checkpoint
     from afm.cli.arguments import read_checkpoint
-    from afm.files import check_writable_target
+    from afm.files import check_not_an_input, check_writable_target
     from afm.fit import fit
     from afm.models import ModelConfig
-    from afm.predict import check_not_an_input
     from afm.train import StopReason, TrainConfig
 
     defaults = _model_defaults(args.model)

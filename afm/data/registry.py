@@ -54,7 +54,7 @@ def resolve_dataset_dir(name: str, data_dir: str | os.PathLike | None = None) ->
 
 
 @dataclass(frozen=True)
-class LibfmSource:
+class LibfmFolder:
     """A directory of libfm splits and what is known about its fields."""
 
     directory: Path
@@ -63,17 +63,25 @@ class LibfmSource:
     field_names: tuple[str, ...] | None = None  # names of inferred fields
 
 
-def libfm_source(spec: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> LibfmSource | None:
+def libfm_folder(spec: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> LibfmFolder | None:
     """The libfm splits a registry name or directory names; None for files and arrays directories."""
     spec_str = str(spec)
     if spec_str in BUNDLED_SAMPLES:
-        return LibfmSource(sample_dir() / spec_str, spec_str)
+        return LibfmFolder(sample_dir() / spec_str, spec_str)
     if spec_str == "frappe":
-        return LibfmSource(resolve_dataset_dir("frappe", data_dir), "frappe", field_sizes=FRAPPE_FIELDS)
+        return LibfmFolder(resolve_dataset_dir("frappe", data_dir), "frappe", field_sizes=FRAPPE_FIELDS)
     if spec_str == "ml-tag":
-        return LibfmSource(resolve_dataset_dir("ml-tag", data_dir), "ml-tag", field_names=ML_TAG_FIELD_NAMES)
+        return LibfmFolder(resolve_dataset_dir("ml-tag", data_dir), "ml-tag", field_names=ML_TAG_FIELD_NAMES)
     path = Path(spec_str)
-    return LibfmSource(path) if path.is_dir() and not is_arrays_dir(path) else None
+    return LibfmFolder(path) if _is_dir(path) and not is_arrays_dir(path) else None
+
+
+def _is_dir(path: Path) -> bool:
+    """Path.is_dir, with the errors it lets through (a 5,000-character name: ENAMETOOLONG) as ours."""
+    try:
+        return path.is_dir()
+    except (OSError, ValueError) as exc:
+        raise DataError(path, f"cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
 
 
 def load_dataset(spec: str | os.PathLike, data_dir: str | os.PathLike | None = None, seed: int = 0,
@@ -84,13 +92,13 @@ def load_dataset(spec: str | os.PathLike, data_dir: str | os.PathLike | None = N
     `schema`: a checkpoint's schema, to read the data as that model was trained: CSV rows are
     encoded with its saved vocabularies and scaling (never refitted), libfm ids are checked
     against its feature table."""
-    source = libfm_source(spec, data_dir)
-    if source is not None:
-        return load_libfm_dir(source.directory, name=source.name, field_sizes=source.field_sizes, schema=schema,
-                              field_names=source.field_names)
+    folder = libfm_folder(spec, data_dir)
+    if folder is not None:
+        return load_libfm_dir(folder.directory, name=folder.name, field_sizes=folder.field_sizes, schema=schema,
+                              field_names=folder.field_names)
     spec_str = str(spec)
     path = Path(spec_str)
-    if path.is_dir():
+    if _is_dir(path):
         return open_arrays(path, schema=schema)
     if path.exists():
         if path.suffix.lower() == ".csv":
@@ -107,9 +115,9 @@ def encode_dataset(spec: str | os.PathLike, dest: str | os.PathLike, data_dir: s
     """Write any dataset `load_dataset` reads as memory-mapped arrays at `dest`: libfm splits are
     streamed a chunk at a time; a CSV or a single libfm file is read into memory once (its split
     and encoding need all rows)."""
-    source = libfm_source(spec, data_dir)
-    if source is not None:
-        return encode_libfm_dir(source.directory, dest, name=source.name, field_sizes=source.field_sizes,
-                                field_names=source.field_names, schema=schema)
+    folder = libfm_folder(spec, data_dir)
+    if folder is not None:
+        return encode_libfm_dir(folder.directory, dest, name=folder.name, field_sizes=folder.field_sizes,
+                                field_names=folder.field_names, schema=schema)
     check_new_destination(dest)
     return write_arrays(load_dataset(spec, data_dir, seed, label, schema), dest)
