@@ -97,3 +97,15 @@ def planted_csv(seed: int) -> bytes:
     codes = [pd.factorize(pd.Series(columns[f"field{f}"]))[0] for f in (i, j)]
     score = (codes[0] == codes[1]).astype(float) + 0.1 * rng.normal(size=400)
     return pd.DataFrame({**columns, "score": score}).to_csv(index=False).encode()
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    """`afm ARGV` in this process: (exit code, stdout, stderr), argparse's exits included."""
+    from afm.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import afm.data.stream as stream
-from afm.cli import main
 from afm.data import load_csv, load_dataset, read_feature_names, read_libfm, split_indices
 from afm.data.arrays import open_arrays, write_arrays
 from afm.data.csvfile import CsvHeader, iter_csv_pieces, parse_records, read_csv_text, record_lines
@@ -23,16 +22,7 @@ from afm.data.libfm import parse_libfm
 from afm.data.stream import iter_rows
 from afm.data.tabular import TabularEncoder, describe_columns
 from afm.errors import DataError
-from tests.conftest import random_dataset
-
-
-def cli(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from tests.conftest import cli, random_dataset
 
 
 def rows(count=30, label=lambda i: i % 2, price=lambda i: 1.5 + i) -> list[str]:

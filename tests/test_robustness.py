@@ -31,16 +31,7 @@ from afm.models import ModelConfig, build_model
 from afm.paths import CHECKOUT
 from afm.train import TrainConfig
 from afm.training_plan import check_training_memory
-from tests.conftest import random_dataset
-
-
-def cli(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from tests.conftest import cli, random_dataset
 
 
 def one_line_error(code, stdout, stderr, *fragments):
@@ -523,7 +514,6 @@ def test_folders_of_dead_servers_are_removed_at_start_up(tmp_path):
 @pytest.mark.parametrize("command", [["train", "--model", "fm", "--out", "OUT"], ["info"], ["encode", "--dest", "OUT"]])
 def test_a_path_too_long_for_the_system_is_a_one_line_error(capsys, tmp_path, command):
     """ENAMETOOLONG from the first look at a 5,000-character --data (was an internal error, exit 1)."""
-    from afm.cli import main
 
     argv = [str(tmp_path / "o") if a == "OUT" else a for a in command]
     code = main([argv[0], "--data", str(tmp_path / ("a" * 5000)), *argv[1:]])
