@@ -3,6 +3,7 @@
 A `Run` is a trained or loaded model with its configs and history. A `TrainingJob` trains one
 in a background thread so the browser stays responsive: the page polls its progress, a stop
 request ends it after the current batch, and the best epoch's weights are kept either way.
+A `TuningJob` runs a whole Optuna study (afm.tune) the same way, in one training slot.
 Each browser session owns its runs and jobs; nothing here is shared between sessions.
 """
 
@@ -192,23 +193,7 @@ class TrainingJob:
                 self._running_since = time.monotonic()
             flush_subnormals()  # this thread's own (afm.numerics); before its workers start
             torch.set_num_threads(scheduler.threads_for(self))
-            limit = scheduler.policy.max_minutes
-            deadline = time.monotonic() + limit * 60 if limit else None
-
-            def should_stop() -> bool:
-                if deadline is not None and time.monotonic() > deadline and not self._stop.is_set():
-                    self.request_stop("time budget")
-                return self._stop.is_set()
-
-            fitted = fit(self.model_config, self.train_config, self.dataset, init_from=self.init_from,
-                         init_from_name=self.init_from_name, match_fm=self.match_fm, callbacks=[self],
-                         trackers=self.extra_callbacks, should_stop=should_stop, seed_process=False)
-            self.run = Run.from_checkpoint(fitted.checkpoint, self.name, "trained", fresh=True)
-            result = fitted.result
-            if result.stop_reason is StopReason.DIVERGED:
-                self._finish("failed", f"{result.problem}. The best epoch so far ({result.best_epoch}) was kept.")
-            else:
-                self._finish("stopped" if result.stop_reason is StopReason.STOPPED else "done")
+            self._train(scheduler)
         except AFMError as exc:
             self._finish("failed", str(exc))
         except Exception as exc:  # noqa: BLE001 - shown to the user instead of a dead thread
@@ -217,6 +202,25 @@ class TrainingJob:
             else:
                 traceback.print_exc()
                 self._finish("failed", f"internal error: {type(exc).__name__}: {str(exc)[:300]}")
+
+    def _train(self, scheduler: TrainingScheduler) -> None:
+        limit = scheduler.policy.max_minutes
+        deadline = time.monotonic() + limit * 60 if limit else None
+
+        def should_stop() -> bool:
+            if deadline is not None and time.monotonic() > deadline and not self._stop.is_set():
+                self.request_stop("time budget")
+            return self._stop.is_set()
+
+        fitted = fit(self.model_config, self.train_config, self.dataset, init_from=self.init_from,
+                     init_from_name=self.init_from_name, match_fm=self.match_fm, callbacks=[self],
+                     trackers=self.extra_callbacks, should_stop=should_stop, seed_process=False)
+        self.run = Run.from_checkpoint(fitted.checkpoint, self.name, "trained", fresh=True)
+        result = fitted.result
+        if result.stop_reason is StopReason.DIVERGED:
+            self._finish("failed", f"{result.problem}. The best epoch so far ({result.best_epoch}) was kept.")
+        else:
+            self._finish("stopped" if result.stop_reason is StopReason.STOPPED else "done")
 
     def _finish(self, status: str, error: str | None = None) -> None:
         with self._lock:
@@ -243,6 +247,97 @@ class FollowUp:
         return TrainingJob(self.name, job.dataset, self.model_config, self.train_config, init_from=job.run.model,
                            init_from_name=job.run.name, match_fm=self.match_fm, callbacks=self.callbacks,
                            scheduler=job.scheduler).start()
+
+
+class TuningJob(TrainingJob):
+    """An Optuna study (afm.tune) as one job: it takes one of the scheduler's slots for the whole
+    study, the server's epoch cap bounds every trial and its minute cap the study. `model_config`
+    and `train_config` follow the trial now training (its FM pretraining first, when it has one),
+    `history` its epochs; `snapshot()["tuning"]` says the trial, the best so far and the time left.
+    When it is done, `run` is the best trial's model and `tuned` the study (afm.tune.Tuned)."""
+
+    def __init__(self, name: str, dataset: Dataset, model: str, trials: int, minutes: float, task: str = "regression",
+                 seed: int = 0, device: str = "auto", k: int | None = None, epochs: int = 40,
+                 scheduler: TrainingScheduler | None = None):
+        from afm.presets import preset_configs
+
+        model_config, train_config = preset_configs("quick", model, dataset.schema, task=task, seed=seed,
+                                                    device=device, epochs=epochs)
+        super().__init__(name, dataset, model_config, train_config, scheduler=scheduler)
+        self.model, self.trials, self.minutes, self.k, self.epochs = model, trials, minutes, k, epochs
+        self.tuned = None  # afm.tune.Tuned, once done
+        self.trial_records: list[dict] = []
+        self._tuning: tuple | None = None  # (the latest TuneProgress, when it came)
+
+    def start(self) -> TuningJob:
+        """Apply the server's caps (each trial's epochs, the study's minutes) and queue the job; the
+        sizes a study tries vary: this checks the smallest, a larger trial that does not fit fails alone)."""
+        from afm.tune import check_study
+
+        check_study(self.dataset, self.model, self.k, self.train_config)
+        policy = self.scheduler.policy
+        if policy.max_epochs and self.epochs > policy.max_epochs:
+            self.epochs = policy.max_epochs
+            self.train_config = dataclasses.replace(self.train_config, epochs=self.epochs)
+            self.notes.append(f"this server trains at most {policy.max_epochs} epochs per trial")
+        if policy.max_minutes and self.minutes > policy.max_minutes:
+            self.minutes = policy.max_minutes
+            self.notes.append(f"this server gives a study at most {policy.max_minutes:g} minutes (the best trial "
+                              "is kept)")
+        self.scheduler.submit(self)
+        return self
+
+    def estimated_seconds(self) -> float | None:
+        return self.minutes * 60.0  # the budget: an upper bound, which is what a queue needs
+
+    def on_trial(self, progress) -> None:
+        """afm.tune's progress: a trial (or its FM pretraining) starts, or a trial has ended."""
+        from afm.tune import trial_configs
+
+        with self._lock:
+            self._tuning = (progress, time.monotonic())
+            if progress.event == "trial_end":
+                self.trial_records.append(dict(progress.record))
+                return
+            model = "fm" if progress.event == "pretrain_start" else self.model
+            self.model_config, self.train_config = trial_configs(progress.params, model, self.dataset,
+                                                                 self.train_config)
+            self.init_from_name = "FM pretraining" if progress.params.get("pretrain") and model == "afm" else None
+            self.history, self.progress, self._epoch_started = [], (0, 0, 0), None
+
+    def snapshot(self) -> dict:
+        snapshot = super().snapshot()
+        with self._lock:
+            snapshot["tuning"] = self._tuning_state()
+            snapshot["trial_records"] = list(self.trial_records)
+        return snapshot
+
+    def _tuning_state(self) -> dict | None:
+        """The latest progress with its time left counted down to now. Call with the lock held."""
+        if self._tuning is None:
+            return None
+        progress, when = self._tuning
+        return {"trial": progress.trial, "trials": progress.trials, "best_value": progress.best_value,
+                "best_trial": progress.best_trial, "event": progress.event,
+                "seconds_left": max(0.0, progress.seconds_left - (time.monotonic() - when))}
+
+    def _time_left(self) -> tuple[float, float] | None:
+        """(seconds left in the running trial's epoch, at most that many left in the study)."""
+        state = self._tuning_state()
+        epoch = super()._time_left()
+        if state is None or epoch is None:
+            return None
+        return epoch[0], state["seconds_left"]
+
+    def _train(self, scheduler: TrainingScheduler) -> None:
+        from afm.tune import tune
+
+        train = self.train_config
+        self.tuned = tune(self.dataset, self.model, self.trials, self.minutes, seed=train.seed, task=train.task,
+                          device=train.device, k=self.k, epochs=self.epochs, callbacks=[self], progress=self.on_trial,
+                          should_stop=self._stop.is_set, seed_process=False)
+        self.run = Run.from_checkpoint(self.tuned.checkpoint, self.name, "tuned", fresh=True)
+        self._finish("stopped" if self.tuned.stop_reason == "stopped" else "done")
 
 
 def runs_table(runs: dict[str, Run]) -> pd.DataFrame:

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import streamlit as st
 
-from afm.app import state
+from afm.analysis.reference import gradient_boosting_reference
+from afm.app import cache, state
+from afm.data import Dataset
 from afm.figures import learning_curves
 from afm.jobs import epoch_zero_note, histories_frame, runs_table
+
+REFERENCE_ROWS = 300_000  # above this many training rows the reference waits to be asked for (it takes a while)
+
+
+@st.cache_data(show_spinner="Fitting the gradient-boosting reference…", max_entries=8, hash_funcs=cache.BY_CONTENT)
+def reference_score(dataset: Dataset, task: str) -> dict:
+    """scikit-learn's gradient boosting on this dataset's train split (one fit per dataset and task)."""
+    return gradient_boosting_reference(dataset, task)
+
 
 state.init_state()
 st.title("Curves")
@@ -29,10 +40,27 @@ st.caption("Train RMSE is the running value over each epoch's batches (dropout o
 references = {}
 if metric == "rmse" and any(run.trained_on.name == "frappe" for run in picked.values()):
     references = {"paper FM 0.3385": 0.3385, "paper AFM 0.3102": 0.3102}
+here = [run for run in picked.values() if run.trained_on.name == getattr(current, "name", None)]
+reference = None
+if here and st.checkbox("Gradient-boosting reference", value=len(current.train) <= REFERENCE_ROWS,
+                        help="scikit-learn's HistGradientBoosting on the same training rows: how good a model of "
+                             "this data the explained one is."):
+    reference = reference_score(current, here[0].task)
+    references.update({f"gradient boosting (scikit-learn) {split}": reference[f"{split}_{metric}"]
+                       for split in ("valid", "test") if reference.get(f"{split}_{metric}") is not None})
 figure = learning_curves({name: run.history for name, run in picked.items()}, metric, tuple(splits), references,
                          models={name: run.model_config.model for name, run in picked.items()}, log_y=log_y)
 st.plotly_chart(figure, config={**state.PLOTLY_CONFIG,
                                 "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "afm-curves"}})
+if reference is not None and f"valid_{metric}" in reference:
+    pooled = ", ".join(reference["pooled_fields"])
+    pooled = f" ({pooled}: its 254 commonest values)" if pooled else ""
+    test = f", test {reference[f'test_{metric}']:.4f}" if reference.get(f"test_{metric}") is not None else ""
+    st.caption(f"Gradient boosting ({reference['estimator']}, scikit-learn's defaults, no early stopping) fitted on "
+               f"the same {reference['train_rows']:,} training rows of {current.name}, every field a feature{pooled}: "
+               f"valid {metric.upper()} {reference[f'valid_{metric}']:.4f}{test} ({reference['seconds']:.1f} s). "
+               "A model that does not beat this line has learned less of the data than an off-the-shelf model: "
+               "what it explains is a weak fit.")
 for name, run in picked.items():
     note = epoch_zero_note(run.model_config.model, run.train_config.get("init_from"),
                            bool(run.train_config.get("match_fm")), run.model_config.num_pairs)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import io
 
 import streamlit as st
-import torch
 
 from afm.app import loading, state, training, uploads
 from afm.data.registry import BUNDLED_SAMPLES
 from afm.download import download_dataset
 from afm.errors import AFMError
 from afm.jobs import session_table
-from afm.presets import PRESET_LABELS, PRESET_RECIPES, PRESETS, preset
+from afm.presets import PRESET_RECIPES, PRESETS, preset
 
 state.init_state()
 st.title("Data & model")
@@ -63,21 +62,10 @@ with st.expander("Preview (first training rows, decoded)"):
         st.caption(note)
 
 # ----------------------------------------------------------------------------- model
-train_tab, load_tab = st.tabs(["Train a model", "Load a checkpoint"])
-
-with train_tab:
-    cuda = torch.cuda.is_available()
-    left, middle, right = st.columns(3)
-    model_name = left.selectbox("Model", ["afm", "fm", "fwfm"], format_func=str.upper)
-    # The quick preset suits the small samples; on real data the paper's recipe is the sensible start.
-    preset_name = middle.selectbox("Preset", list(PRESETS), index=0 if dataset.name in BUNDLED_SAMPLES else 1,
-                                   format_func=lambda n: PRESET_LABELS.get(n, n))
-    devices = ["cpu", "cuda"] if cuda else ["cpu"]
-    device = right.selectbox("Device", devices, index=len(devices) - 1,
-                             help=f"Detected: {torch.cuda.get_device_name(0) if cuda else 'no CUDA GPU, CPU only'}")
+def preset_form(model_name: str, preset_name: str, device: str) -> None:
+    """The training form of a preset: its values, every one editable."""
     values = preset(preset_name, model_name)
-    fm_runs = [n for n, r in st.session_state.runs.items() if r.model_config.model == "fm"
-               and state.fit_problem(r, dataset) is None and r.model_config.embedding_dim == values["embedding_dim"]]
+    fm_runs = training.fitting_fm_runs(dataset, values["embedding_dim"])
     two_step = preset_name in PRESET_RECIPES and model_name == "afm"
     if two_step and not fm_runs:
         st.info(PRESET_RECIPES[preset_name])
@@ -122,7 +110,22 @@ with train_tab:
             batch_size=batch, lr=lr, optimizer=optimizer, l2_attention=l2, seed=seed,
             dropout_attention=drop_attention, dropout_pooled=drop_pooled, patience=values["patience"],
             init_from=init_from, track_coupling=track, match_fm=match_fm, task=task, fm_first=fm_first), dataset)
+
+
+train_tab, load_tab = st.tabs(["Train a model", "Load a checkpoint"])
+with train_tab:
+    left, middle, right = st.columns(3)
+    model_name = left.selectbox("Model", ["afm", "fm", "fwfm"], format_func=str.upper)
+    # The quick preset suits the small samples; on real data the paper's recipe is the sensible start.
+    preset_name = middle.selectbox("Preset", [*PRESETS, training.TUNE], index=0 if dataset.name in BUNDLED_SAMPLES
+                                   else 1, format_func=training.preset_label)
+    device = training.device_widget(right)
+    if preset_name == training.TUNE:
+        training.tune_form(dataset, model_name, device, uploaded=source == "upload")
+    else:
+        preset_form(model_name, preset_name, device)
     training.job_panel()
+    training.study_panel()
 
 with load_tab:
     uploaded_checkpoint = st.file_uploader("A checkpoint saved by this tool (.safetensors)", type=["safetensors"])

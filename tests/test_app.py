@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -377,3 +378,45 @@ def test_the_sidebar_keeps_its_lines_while_a_page_waits_for_an_upload():
         no_errors(at)
         assert [c.value for c in at.sidebar.caption][:2] == ["Dataset", "Active model"], page
         assert [m.value for m in at.sidebar.markdown][:2] == ["an upload: none yet", "sample AFM"], page
+
+
+def test_the_curves_page_draws_the_gradient_boosting_reference_of_the_current_data():
+    at = app()
+    at.switch_page("pages/curves.py").run()
+    no_errors(at)
+    labels = [a.text for a in _figure(at).layout.annotations]
+    assert sorted(labels) == ["gradient boosting (scikit-learn) test", "gradient boosting (scikit-learn) valid"]
+    caption = [c.value for c in at.caption if c.value.startswith("Gradient boosting (HistGradientBoostingRegressor")]
+    assert len(caption) == 1 and "10,500 training rows of sample" in caption[0], caption
+    valid = float(caption[0].split("valid RMSE ")[1].split(",")[0])
+    assert valid < at.session_state["runs"]["sample FM"].best["valid_rmse"] * 4  # a sensible score, not a constant
+    [c for c in at.checkbox if c.label == "Gradient-boosting reference"][0].uncheck().run()
+    assert not _figure(at).layout.annotations
+
+
+def test_tuning_from_the_data_page_adds_the_best_trial_and_draws_its_study():
+    at = app().run()
+    [s for s in at.selectbox if s.label == "Preset"][0].set_value("tune").run()
+    no_errors(at)
+    assert [b.label for b in at.get("form_submit_button")] == ["Tune"]
+    at.number_input(key="tune_trials").set_value(2)
+    at.number_input(key="tune_minutes").set_value(1.0)
+    at.number_input(key="tune_epochs").set_value(6)
+    at.selectbox(key="tune_k").set_value(8)
+    at.get("form_submit_button")[0].click().run()
+    no_errors(at)
+    job = at.session_state["job"]
+    job.join(timeout=TIMEOUT)
+    assert job.status == "done", job.error
+    at.run()  # the panel collects the tuned run
+    at.run()
+    no_errors(at)
+    name = job.run.name
+    assert at.session_state["active_run"] == name and name.startswith("AFM tuned on sample")
+    run = at.session_state["runs"][name]
+    assert run.train_config["preset"] == "tuned" and run.model_config.embedding_dim == 8
+    assert len(job.tuned.history) == 2
+    assert any(s.value == f"Tuning study of {name}" for s in at.subheader)
+    titles = [json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "") for c in charts(at)]
+    assert "Optimization History Plot" in titles and any("Importance" in t for t in titles), titles
+    assert any("trial(s)" in s.value and "It is now the active model" in s.value for s in at.success)

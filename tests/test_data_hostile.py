@@ -248,10 +248,11 @@ def test_the_csv_reader_fails_only_with_a_data_error_and_streams_as_it_reads_who
     raw = text.encode()
     try:
         frame, lines = read_csv_text(raw, "fuzz")
-    except DataError as whole:
-        with pytest.raises(DataError) as streamed:
+    except DataError:
+        # The stream may meet another problem of the same file first (a short row before the
+        # whole column is seen), so both refuse it, each with a line-numbered DataError.
+        with pytest.raises(DataError):
             _streamed(raw)
-        assert streamed.value.problem == whole.problem
         return
     assert len(lines) == len(frame) and (np.diff(lines) > 0).all()
     assert _streamed(raw) == (frame.to_numpy().tolist(), lines.tolist())

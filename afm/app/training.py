@@ -8,20 +8,28 @@ from dataclasses import dataclass
 
 import numpy as np
 import streamlit as st
+import torch
 
 from afm.analysis.coupling import CouplingTracker
 from afm.app import state
 from afm.data import Dataset
 from afm.errors import AFMError
 from afm.figures import learning_curves
-from afm.jobs import FollowUp, TrainingJob, duration, epoch_table, epoch_zero_note
+from afm.jobs import FollowUp, TrainingJob, TuningJob, duration, epoch_table, epoch_zero_note
 from afm.models import ModelConfig
-from afm.presets import preset_configs
+from afm.presets import PRESET_LABELS, preset_configs
 from afm.train import TrainConfig
 
 STOP_CAUSES = {"you": "stopped early at your request", "time budget": "stopped by this server's time limit",
                "abandoned": "stopped because its page was closed"}
 TRACKED_ROWS = 512  # validation rows the coupling tracker measures after every epoch
+TUNE = "tune"  # the preset menu's last choice: search the settings with Optuna instead (afm.tune)
+SEARCHED = "search"  # the Tune form's k choice that lets the study search k (and t)
+TUNE_SIZES = (8, 16, 32, 64, 128, 256)  # afm.tune.SIZES (not imported here: Optuna loads when a study starts)
+
+
+def preset_label(name: str) -> str:
+    return "Tune (Optuna: search the settings)" if name == TUNE else PRESET_LABELS.get(name, name)
 
 
 @dataclass
@@ -60,6 +68,20 @@ class TrainingForm:
                                    l2_attention=float(self.l2_attention) if afm else 0.0, seed=int(self.seed),
                                    device=self.device, patience=self.patience)
         return model_config, train_config
+
+
+def device_widget(column) -> str:
+    """The Device choice: CUDA when there is a GPU (and chosen), else the CPU."""
+    cuda = torch.cuda.is_available()
+    devices = ["cpu", "cuda"] if cuda else ["cpu"]
+    return column.selectbox("Device", devices, index=len(devices) - 1,
+                            help=f"Detected: {torch.cuda.get_device_name(0) if cuda else 'no CUDA GPU, CPU only'}")
+
+
+def fitting_fm_runs(dataset: Dataset, k: int) -> list[str]:
+    """The session's FMs of embedding size `k` that can score `dataset`: what *Start from* offers."""
+    return [name for name, run in st.session_state.runs.items() if run.model_config.model == "fm"
+            and state.fit_problem(run, dataset) is None and run.model_config.embedding_dim == k]
 
 
 def start_training(form: TrainingForm, dataset: Dataset) -> None:
@@ -146,6 +168,9 @@ def _progress(job: TrainingJob, snapshot: dict) -> None:
         about = f", about {duration(wait)} to wait" if wait is not None else ""
         st.info(f"Queued: number {place} in line{about}. {snapshot['running_jobs']} training(s) run now on "
                 f"this server, {snapshot['slots']} at a time; Stop takes it out of the queue.")
+    if isinstance(job, TuningJob):
+        _tuning_progress(job, snapshot)
+        return
     epoch, batch, batches = snapshot["progress"]
     total = job.train_config.epochs
     done = (max(epoch - 1, 0) + (batch / batches if batches else 0)) / total
@@ -177,6 +202,8 @@ def _collect(job: TrainingJob) -> None:
     st.session_state.job_collected = True
     if job.run is not None:
         state.add_run(job.run)
+        if isinstance(job, TuningJob) and job.tuned is not None:  # the study stays with the session's run
+            st.session_state.setdefault("studies", {})[job.run.name] = (job.tuned.study, job.tuned.history)
     follow_up = st.session_state.follow_up
     if follow_up is not None:
         st.session_state.follow_up = None
@@ -198,6 +225,10 @@ def _outcome(job: TrainingJob, snapshot: dict) -> None:
         best = job.run.best
         verb = STOP_CAUSES.get(snapshot["stop_cause"], "finished")
         metric = "valid_rmse" if job.run.task == "regression" else "valid_auc"
+        if isinstance(job, TuningJob):
+            states = [r["state"] for r in job.tuned.history]
+            verb += (f" after {len(states)} trial(s) ({states.count('COMPLETE')} complete, {states.count('PRUNED')} "
+                     f"pruned, {states.count('FAIL')} failed); its best trial {job.tuned.summary['best']['number']}")
         st.success(f"{job.name} {verb}: best epoch {job.run.best_epoch}, {metric} "
                    f"{best.get(metric, float('nan')):.4f}. It is now the active model.")
 
@@ -230,3 +261,89 @@ def task_widget(dataset: Dataset, uploaded: bool) -> str:
     if why:
         st.caption(why)
     return task
+
+
+# ----------------------------------------------------------------------------- tuning (afm.tune)
+def tune_form(dataset: Dataset, model: str, device: str, uploaded: bool) -> None:
+    """The Tune choice: how many trials and minutes (and a fixed k, the epochs per trial, the seed)."""
+    st.caption("Optuna's TPE sampler searches lr, k and t, the dropouts, L2 on attention, the batch size and, for "
+               "AFM, whether to pretrain an FM first, on the validation rows; trials that fall behind are pruned. "
+               "One training slot for the whole study; the best trial becomes a run (`python -m afm tune` does "
+               "the same from the command line).")
+    with st.form("tune_form"):
+        a, b, c, d, e = st.columns(5)
+        trials = a.number_input("Trials (at most)", 1, 500, 20, key="tune_trials")
+        minutes = b.number_input("Minutes (at most)", 0.5, 600.0, 5.0, 0.5, key="tune_minutes")
+        epochs = c.number_input("Epochs per trial (at most)", 1, 500, 40, key="tune_epochs")
+        k = d.selectbox("Embedding size k" + (" (= t)" if model == "afm" else ""), [SEARCHED, *TUNE_SIZES],
+                        key="tune_k", format_func=lambda v: "searched" if v == SEARCHED else str(v))
+        seed = e.number_input("Seed", 0, 2**31 - 1, 0, key="tune_seed")
+        task = task_widget(dataset, uploaded)
+        busy = st.session_state.job is not None and not st.session_state.job.finished
+        submitted = st.form_submit_button("Tune", type="primary", disabled=busy)
+    if submitted:
+        start_tuning(dataset, model, device, task, trials=int(trials), minutes=float(minutes), epochs=int(epochs),
+                     k=None if k == SEARCHED else int(k), seed=int(seed))
+
+
+def start_tuning(dataset: Dataset, model: str, device: str, task: str, **budget) -> None:
+    """Queue the study (the session's `job`), or say why it cannot start."""
+    try:
+        name = f"{model.upper()} tuned on {dataset.name} #{len(st.session_state.runs) + 1}"
+        st.session_state.follow_up = None
+        st.session_state.job = TuningJob(name, dataset, model, task=task, device=device, **budget).start()
+        st.session_state.job_collected = False
+    except AFMError as exc:
+        st.error(f"Cannot start tuning: {exc}")
+        return
+    st.rerun()
+
+
+def trials_table(records: list[dict]) -> list[dict]:
+    """One flat row per trial of a study (afm.tune's records): number, state, value, then its parameters."""
+    return [{"trial": r["number"], "state": r["state"].lower(), "value": r.get("value"), "seconds": r.get("seconds"),
+             "best_epoch": r.get("best_epoch"), **r["params"], "note": r.get("note") or ""} for r in records]
+
+
+def _tuning_progress(job: TuningJob, snapshot: dict) -> None:
+    """Trial i/N, the running trial's epoch, the best so far and the time left; the trials so far."""
+    tuning, (epoch, batch, batches) = snapshot["tuning"], snapshot["progress"]
+    metric = "valid_rmse" if job.train_config.task == "regression" else "valid_auc"
+    if tuning is None:
+        st.progress(0.0, text=f"{job.name}: starting the study…")
+    else:
+        finished = tuning["trial"] - (tuning["event"] != "trial_end")
+        done = max(finished / tuning["trials"], min(job.elapsed_running() / (job.minutes * 60), 1.0))
+        best = (f"best {metric} so far {tuning['best_value']:.4f} (trial {tuning['best_trial']})"
+                if tuning["best_value"] is not None else "no trial finished yet")
+        phase = "FM pretraining, " if tuning["event"] == "pretrain_start" else ""
+        st.progress(min(done, 1.0), text=f"{job.name}: trial {tuning['trial']}/{tuning['trials']} ({phase}epoch "
+                                         f"{epoch}/{job.train_config.epochs}, batch {batch}/{batches}); {best}; at "
+                                         f"most {duration(tuning['seconds_left'])} left")
+    st.button("Stop tuning", on_click=job.request_stop, help="Stops after the current batch; the best trial so far "
+                                                              "is kept.")
+    if snapshot["trial_records"]:
+        st.dataframe(trials_table(snapshot["trial_records"]), hide_index=True, placeholder="")
+
+
+def study_panel() -> None:
+    """The active run's study when it was tuned in this session: Optuna's optimisation history and
+    parameter importances, every trial, and the commands that train its recipe again."""
+    run = state.active_run()
+    studies = st.session_state.get("studies", {})
+    if run is None or run.name not in studies:
+        return
+    import optuna.visualization as views
+
+    study, records = studies[run.name]
+    st.subheader(f"Tuning study of {run.name}")
+    st.plotly_chart(views.plot_optimization_history(study), config=state.PLOTLY_CONFIG, key=f"study_{run.name}")
+    try:
+        importances = views.plot_param_importances(study)
+    except (ValueError, RuntimeError) as exc:  # too few finished trials, or none that differ
+        st.caption(f"No parameter importances yet: {exc}")
+    else:
+        st.plotly_chart(importances, config=state.PLOTLY_CONFIG, key=f"importances_{run.name}")
+    st.dataframe(trials_table(records), hide_index=True, placeholder="")
+    st.caption("The best trial's recipe, as `afm train` commands (its model is the run itself, not retrained):")
+    st.code("\n".join(run.train_config.get("tuned", {}).get("commands", [])), language="bash")

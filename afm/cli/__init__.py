@@ -1,6 +1,6 @@
 """Command line: `python -m afm train|evaluate|history|download|sample|info|synthesize|convert|encode|
-predict|report|import|pairs`. Each command's options sit beside it: afm.cli.train, afm.cli.data,
-afm.cli.explain and afm.cli.pairs; afm.cli.arguments holds what they share.
+predict|report|import|pairs|tune`. Each command's options sit beside it: afm.cli.train, afm.cli.data,
+afm.cli.explain, afm.cli.pairs and afm.cli.tune; afm.cli.arguments holds what they share.
 
 Contract (the app, the benchmarks and outside scripts rely on it): progress goes to stderr, the
 last stdout line is one JSON object, and bad arguments or data exit with code 2 and one clear
@@ -14,7 +14,7 @@ import os
 import sys
 import traceback
 
-from afm.cli import data, explain, pairs, train
+from afm.cli import data, explain, pairs, train, tune
 from afm.cli.arguments import EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USAGE, Parser
 from afm.errors import AFMError, is_out_of_memory
 from afm.finite_json import finite
@@ -26,7 +26,7 @@ PARTIAL_STOPS = ("diverged", "stopped")  # afm.train.StopReason's partial ones: 
 def build_parser() -> Parser:
     parser = Parser(prog="afm", description="Attentional Factorization Machines: train, evaluate, inspect.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (train, data, explain, pairs):
+    for module in (train, data, explain, pairs, tune):
         # Each command runs as `args.run(args)` -> its summary (None: a torchrun process but the first).
         for name, run in module.add_commands(commands).items():
             commands.choices[name].set_defaults(run=run)

@@ -1,0 +1,447 @@
+"""Hyperparameter search with Optuna: many short trainings through `afm.fit.fit`, each scored on
+the validation split, the best kept as the tuned model (`afm tune`, the app's *Tune* choice).
+
+The search space (per trial; the sampler is Optuna's TPESampler(seed=seed)):
+- lr: log-uniform in [0.005, 0.5] (Adagrad, the paper's optimizer; the presets use 0.015-0.2);
+- k (embedding size) and, for AFM, t (attention size): each from {8, 16, 32, 64, 128, 256},
+  unless `k` is given, which fixes both (e.g. the paper's k = t = 256);
+- dropout_pooled (on the pooled pair vector): uniform in [0, 0.7]; for AFM also
+  dropout_attention (on the attention weights a_ij): uniform in [0, 0.5];
+- l2_attention (AFM: L2 on attention's W, lamda_attention): log-uniform in [0.0001, 100];
+- batch_size: from {128, 256, 512, 1024, 4096};
+- pretrain (AFM only): whether to start from an FM, the authors' recipe: an FM with the same k,
+  lr, batch size and pooled dropout is trained first and the AFM starts from its embeddings and
+  biases (`init_from`, p = 1 as the authors). Pretrained FMs are kept for reuse within a study.
+
+The first trial is exactly a preset's recipe (`start`: "quick" on the bundled samples, "paper"
+elsewhere, as the app's form proposes; Optuna is told it clipped into the space, an L2 of 0 as
+0.0001), so a study starts from the known recipe and can only improve on it.
+Every trial trains for at most `epochs` epochs with early stopping after `patience`. After each
+epoch its validation metric (RMSE, or AUC for the binary task) is reported to the trial; Optuna's
+MedianPruner (PRUNER_STARTUP finished trials, PRUNER_WARMUP epochs of warm-up) prunes a trial
+whose best value so far is worse than the median of the earlier trials at that epoch, and a pruned
+trial stops through fit's `should_stop`. The budget: no trial starts once `trials` have run or
+`minutes` are spent, and the trial running when the minutes run out is stopped there (its best
+epoch counts, as it would for any stopped training). The best trial's model is kept as it was
+trained (not retrained): its checkpoint records preset "tuned" and, under train_config["tuned"],
+the trial's parameters and the `afm train` commands that rebuild the recipe.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import optuna
+from optuna.distributions import distribution_to_json, json_to_distribution
+from optuna.trial import TrialState, create_trial
+
+from afm.checkpoint import Checkpoint
+from afm.data import Dataset
+from afm.data.registry import BUNDLED_SAMPLES
+from afm.errors import AFMError, CheckpointError, ConfigError
+from afm.files import write_atomic
+from afm.finite_json import finite
+from afm.fit import Fitted, fit
+from afm.metrics import SELECTION_METRIC
+from afm.models import ModelConfig
+from afm.presets import PRESET_RECIPES, PRESETS, preset
+from afm.train import Callback, StopReason, TrainConfig
+from afm.training_plan import preflight, resolve_device
+
+SIZES = (8, 16, 32, 64, 128, 256)
+BATCH_SIZES = (128, 256, 512, 1024, 4096)
+LR_RANGE = (0.005, 0.5)
+L2_RANGE = (0.0001, 100.0)
+DROPOUT_POOLED_MAX, DROPOUT_ATTENTION_MAX = 0.7, 0.5
+PRUNER_STARTUP, PRUNER_WARMUP = 3, 5  # finished trials before pruning starts; epochs a trial always gets
+STUDY_FORMAT, STUDY_VERSION = "afm-study", 1
+TUNED_PRESET = "tuned"
+
+
+def study_path(out: str | Path) -> Path:
+    """Where a study is saved: beside its checkpoint, `<out>.study.json`."""
+    return Path(f"{out}.study.json")
+
+
+@dataclass(frozen=True)
+class TuneProgress:
+    """What a progress callback is told: at each trial's start ("trial_start"), at the start of its
+    FM pretraining ("pretrain_start") and at its end ("trial_end", with its `record`)."""
+
+    event: str
+    trial: int  # 1-based: the trial running or just finished
+    trials: int  # the budget's count
+    best_value: float | None
+    best_trial: int | None  # Optuna's (0-based) number of the best trial so far
+    seconds_left: float  # at most this much of the budget is left
+    elapsed: float
+    params: dict
+    record: dict | None = None
+
+
+@dataclass
+class Tuned:
+    checkpoint: Checkpoint  # the best trial's model, as trained; preset "tuned", its params recorded
+    summary: dict  # the study as saved (`<out>.study.json`): every trial, the best, the budget
+    best_params: dict  # the best trial's parameters, fixed ones (k, t) included
+    history: list[dict]  # one record per trial, in order
+    study: optuna.Study  # for Optuna's figures
+    stop_reason: str  # "completed" (trials or minutes spent) or "stopped" (asked to stop)
+
+
+def suggest(trial: optuna.Trial, model: str, k: int | None) -> dict:
+    """One trial's parameters (the module docstring's search space)."""
+    params = {"lr": trial.suggest_float("lr", *LR_RANGE, log=True)}
+    if k is None:
+        params["k"] = trial.suggest_categorical("k", SIZES)
+        if model == "afm":
+            params["t"] = trial.suggest_categorical("t", SIZES)
+    params["dropout_pooled"] = trial.suggest_float("dropout_pooled", 0.0, DROPOUT_POOLED_MAX)
+    params["batch_size"] = trial.suggest_categorical("batch_size", BATCH_SIZES)
+    if model == "afm":
+        params["dropout_attention"] = trial.suggest_float("dropout_attention", 0.0, DROPOUT_ATTENTION_MAX)
+        params["l2_attention"] = trial.suggest_float("l2_attention", *L2_RANGE, log=True)
+        params["pretrain"] = trial.suggest_categorical("pretrain", (False, True))
+    return params
+
+
+def start_params(name: str, model: str, k: int | None) -> tuple[dict, dict]:
+    """Preset `name`'s values as the study's first trial: (the point of the search space Optuna is
+    given, clipped into its ranges; the values trained, exactly the preset's). Sizes go to the
+    nearest choice; AFM pretrains for the two-step presets (paper, fast)."""
+    values = preset(name, model)
+
+    def nearest(value, choices):
+        return min(choices, key=lambda choice: abs(math.log(choice / value)))
+
+    exact = {"lr": values["lr"], "dropout_pooled": values["dropout_pooled"], "batch_size": nearest(
+        values["batch_size"], BATCH_SIZES), **({"k": nearest(values["embedding_dim"], SIZES)} if k is None else {})}
+    if model == "afm":
+        exact.update(dropout_attention=values["dropout_attention"], l2_attention=values["l2_attention"],
+                     pretrain=name in PRESET_RECIPES or name == "paper",
+                     **({"t": nearest(values["attention_dim"], SIZES)} if k is None else {}))
+    bounds = {"lr": LR_RANGE, "l2_attention": L2_RANGE, "dropout_pooled": (0.0, DROPOUT_POOLED_MAX),
+              "dropout_attention": (0.0, DROPOUT_ATTENTION_MAX)}
+    return {key: min(max(value, bounds[key][0]), bounds[key][1]) if key in bounds else value
+            for key, value in exact.items()}, exact
+
+
+def with_fixed(params: dict, model: str, k: int | None) -> dict:
+    """The trial's parameters with the fixed sizes filled in."""
+    fixed = {"k": k, **({"t": k} if model == "afm" else {})} if k is not None else {}
+    return {**params, **fixed}
+
+
+def trial_configs(params: dict, model: str, dataset: Dataset, base: TrainConfig) -> tuple[ModelConfig, TrainConfig]:
+    """(ModelConfig, TrainConfig) of one trial's parameters (with k and t filled in)."""
+    afm = model == "afm"
+    config = ModelConfig(model=model, num_features=dataset.schema.num_features, num_fields=dataset.schema.num_fields,
+                         embedding_dim=params["k"], attention_dim=params.get("t", params["k"]),
+                         dropout_attention=params.get("dropout_attention", 0.0) if afm else 0.0,
+                         dropout_pooled=params["dropout_pooled"])
+    return config, replace(base, lr=params["lr"], batch_size=params["batch_size"],
+                           l2_attention=params.get("l2_attention", 0.0) if afm else 0.0)
+
+
+def recipe_commands(params: dict, model: str, train_config: dict, data: str = "DATA") -> list[str]:
+    """The `afm train` command lines that train this recipe again (FM first when pretrained); every
+    number as it was tried (in full: a rounded lr trains another model)."""
+    common = (f"--epochs {train_config['epochs']} --patience {train_config['patience']} --batch-size "
+              f"{params['batch_size']} --lr {params['lr']!r} --seed {train_config['seed']}"
+              + (f" --task {train_config['task']}" if train_config["task"] != "regression" else ""))
+    k, commands, start = params["k"], [], ""
+    if params.get("pretrain"):
+        commands.append(f"python -m afm train --data {data} --model fm --k {k} --dropout "
+                        f"{params['dropout_pooled']!r} {common} --out fm.safetensors")
+        start = " --init-from fm.safetensors"
+    sizes = f"--k {k}" + (f" --t {params['t']}" if model == "afm" else "")
+    dropout = (f"{params['dropout_attention']!r},{params['dropout_pooled']!r}" if model == "afm"
+               else f"{params['dropout_pooled']!r}")
+    l2 = f" --l2-attention {params['l2_attention']!r}" if model == "afm" else ""
+    commands.append(f"python -m afm train --data {data} --model {model} {sizes} --dropout {dropout}{l2} {common}"
+                    f"{start} --out {model}.safetensors")
+    return commands
+
+
+class _Trial:
+    """One trial's training: reports each epoch's validation metric, prunes, and stops when asked."""
+
+    def __init__(self, trial: optuna.Trial, metric: str, should_stop: Callable[[], bool]):
+        self.trial, self.key, self.outside_stop = trial, f"valid_{metric}", should_stop
+        self.pruned_at: int | None = None
+        self.reporting = False  # True while the trial's own model trains (not its FM pretraining)
+
+    def on_batch_end(self, epoch: int, batch: int, num_batches: int) -> None:
+        pass
+
+    def on_epoch_end(self, record: dict) -> None:
+        value = record.get(self.key)
+        if not self.reporting or record["epoch"] == 0 or value is None or not math.isfinite(value):
+            return
+        self.trial.report(value, record["epoch"])
+        if self.pruned_at is None and self.trial.should_prune():
+            self.pruned_at = record["epoch"]
+
+    def should_stop(self) -> bool:
+        return self.pruned_at is not None or self.outside_stop()
+
+
+@dataclass
+class _Budget:
+    trials: int
+    seconds: float
+    started: float
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def spent(self) -> bool:
+        return self.elapsed() >= self.seconds
+
+    def seconds_left(self, finished: list[dict]) -> float:
+        """The time budget left, or less when the trials left at the pace so far need less."""
+        left = max(0.0, self.seconds - self.elapsed())
+        if finished:
+            pace = sum(r["seconds"] for r in finished) / len(finished)
+            left = min(left, pace * max(0, self.trials - len(finished)))
+        return left
+
+
+def tune(dataset: Dataset, model: str = "afm", trials: int = 20, minutes: float = 10.0, seed: int = 0,
+         task: str = "regression", device: str = "auto", k: int | None = None, epochs: int = 40, patience: int = 5,
+         callbacks: Sequence[Callback] = (), progress: Callable[[TuneProgress], None] | None = None,
+         should_stop: Callable[[], bool] | None = None, study_file: str | Path | None = None,
+         seed_process: bool = True, data_spec: str | None = None, start: str | None = "auto") -> Tuned:
+    """Search `model`'s hyperparameters on `dataset`'s validation split (see the module docstring).
+
+    `callbacks` go to every training (live epochs); `progress` hears of every trial; `should_stop`
+    ends the study after the current batch (the trial running counts with its best epoch);
+    `study_file`: the study is written there (atomically) after every trial. `seed_process` as in
+    `fit` (a shared server passes False); `data_spec`: what `--data` the recorded commands name
+    (default: the dataset's name); `start`: the preset tried first ("auto": quick on the bundled
+    samples, else paper; None: the sampler's choice from the first trial on)."""
+    if model not in ("fm", "fwfm", "afm") or (k is not None and not (isinstance(k, int) and k >= 1)):
+        raise ConfigError(f"model must be fm, fwfm or afm (not {model!r}), k a positive integer (not {k!r})")
+    if not (isinstance(trials, int) and trials >= 1) or not (minutes > 0 and math.isfinite(minutes)):
+        raise ConfigError("trials must be >= 1 and minutes > 0")
+    if start == "auto":
+        start = "quick" if dataset.name in BUNDLED_SAMPLES else "paper"
+    if start is not None and start not in PRESETS:
+        raise ConfigError(f"start must be one of {sorted(PRESETS)} or none, not {start!r}")
+    base = TrainConfig(task=task, epochs=epochs, patience=patience, seed=seed, device=device, optimizer="adagrad")
+    check_study(dataset, model, k, base)
+    metric, lower_is_better = SELECTION_METRIC[task]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # progress is ours; Optuna's lines would repeat it
+    study = optuna.create_study(
+        direction="minimize" if lower_is_better else "maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=_startup(trials), multivariate=True),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP, n_warmup_steps=PRUNER_WARMUP))
+    search = _Search(dataset, model, k, base, metric, lower_is_better, list(callbacks), should_stop or (lambda: False),
+                     seed_process, _Budget(trials, minutes * 60.0, time.monotonic()), progress)
+    if start is not None:
+        point, search.start_exact = start_params(start, model, k)
+        study.enqueue_trial(point)
+    search.start = start
+    while len(search.records) < trials and not search.budget.spent() and not search.outside_stop():
+        search.run_trial(study)
+        if study_file is not None:
+            save_study(study_file, search.summary(study, minutes))
+    return search.result(study, minutes, data_spec or dataset.name)
+
+
+def check_study(dataset: Dataset, model: str, k: int | None, base: TrainConfig) -> None:
+    """What would fail every trial, raised before the first: the task, the labels, the splits, the
+    device, the memory of the smallest trial (a larger one that does not fit fails on its own)."""
+    smallest = with_fixed({"lr": LR_RANGE[0], "k": SIZES[0], "t": SIZES[0], "dropout_pooled": 0.0,
+                           "dropout_attention": 0.0, "l2_attention": 0.0, "batch_size": BATCH_SIZES[0]}, model, k)
+    preflight(*trial_configs(smallest, model, dataset, base), dataset)
+    resolve_device(base.device)
+
+
+def _startup(trials: int) -> int:
+    """TPE's random trials before it models the results: a quarter of the budget, 3 to 10."""
+    return min(10, max(3, trials // 4))
+
+
+class _Search:
+    """A study's state between trials: the records, the best model so far, the pretrained FMs."""
+
+    def __init__(self, dataset, model, k, base, metric, lower_is_better, callbacks, outside_stop, seed_process,
+                 budget, progress):
+        self.dataset, self.model, self.k, self.base, self.metric = dataset, model, k, base, metric
+        self.lower_is_better, self.callbacks, self.outside_stop = lower_is_better, callbacks, outside_stop
+        self.seed_process, self.budget, self.progress = seed_process, budget, progress
+        self.records: list[dict] = []
+        self.best: tuple[float, Fitted, dict] | None = None  # (value, fitted, record)
+        self.pretrained: dict[tuple, Fitted] = {}
+        self.stopped = False
+        self.start: str | None = None  # the preset of the first trial
+        self.start_exact: dict = {}  # its values as trained (an L2 of 0 lies below the log range Optuna sees)
+
+    def _stop_now(self) -> bool:
+        if self.outside_stop():
+            self.stopped = True
+        return self.stopped or self.budget.spent()
+
+    def _tell(self, event: str, params: dict, record: dict | None = None) -> None:
+        if self.progress is None:
+            return
+        best = self.best
+        self.progress(TuneProgress(event, len(self.records) + (event != "trial_end"), self.budget.trials,
+                                   best[0] if best else None, best[2]["number"] if best else None,
+                                   self.budget.seconds_left(self.records), self.budget.elapsed(), params, record))
+
+    def run_trial(self, study: optuna.Study) -> None:
+        trial = study.ask()
+        params = with_fixed(suggest(trial, self.model, self.k), self.model, self.k)
+        if trial.number == 0:
+            params.update(self.start_exact)
+        self._tell("trial_start", params)
+        started = time.monotonic()
+        watcher = _Trial(trial, self.metric, self._stop_now)
+        record = {"number": trial.number, "params": params}
+        try:
+            fitted = self._train(params, watcher)
+        except AFMError as exc:  # e.g. a size that does not fit in memory: the next trial tries another
+            study.tell(trial, state=TrialState.FAIL)
+            record.update(state="FAIL", value=None, note=str(exc), seconds=round(time.monotonic() - started, 3),
+                          intermediate_values={})
+            self.records.append(record)
+            self._tell("trial_end", params, record)
+            return
+        record.update(self._outcome(study, trial, fitted, watcher))
+        record["seconds"] = round(time.monotonic() - started, 3)
+        self.records.append(record)
+        if record["state"] == "COMPLETE" and self._better(record["value"]):
+            self.best = (record["value"], fitted, record)
+        self._tell("trial_end", params, record)
+
+    def _train(self, params: dict, watcher: _Trial) -> Fitted:
+        config, train_config = trial_configs(params, self.model, self.dataset, self.base)
+        start = None
+        if params.get("pretrain"):
+            self._tell("pretrain_start", params)
+            start = self._pretrained(params, watcher)
+        watcher.reporting = True
+        return fit(config, train_config, self.dataset, init_from=start.checkpoint.model if start else None,
+                   init_from_name=f"FM pretraining (k={params['k']})" if start else None,
+                   callbacks=[*self.callbacks, watcher], should_stop=watcher.should_stop, preset=TUNED_PRESET,
+                   seed_process=self.seed_process)
+
+    def _pretrained(self, params: dict, watcher: _Trial) -> Fitted:
+        """The FM of the authors' recipe for this trial (the same k, lr, batch size and pooled dropout)."""
+        fm_params = {key: params[key] for key in ("k", "lr", "batch_size", "dropout_pooled")}
+        key = tuple(sorted(fm_params.items()))
+        if key not in self.pretrained:
+            config, train_config = trial_configs(fm_params, "fm", self.dataset, self.base)
+            self.pretrained[key] = fit(config, train_config, self.dataset, callbacks=self.callbacks,
+                                       should_stop=watcher.should_stop, seed_process=self.seed_process)
+        return self.pretrained[key]
+
+    def _outcome(self, study: optuna.Study, trial: optuna.Trial, fitted: Fitted, watcher: _Trial) -> dict:
+        """Tell Optuna how the trial ended; its record's state, value and details."""
+        result = fitted.result
+        value = result.best.get(f"valid_{self.metric}")
+        details = {"intermediate_values": {str(r["epoch"]): r[f"valid_{self.metric}"] for r in result.history
+                                           if r["epoch"] > 0 and r.get(f"valid_{self.metric}") is not None},
+                   "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+                   "stop_reason": str(result.stop_reason)}
+        if watcher.pruned_at is not None:
+            study.tell(trial, state=TrialState.PRUNED)
+            return {**details, "state": "PRUNED", "value": value, "note": f"pruned after epoch {watcher.pruned_at}"}
+        if value is None or not math.isfinite(value) or result.best_epoch == 0:
+            study.tell(trial, state=TrialState.FAIL)
+            return {**details, "state": "FAIL", "value": None,
+                    "note": result.problem or "no epoch did better than the start"}
+        study.tell(trial, value)
+        note = result.problem if result.stop_reason is StopReason.DIVERGED else None
+        if result.stop_reason is StopReason.STOPPED:
+            note = "stopped when asked" if self.stopped else "stopped when the time budget ran out"
+        return {**details, "state": "COMPLETE", "value": value, "note": note}
+
+    def _better(self, value: float) -> bool:
+        return self.best is None or (value < self.best[0] if self.lower_is_better else value > self.best[0])
+
+    def summary(self, study: optuna.Study, minutes: float) -> dict:
+        best = self.best[2] if self.best else None
+        base = self.base
+        return finite({
+            "format": STUDY_FORMAT, "version": STUDY_VERSION,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "model": self.model, "task": base.task, "metric": f"valid_{self.metric}",
+            "direction": "minimize" if self.lower_is_better else "maximize", "seed": base.seed, "start": self.start,
+            "budget": {"trials": self.budget.trials, "minutes": minutes, "epochs": base.epochs,
+                       "patience": base.patience},
+            "fixed": {"k": self.k, **({"t": self.k} if self.model == "afm" else {})} if self.k else {},
+            "sampler": f"TPESampler(seed={base.seed}, n_startup_trials={_startup(self.budget.trials)}, "
+                       "multivariate=True)",
+            "pruner": f"MedianPruner(n_startup_trials={PRUNER_STARTUP}, n_warmup_steps={PRUNER_WARMUP})",
+            "dataset": {"name": self.dataset.name, "fingerprint": self.dataset.fingerprint,
+                        "rows": {name: len(split) for name, split in self.dataset.splits.items()}},
+            "distributions": _distributions(study),
+            "seconds": round(self.budget.elapsed(), 3), "stopped": self.stopped,
+            "best": {key: best[key] for key in ("number", "value", "params")} if best else None,
+            "trials": self.records})
+
+    def result(self, study: optuna.Study, minutes: float, data_spec: str) -> Tuned:
+        if self.best is None:
+            problems = sorted({r.get("note") or r["state"] for r in self.records})
+            raise ConfigError(f"no trial of {len(self.records)} trained a model ({'; '.join(problems)[:300]}); "
+                              "give the study more minutes, or fix k lower")
+        value, fitted, record = self.best
+        checkpoint = fitted.checkpoint
+        summary = self.summary(study, minutes)
+        checkpoint.train_config["tuned"] = {
+            "trial": record["number"], "value": value, "metric": f"valid_{self.metric}", "params": record["params"],
+            "trials_run": len(self.records), "sampler": summary["sampler"], "pruner": summary["pruner"],
+            "commands": recipe_commands(record["params"], self.model, checkpoint.train_config, data_spec)}
+        return Tuned(checkpoint, summary, dict(record["params"]), self.records, study,
+                     "stopped" if self.stopped else "completed")
+
+
+def _distributions(study: optuna.Study) -> dict:
+    found = {}
+    for trial in study.trials:
+        for name, distribution in trial.distributions.items():
+            found.setdefault(name, json.loads(distribution_to_json(distribution)))
+    return found
+
+
+def save_study(path: str | Path, summary: dict) -> Path:
+    """Write a study record atomically (a reader sees the old file or the new one)."""
+    data = json.dumps(summary, indent=1, allow_nan=False).encode()
+    return write_atomic(path, data, lambda problem: CheckpointError(path, problem))
+
+
+def _inside(distribution, value):
+    """A value as its distribution holds it: the first trial's exact preset values (an L2 of 0)
+    are clipped into the range, as Optuna was told them."""
+    if isinstance(distribution, optuna.distributions.FloatDistribution):
+        return min(max(value, distribution.low), distribution.high)
+    return value
+
+
+def study_from_summary(summary: dict) -> optuna.Study:
+    """An Optuna study rebuilt from a saved record (for its figures): every trial with its state,
+    value, parameters and intermediate values."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna warns about studies made by hand
+        study = optuna.create_study(direction=summary["direction"])
+        distributions = {name: json_to_distribution(json.dumps(spec))
+                         for name, spec in summary["distributions"].items()}
+        for record in summary["trials"]:
+            state = TrialState[record["state"]]
+            searched = {n: _inside(distributions[n], v) for n, v in record["params"].items() if n in distributions}
+            study.add_trial(create_trial(
+                state=state, value=record["value"] if state is TrialState.COMPLETE else None, params=searched,
+                distributions={n: distributions[n] for n in searched},
+                intermediate_values={int(step): v for step, v in record.get("intermediate_values", {}).items()}))
+    return study
+
