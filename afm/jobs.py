@@ -219,8 +219,9 @@ class TrainingJob:
         result = fitted.result
         if result.stop_reason is StopReason.DIVERGED:
             self._finish("failed", f"{result.problem}. The best epoch so far ({result.best_epoch}) was kept.")
-        else:
-            self._finish("stopped" if result.stop_reason is StopReason.STOPPED else "done")
+        else:  # an untrained result is kept but said to be one (`error` carries the advice)
+            self._finish("stopped" if result.stop_reason is StopReason.STOPPED else "done",
+                         result.problem if result.untrained else None)
 
     def _finish(self, status: str, error: str | None = None) -> None:
         with self._lock:

@@ -56,8 +56,9 @@ for name, value in [("train rows", len(dataset.train)), ("valid rows", len(datas
                     ("test rows", len(dataset.test)), ("fields", dataset.schema.num_fields),
                     ("features", dataset.schema.num_features)]:
     counts.metric(name, f"{value:,}")
-with st.expander("Preview (first training rows, decoded)"):
+with st.expander("Preview (first training rows, decoded; how each CSV column was read)"):
     st.dataframe(dataset.preview(), hide_index=True)
+    training.column_kinds(dataset)
     for note in dataset.notes:
         st.caption(note)
 

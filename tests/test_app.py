@@ -330,9 +330,12 @@ def test_an_uploaded_csv_trains_with_every_widget_at_its_default(seed):
     no_errors(at)
     assert at.text_input(key="label_column").value == ""  # empty: the reader picks the label column
     assert at.metric[0].value == "280"  # 70 % of 400 rows
+    kinds = [d.value for d in at.dataframe if "kind" in d.value.columns]  # how each column was read
+    assert kinds and set(kinds[0]["kind"]) <= {"categorical", "numeric"} and len(kinds[0]) >= 3
     job = train_and_collect(at)
     assert at.session_state["active_run"] == job.name and job.name in at.session_state["runs"]
     assert job.run.trained_on.name == "mine"  # the name the user gave, not the server path
+    assert job.run.trained_on.location == "uploaded file mine.csv"  # so the report's model card says
 
 
 def test_an_uploaded_libfm_file_trains_with_every_widget_at_its_default():

@@ -7,12 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 import torch
 
 from afm.analysis.coupling import CouplingTracker
 from afm.app import state
 from afm.data import Dataset
+from afm.data.tabular import describe_columns
 from afm.errors import AFMError
 from afm.figures import learning_curves
 from afm.jobs import FollowUp, TrainingJob, TuningJob, duration, epoch_table, epoch_zero_note
@@ -229,6 +231,9 @@ def _outcome(job: TrainingJob, snapshot: dict) -> None:
             states = [r["state"] for r in job.tuned.history]
             verb += (f" after {len(states)} trial(s) ({states.count('COMPLETE')} complete, {states.count('PRUNED')} "
                      f"pruned, {states.count('FAIL')} failed); its best trial {job.tuned.summary['best']['number']}")
+        if snapshot["error"]:  # finished, but no epoch beat the start: not to be read as a trained model
+            st.warning(f"{job.name} {verb}, untrained: {snapshot['error']}")
+            return
         st.success(f"{job.name} {verb}: best epoch {job.run.best_epoch}, {metric} "
                    f"{best.get(metric, float('nan')):.4f}. It is now the active model.")
 
@@ -347,3 +352,15 @@ def study_panel() -> None:
     st.dataframe(trials_table(records), hide_index=True, placeholder="")
     st.caption("The best trial's recipe, as `afm train` commands (its model is the run itself, not retrained):")
     st.code("\n".join(run.train_config.get("tuned", {}).get("commands", [])), language="bash")
+
+
+def column_kinds(dataset: Dataset) -> None:
+    """A CSV's columns as they were read: categorical (with how many values) or numeric (range)."""
+    described = describe_columns(dataset.schema.csv_encoding)
+    if not described:
+        return
+    frame = pd.DataFrame([{**d, "examples": ", ".join(map(str, d.get("examples", [])))} if "examples" in d else d
+                          for d in described])
+    st.caption("Each column's kind: text and whole-number codes are categories (each value one feature); numbers "
+               "with a fraction are one real-valued feature, standardised on the training rows.")
+    st.dataframe(frame, hide_index=True)
