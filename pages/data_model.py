@@ -142,8 +142,7 @@ if st.session_state.runs:
     run, problem = state.fitting_active_run(dataset)
     state.run_picker("Active model")
     run = state.active_run()
-    if problem:
-        st.warning(f"The active model cannot score this dataset: {problem}.")
+    training.say_unfit(problem, dataset)
     st.download_button("Download the active model's checkpoint", data=run.to_bytes,
                        file_name=f"{run.name.replace(' ', '_').replace('/', '_')}.safetensors",
                        mime="application/octet-stream")

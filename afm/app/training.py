@@ -364,3 +364,16 @@ def column_kinds(dataset: Dataset) -> None:
     st.caption("Each column's kind: text and whole-number codes are categories (each value one feature); numbers "
                "with a fraction are one real-valued feature, standardised on the training rows.")
     st.dataframe(frame, hide_index=True)
+
+
+def say_unfit(problem: str | None, dataset: Dataset) -> None:
+    """Why the active model cannot score the data, if it cannot: a warning, except while a model
+    trains on this very data (it becomes the active one), when the warning would be stale news."""
+    if not problem:
+        return
+    job = st.session_state.get("job")
+    if job is not None and not job.finished and job.dataset.fingerprint == dataset.fingerprint:
+        st.caption(f"The active model cannot score this dataset ({problem}); {job.name}, training on it now, "
+                   "takes its place when it finishes.")
+    else:
+        st.warning(f"The active model cannot score this dataset: {problem}.")
