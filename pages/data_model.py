@@ -74,20 +74,20 @@ def preset_form(model_name: str, preset_name: str, device: str) -> None:
         "Train the FM first (step 1 of the recipe)", value=not fm_runs, key=f"fm_first_{preset_name}",
         help="One click for both steps: an FM with this preset's settings and k, then this AFM started from it.")
     with st.form("train_form"):
-        a, b, c, d = st.columns(4)
+        a = b = c = d = st.grid(4, min_column_width=160)  # cells in call order; wraps, never cuts names
         k = a.number_input("Embedding size k", 1, 1024, values["embedding_dim"], key=f"k_{preset_name}")
         t = b.number_input("Attention size t", 1, 1024, values["attention_dim"], key=f"t_{preset_name}",
                            disabled=model_name != "afm")
         epochs = c.number_input("Epochs (at most)", 1, 500, values["epochs"], key=f"ep_{preset_name}_{model_name}")
         batch = d.number_input("Batch size", 1, 65536, values["batch_size"], key=f"bs_{preset_name}_{model_name}")
-        a, b, c, d = st.columns(4)
+        a = b = c = d = st.grid(4, min_column_width=160)
         lr = a.number_input("Learning rate", 1e-5, 10.0, values["lr"], format="%.4f",
                             key=f"lr_{preset_name}_{model_name}")
         optimizer = b.selectbox("Optimizer", ["adagrad", "adam"], key=f"opt_{preset_name}")
         l2 = c.number_input("L2 on attention W", 0.0, 1000.0, values["l2_attention"],
                             key=f"l2_{preset_name}_{model_name}", disabled=model_name != "afm")
         seed = d.number_input("Seed", 0, 2**31 - 1, 0)
-        a, b, c, d = st.columns(4)
+        a = b = c = d = st.grid(4, min_column_width=160)
         drop_attention = a.slider("Dropout on a_ij", 0.0, 0.9, values["dropout_attention"], 0.05,
                                   key=f"da_{preset_name}_{model_name}", disabled=model_name != "afm")
         drop_pooled = b.slider("Dropout on the pooled vector", 0.0, 0.9, values["dropout_pooled"], 0.05,
@@ -115,7 +115,7 @@ def preset_form(model_name: str, preset_name: str, device: str) -> None:
 
 train_tab, load_tab = st.tabs(["Train a model", "Load a checkpoint"])
 with train_tab:
-    left, middle, right = st.columns(3)
+    left, middle, right = st.columns([1, 2, 1])  # the preset's name is the long one
     model_name = left.selectbox("Model", ["afm", "fm", "fwfm"], format_func=str.upper)
     # The quick preset suits the small samples; on real data the paper's recipe is the sensible start.
     preset_name = middle.selectbox("Preset", [*PRESETS, training.TUNE], index=0 if dataset.name in BUNDLED_SAMPLES
