@@ -210,7 +210,6 @@ def _pairs_section(checkpoint: Checkpoint, dataset: Dataset, split: str) -> str:
     """Which pairs matter: exact Shapley interactions of PAIR_ROWS rows (fields outside a coalition
     absent), the ranked table, the strongest gate and the panel of three checks of attention. What
     cannot be computed here (more fields than exact values allow) is a note, not a failed report."""
-    from afm.cli.pairs import gate_summary
 
     model, schema, rows = checkpoint.model, dataset.schema, dataset.rows(split)
     parts = ["<h2>Which pairs matter</h2>"]
@@ -222,7 +221,7 @@ def _pairs_section(checkpoint: Checkpoint, dataset: Dataset, split: str) -> str:
     heatmap = pair_value_heatmap(explanation.table, names, "shapley_abs_mean",
                                  f"Mean |Shapley interaction index| over {len(explanation.rows):,} rows",
                                  colorbar="|SII|")
-    gate = gate_summary(explanation)
+    gate = explanation.gate_sentence()
     parts += [f"<p class='note'>What a pair is worth to the prediction. {_text(explanation.describe())} The Shapley "
               "interaction index (SII) counts a pair's effect with every other field known or not; the Shapley-Taylor "
               "term (taylor) is the pair's share of ŷ, and a row's shares add up to it.</p>", _figure(heatmap),
@@ -244,14 +243,13 @@ def _pairs_section(checkpoint: Checkpoint, dataset: Dataset, split: str) -> str:
 def _attention_checks(checks: AttentionChecks, model_name: str, explanation: PairExplanation) -> str:
     """The panel of three, each with its sentence: rank agreement, and for AFM the baselines and
     the farthest attention with the same prediction."""
-    from afm.cli.pairs import agreement_sentence
 
     agreement = checks.agreement
     parts = ["<p class='note'>Do the views rank a row's pairs alike? Kendall's "
              f"tau per row between each two views, and how many of each row's top {agreement.top} pairs they share, "
              f"over the {len(explanation.rows):,} explained rows.</p>",
              _figure(rank_agreement_figure(agreement.frame(), agreement.chance_overlap, agreement.top)),
-             f"<p>{_text(agreement_sentence(checks, model_name))}</p>"]
+             f"<p>{_text(checks.agreement_sentence(model_name))}</p>"]
     if checks.baselines is None:
         parts.append("<p class='note'>FM and FwFM weigh each pair the same in every row: there is no per-row "
                      "attention to test.</p>")

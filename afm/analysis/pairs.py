@@ -27,7 +27,15 @@ from afm.analysis.faithfulness import (
     attention_views,
     rank_agreement,
 )
-from afm.analysis.gates import GateChoice, GateResult, data_gates, gate_table, model_gates, strongest_gate
+from afm.analysis.gates import (
+    GateChoice,
+    GateResult,
+    data_gates,
+    gate_sentence,
+    gate_table,
+    model_gates,
+    strongest_gate,
+)
 from afm.analysis.shapley import MAX_FIELDS, SEMANTICS, PairShapley, background_rows, pair_shapley, pair_summary
 from afm.data import FieldSchema, Split
 from afm.errors import ConfigError
@@ -68,6 +76,10 @@ class PairExplanation:
                "training split" if self.coalitions == "background" else
                "fields outside a coalition are absent (their pairs leave AFM's softmax)")
         return (f"Exact Shapley values of {len(self.rows):,} rows ({how}); computed in {self.seconds:.2f} s.")
+
+    def gate_sentence(self) -> str | None:
+        """The sentence on the strongest (pair, gate) line; None when no gate could be measured."""
+        return gate_sentence(self.gates.iloc[0]) if len(self.gates) else None
 
 
 def sample_rows(split: Split, count: int, seed: int = 0) -> np.ndarray:
@@ -130,8 +142,7 @@ def _pair_table(terms: PredictionTerms, shapley: PairShapley, schema: FieldSchem
     exact = pair_summary(shapley, schema)
     frame["shapley_mean"], frame["shapley_abs_mean"] = exact["sii_mean"], exact["sii_abs_mean"]
     frame["taylor_mean"], frame["taylor_abs_mean"] = exact["taylor_mean"], exact["taylor_abs_mean"]
-    first = gates.sort_values(["data_strength", "model_strength"], ascending=False, na_position="last",
-                              kind="stable").drop_duplicates("pair").set_index("pair")
+    first = gates.drop_duplicates("pair").set_index("pair")  # gate_table is strongest first already
     frame["gate"] = frame["pair"].map(first["gate"])
     frame["gate_strength"] = frame["pair"].map(first["data_strength"])
     frame["gate_model_strength"] = frame["pair"].map(first["model_strength"])
@@ -147,6 +158,12 @@ class AttentionChecks:
     agreement: RankAgreement  # (a) per-row rank agreement of attention, |contribution|, |SII|
     baselines: AttentionBaselines | None  # (b) uniform and frozen attention (AFM only)
     adversarial: AdversarialAttention | None  # (c) the farthest attention with the same ŷ (AFM only)
+
+    def agreement_sentence(self, model: str) -> str:
+        """Attention against |Shapley interaction|, except for an FM, whose attention is 1 for every
+        pair (no order to compare): its |contribution| instead."""
+        first = "|contribution|" if model == "fm" else "attention"
+        return self.agreement.meaning(first, "|Shapley interaction|")
 
 
 def check_attention(model: PairwiseModel, explanation: PairExplanation, split: Split, train: Split,

@@ -9,7 +9,7 @@ import streamlit as st
 import torch
 
 from afm.analysis.attention import rows_by_value, summarize_pairs
-from afm.analysis.gates import gate_sentence, rows_by_values
+from afm.analysis.gates import rows_by_values
 from afm.analysis.pairs import DEFAULT_BACKGROUND, DEFAULT_ROWS, PairExplanation, shapley_row_terms
 from afm.analysis.shapley import MAX_FIELDS, background_rows, pair_shapley, pair_summary
 from afm.app import cache, state
@@ -87,7 +87,7 @@ def gate_section(dataset: Dataset, split: str, terms: PredictionTerms, result: P
     names, schema, rows = list(dataset.schema.field_names), dataset.schema, dataset.splits[split]
     choice = result.strongest_gate if result is not None else None
     if result is not None and choice is not None:
-        st.markdown(gate_sentence(result.gates.iloc[0]))
+        st.markdown(result.gate_sentence())
         st.dataframe(result.gates.head(8)[["pair", "gate", "data_strength", "model_strength", "attention_spread",
                                            "values"]].round(4), hide_index=True)
     by = st.selectbox("Split the rows by", ["(no split)", *names], index=1 + names.index(choice.gate) if choice else 0,
@@ -139,7 +139,7 @@ def attention_checks(run: Run, dataset: Dataset, split: str, result: PairExplana
                 f"how many of each row's top {agreement.top} pairs they share.")
     st.plotly_chart(rank_agreement_figure(agreement.frame(), agreement.chance_overlap, agreement.top),
                     config=state.PLOTLY_CONFIG)
-    st.caption(agreement.meaning("attention", "|Shapley interaction|"))
+    st.caption(checks.agreement_sentence(run.model_config.model))
     if checks.baselines is None:
         st.caption("FM and FwFM weigh each pair the same in every row: there is no per-row attention to test.")
         return

@@ -242,8 +242,8 @@ def proposed_task(dataset: Dataset, uploaded: bool) -> tuple[int, str | None]:
     """(index of the proposed task in TASKS, what the page says about it). An uploaded file whose
     labels take two values is proposed the binary task, with which value is positive; Frappe,
     MovieLens-tag and the samples keep the paper's regression."""
-    values = np.unique(np.concatenate([split.labels[:1_000_000] for split in dataset.splits.values()]))
-    if len(values) != 2:
+    values = dataset.distinct_labels
+    if values is None or len(values) != 2:
         return 0, None
     low, high = (f"{v:g}" for v in values)
     if not dataset.is_binary:

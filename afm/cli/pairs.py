@@ -76,22 +76,7 @@ def command_pairs(args) -> dict:
             "pairs": len(explanation.table), "coalitions": explanation.coalitions,
             "background": explanation.background, "seed": args.seed, "out": str(args.out),
             "shapley_seconds": round(explanation.seconds, 3), "seconds": round(time.perf_counter() - started, 3),
-            "strongest_pair": explanation.table["pair"].iloc[0], "strongest_gate": gate_summary(explanation),
-            "agreement": agreement_sentence(checks, checkpoint.model_config.model) if checks else None,
+            "strongest_pair": explanation.table["pair"].iloc[0], "strongest_gate": explanation.gate_sentence(),
+            "agreement": checks.agreement_sentence(checkpoint.model_config.model) if checks else None,
             "verdict": checks.baselines.verdict() if checks and checks.baselines is not None else None,
             "device": str(device)}
-
-
-def gate_summary(explanation) -> str | None:
-    """The sentence on the strongest (pair, gate) line, as the Attention page shows it; None when
-    no gate could be measured."""
-    from afm.analysis.gates import gate_sentence
-
-    return gate_sentence(explanation.gates.iloc[0]) if len(explanation.gates) else None
-
-
-def agreement_sentence(checks, model: str) -> str:
-    """The rank agreement's sentence: attention against |Shapley interaction|, except for an FM,
-    whose attention is 1 for every pair (no order to compare): its |contribution| instead."""
-    first = "|contribution|" if model == "fm" else "attention"
-    return checks.agreement.meaning(first, "|Shapley interaction|")

@@ -65,6 +65,11 @@ class MappedDataset(Dataset):
         return bool(self.stats["binary"])
 
     @property
+    def distinct_labels(self) -> tuple[float, ...] | None:
+        """From the manifest, without reading the labels: known only for two classes."""
+        return tuple(sorted(set(self.label_range))) if self.is_binary else None
+
+    @property
     def fingerprint(self) -> str:
         return self.stats["fingerprint"]
 

@@ -139,10 +139,17 @@ class Dataset:
         """Range predictions are clipped to for RMSE, as the authors do (from training labels)."""
         return float(self.train.labels.min()), float(self.train.labels.max())
 
+    @cached_property
+    def distinct_labels(self) -> tuple[float, ...] | None:
+        """The label values of every split, ascending, when there are at most two (else None):
+        computed once, since the Data page asks on every rerun."""
+        values = np.unique(np.concatenate([s.labels for s in self.splits.values()]))
+        return tuple(float(v) for v in values) if len(values) <= 2 else None
+
     @property
     def is_binary(self) -> bool:
         """Labels are two classes ({0,1} or {-1,+1}), so the binary task applies."""
-        values = set(np.unique(np.concatenate([s.labels for s in self.splits.values()])).tolist())
+        values = set(self.distinct_labels or (0.5,))
         return values <= {0.0, 1.0} or values <= {-1.0, 1.0}
 
     @cached_property
