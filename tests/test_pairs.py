@@ -51,3 +51,13 @@ def test_rows_are_seeded_and_bounded(sample):
     with pytest.raises(ConfigError, match="coalitions"):
         explain_pairs(load_checkpoint(sample_checkpoint_path("fm")).model, sample.test, sample.schema, sample.train,
                       coalitions="permuted")
+
+
+def test_a_reordered_copy_of_the_training_rows_gives_the_same_label_gates(sample):
+    """The label gates are a property of the data, not of its row order."""
+    from afm.data import Split
+
+    order = np.random.default_rng(4).permutation(len(sample.train))
+    shuffled = Split(sample.train.feature_ids[order], sample.train.feature_values[order], sample.train.labels[order])
+    first, second = label_gates_of(sample.train, sample.schema), label_gates_of(shuffled, sample.schema)
+    np.testing.assert_allclose(first.strength, second.strength, rtol=1e-9, atol=1e-12, equal_nan=True)
