@@ -210,3 +210,22 @@ def test_a_one_row_file_has_no_test_rows_and_says_so(capsys, tmp_path, command):
     assert stderr.strip().splitlines()[-1].endswith("the test rows are empty (rows by split: train 1, valid 0, "
                                                     "test 0); choose another split, e.g. --split all")
     assert not (tmp_path / "r.html").exists()
+
+
+def test_train_says_when_no_epoch_beat_the_starting_model(tmp_path, capsys):
+    """Saved (it is the best there is), but the summary and stderr never present it as trained."""
+    from afm.data.libfm import LIBFM_SPLIT_SUFFIX, write_libfm
+    from tests.conftest import cli, random_dataset
+
+    data = random_dataset()
+    data.valid.labels[:] = -data.valid.labels
+    for split, suffix in LIBFM_SPLIT_SUFFIX.items():
+        part = getattr(data, split)
+        write_libfm(tmp_path / f"opposite.{suffix}.libfm", [(part.labels, part.feature_ids, None)])
+    out = tmp_path / "m.safetensors"
+    code, stdout, stderr = cli(capsys, "train", "--data", str(tmp_path), "--model", "fm", "--k", "4", "--epochs", "3",
+                               "--lr", "0.3", "--batch-size", "16", "--out", str(out))
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert code == 0 and summary["untrained"] is True and summary["best_epoch"] == 0, (code, stderr)
+    assert "afm train: warning: no epoch did better than the starting model" in stderr
+    assert out.exists()

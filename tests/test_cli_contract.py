@@ -5,9 +5,12 @@ checkpoints), runs `afm` in this process, and checks for every command:
 - the exit status is 0, 2 or 3 (1 is a bug of ours; anything else is a crash);
 - with 2, stderr is one short line and no traceback;
 - no input file changed (hashes before and after);
-- nothing is left behind but the outputs asked for (no temporary `.part` files).
+- nothing is left behind but the outputs asked for (no temporary `.part` files);
+- bounded time and memory: an example running past EXAMPLE_SECONDS is stopped and fails with its
+  argument vector (a hang, not slowness: the inputs take well under a second), and none may raise
+  the process's peak resident memory by more than EXAMPLE_PEAK_BYTES.
 
-Bounded: small files, one epoch, k = 2, a fixed number of examples.
+Small files, one epoch, k = 2, a fixed number of examples.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import contextlib
 import hashlib
 import io
 import os
+import resource
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +34,32 @@ from afm.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_AFM = ROOT / "sample_data" / "sample" / "sample_afm.safetensors"
 pytestmark = pytest.mark.slow
+
+EXAMPLE_SECONDS = 120
+EXAMPLE_PEAK_BYTES = 1024**3
+
+
+class ExampleRanTooLong(BaseException):  # not an Exception: the CLI's own handlers must not catch it
+    pass
+
+
+@contextlib.contextmanager
+def time_limit(seconds: int):
+    def stop(signum, frame):
+        raise ExampleRanTooLong(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
 
 HOSTILE = ["0", "-1", "1e39", "nan", "inf", "1.5", "", "abc", "4294967296", "--", "0x10", "18446744073709551616"]
 
@@ -163,11 +194,17 @@ def test_every_command_keeps_the_contract_on_generated_arguments_and_files(tmp_p
     argv, inputs = data.draw(invocations(folder))
     before = digest(inputs)
     stderr, stdout = io.StringIO(), io.StringIO()
+    peak_before = peak_rss_bytes()
     with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout):
         try:
-            code = main(argv)
+            with time_limit(EXAMPLE_SECONDS):
+                code = main(argv)
         except SystemExit as exit_:  # argparse's usage errors
             code = exit_.code
+        except ExampleRanTooLong as slow:
+            pytest.fail(f"{argv}: {slow}")
+    grown = peak_rss_bytes() - peak_before
+    assert grown <= EXAMPLE_PEAK_BYTES, (argv, f"peak memory grew by {grown / 1024**2:.0f} MiB")
     err = stderr.getvalue()
     if os.environ.get("CONTRACT_LOG"):  # to see what the examples reached: CONTRACT_LOG=file pytest ...
         with open(os.environ["CONTRACT_LOG"], "a") as log:
@@ -183,3 +220,10 @@ def test_every_command_keeps_the_contract_on_generated_arguments_and_files(tmp_p
     leftovers = [p for p in folder.rglob("*") if ".part" in p.name]
     assert not leftovers, (argv, leftovers)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_examples_time_limit_stops_a_hang():
+    import time
+
+    with pytest.raises(ExampleRanTooLong), time_limit(1):
+        time.sleep(30)

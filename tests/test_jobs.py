@@ -146,3 +146,15 @@ def test_durations_read_as_a_person_says_them():
     from afm.jobs import duration
 
     assert [duration(s) for s in (0.4, 45, 190, 1500, 7500)] == ["0 s", "45 s", "3 min 10 s", "25 min", "2 h 5 min"]
+
+
+def test_a_job_in_which_no_epoch_beats_epoch_0_finishes_as_untrained_with_the_advice():
+    """Validation labels opposite to the training ones: each epoch makes validation worse. The
+    page (afm.app.training) shows `error` as a warning instead of 'best epoch N'."""
+    data = random_dataset()
+    data.valid.labels[:] = -data.valid.labels
+    job = TrainingJob("worse", data, config_for(data, "fm"), TrainConfig(epochs=3, lr=0.3, batch_size=16)).start()
+    job.join(timeout=60)
+    assert job.status == "done" and job.run is not None and job.run.best_epoch == 0
+    assert "no epoch did better than the starting model" in job.error
+    assert job.snapshot()["error"] == job.error

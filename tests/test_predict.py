@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -271,7 +272,7 @@ def test_cli_predict_prints_progress_and_the_json_summary(sample_afm, tmp_path, 
 
 
 @pytest.mark.slow
-def test_the_predict_page_scores_an_upload_and_offers_the_csv_and_the_report():
+def test_the_predict_page_scores_an_upload_and_offers_the_csv_and_the_report(monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     from afm.paths import CHECKOUT
@@ -300,6 +301,14 @@ def test_the_predict_page_scores_an_upload_and_offers_the_csv_and_the_report():
     next(b for b in at.button if b.label == "Score the rows").click().run()
     errors = [e.value for e in at.error]
     assert any("broken.libfm, line 1" in e for e in errors) and not any("afm-uploads" in e for e in errors), errors
+    # Scoring has the time limit of any load on the server (AFM_LOAD_SECONDS): past it, a message.
+    at.file_uploader(key="predict_upload").upload("slow.libfm", libfm_rows(test, range(200), labels=False).encode())
+    monkeypatch.setenv("AFM_LOAD_SECONDS", "1e-9")
+    at.run()
+    next(b for b in at.button if b.label == "Score the rows").click().run()
+    errors = [e.value for e in at.error]
+    assert not at.exception and any("slow.libfm: scoring took longer than 1e-09 s" in e for e in errors), errors
+    assert not list(Path(result.path).parent.glob("scored-slow*")), "a stopped scoring left its output"
 
 
 @pytest.mark.parametrize("content, message", [

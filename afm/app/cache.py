@@ -15,8 +15,9 @@ from afm.analysis.attention import PairSummary, decompose_split, summarize_pairs
 from afm.analysis.gates import GateResult
 from afm.analysis.pairs import AttentionChecks, PairExplanation, check_attention, explain_pairs, label_gates_of
 from afm.checkpoint import Checkpoint, load_checkpoint
-from afm.data import Dataset, FieldSchema, load_dataset
+from afm.data import Dataset, FieldSchema
 from afm.data.arrays import MappedDataset
+from afm.data.bounded import LoadAbandoned, load_bounded
 from afm.errors import AFMError
 from afm.jobs import Run
 from afm.models import PredictionTerms
@@ -46,12 +47,31 @@ def dataset(spec: str, data_dir: str | None, label: str | None, stamp: float,
             schema: FieldSchema | None = None, shown_as: str | None = None) -> Dataset:
     """A dataset, read as a model with `schema` was trained (None: as the data says). One object
     shared by every session and never written to (read-only data: no copy per rerun). `shown_as`:
-    the name an upload is shown by, recorded as where the rows came from instead of a server path."""
-    loaded = load_dataset(spec, data_dir=data_dir or None, label=label or None, schema=schema)
+    the name an upload is shown by, recorded as where the rows came from instead of a server path.
+    Text files are parsed in a child process with a time limit, stopped when the session that
+    asked ends (afm.data.bounded): a slow file never holds the server after its tab is closed."""
+    try:
+        loaded = load_bounded(spec, data_dir=data_dir or None, label=label or None, schema=schema,
+                              wanted=session_is_open())
+    except LoadAbandoned:
+        st.stop()  # the session is gone: end its run quietly, cache nothing
     _ = loaded.fingerprint  # hash once here
     if shown_as:
         loaded.location = f"uploaded file {shown_as}"
     return loaded
+
+
+def session_is_open():
+    """A function telling whether the session running this script is still connected (always
+    true outside a running server, as in AppTest)."""
+    from streamlit import runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    context = get_script_run_ctx()
+    if context is None or not runtime.exists():
+        return lambda: True
+    server, session = runtime.get_instance(), context.session_id
+    return lambda: server.is_active_session(session)
 
 
 @st.cache_data(show_spinner="Reading the data as the model was trained…", max_entries=16, hash_funcs=BY_CONTENT)

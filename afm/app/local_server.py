@@ -30,12 +30,13 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def app_server(*streamlit_args: str, env: dict | None = None, log: Path | None = None,
-               start_timeout: float = 90.0) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Yield (url, process) of a fresh app server; it is terminated (then killed) on exit."""
+               start_timeout: float = 90.0, script: Path | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Yield (url, process) of a fresh app server (of `script`, else app.py); it is terminated
+    (then killed) on exit."""
     port = free_port()
     output = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(CHECKOUT / "app.py"), "--server.port", str(port),
+        [sys.executable, "-m", "streamlit", "run", str(script or CHECKOUT / "app.py"), "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
          *streamlit_args], cwd=CHECKOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         stdout=output, stderr=subprocess.STDOUT)

@@ -4,6 +4,7 @@ run's content and the data's fingerprint."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import streamlit as st
 
 from afm.app import cache, uploads
 from afm.data import Dataset
+from afm.data.bounded import load_seconds
 from afm.errors import AFMError
 from afm.jobs import Run
 from afm.predict import predict_file
@@ -37,7 +39,12 @@ def score_upload(run: Run, uploaded, explain: int, bar) -> ScoredRows:
     source = folder.save(uploaded.name, uploaded.getvalue())
     out = folder.path / f"scored-{source.stem}.csv"
 
-    def progress(rows: int, read: int, total: int) -> None:
+    deadline = time.monotonic() + load_seconds()
+
+    def progress(rows: int, read: int, total: int) -> None:  # also where a closed tab's run stops
+        if time.monotonic() > deadline:
+            raise AFMError(f"{uploaded.name}: scoring took longer than {load_seconds():g} s, the limit of one "
+                           "load here (AFM_LOAD_SECONDS); score a file this large with `python -m afm predict`")
         bar.progress(min(read / total, 1.0) if total else 0.0, text=f"{rows:,} rows scored")
 
     try:

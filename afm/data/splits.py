@@ -12,12 +12,16 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-import torch
 
 from afm.data.schema import FieldSchema
 from afm.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
 
 SPLITS = ("train", "valid", "test")
 
@@ -58,6 +62,8 @@ class Split:
     def tensors(self, rows: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(ids (N, F), values (N, F), labels (N,)) as tensors, of all rows or of `rows`."""
         part = self if rows is None else self.take(rows)
+        import torch  # here: reading data needs no torch (afm.data.bounded's reader starts without it)
+
         return (torch.from_numpy(part.feature_ids), torch.from_numpy(part.feature_values),
                 torch.from_numpy(part.labels))
 
