@@ -137,7 +137,10 @@ class TrainingJob:
     def snapshot(self) -> dict:
         """What the page shows; asking counts as someone still looking at this job."""
         self.last_seen = time.monotonic()
-        queue = self.scheduler.position(self) if self.status == "queued" else None
+        queue = None
+        if self.status == "queued":
+            at_most, expected = self.scheduler.position(self), self.scheduler.position(self, expected=True)
+            queue = (*at_most, expected[1]) if at_most and expected else None
         running, queued = self.scheduler.counts()
         with self._lock:
             return {"status": self.status, "error": self.error, "history": list(self.history),
@@ -165,13 +168,19 @@ class TrainingJob:
             done = self._batches_done
         return done * self.train_config.batch_size / elapsed if done >= 5 and elapsed > 0 else None
 
-    def estimated_seconds(self) -> float | None:
-        """The whole job's expected duration: from its own pace once it has run some batches,
-        else from the pace of this server's recent jobs; None when nothing is known yet."""
-        epochs = self.train_config.epochs
+    def estimated_seconds(self, expected: bool = False) -> float | None:
+        """The whole job's duration if it runs all its epochs (an upper bound, as early stopping
+        may end it sooner), or (`expected`) if it runs the share of its epochs that recent
+        trainings on this server ran: from its own pace once it has run some batches, else from
+        the pace of this server's recent jobs; None when nothing is known yet."""
+        epochs = float(self.train_config.epochs)
+        share = self.scheduler.typical_epoch_share() if expected else None
         with self._lock:
             _, _, per_epoch = self.progress
             done = self._batches_done
+            epochs_done = max(len(self.history) - 1, 0)  # the history starts with epoch 0
+        if share is not None:
+            epochs = max(epochs * share, min(epochs_done + 1.0, epochs))
         if done >= 5 and per_epoch:
             estimate = self.elapsed_running() / done * per_epoch * epochs
         else:
@@ -217,6 +226,8 @@ class TrainingJob:
                      trackers=self.extra_callbacks, should_stop=should_stop, seed_process=False)
         self.run = Run.from_checkpoint(fitted.checkpoint, self.name, "trained", fresh=True)
         result = fitted.result
+        if result.stop_reason in (StopReason.COMPLETED, StopReason.EARLY_STOPPING) and self.train_config.epochs:
+            self.scheduler.record_epoch_share(result.epochs_run / self.train_config.epochs)
         if result.stop_reason is StopReason.DIVERGED:
             self._finish("failed", f"{result.problem}. The best epoch so far ({result.best_epoch}) was kept.")
         else:  # an untrained result is kept but said to be one (`error` carries the advice)
@@ -288,8 +299,8 @@ class TuningJob(TrainingJob):
         self.scheduler.submit(self)
         return self
 
-    def estimated_seconds(self) -> float | None:
-        return self.minutes * 60.0  # the budget: an upper bound, which is what a queue needs
+    def estimated_seconds(self, expected: bool = False) -> float | None:
+        return self.minutes * 60.0  # the budget: what a study takes (it uses its time; trials that end start others)
 
     def on_trial(self, progress) -> None:
         """afm.tune's progress: a trial (or its FM pretraining) starts, or a trial has ended."""

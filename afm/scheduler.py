@@ -60,7 +60,7 @@ class SchedulableJob(Protocol):
 
     def run_now(self, scheduler: TrainingScheduler) -> None: ...  # trains; returns when finished
 
-    def estimated_seconds(self) -> float | None: ...  # the whole job, None when unknown
+    def estimated_seconds(self, expected: bool = False) -> float | None: ...  # the whole job, None when unknown
 
     def elapsed_running(self) -> float: ...
 
@@ -80,6 +80,7 @@ class TrainingScheduler:
         self._watch_every = watch_every
         self._watchdog: threading.Thread | None = None
         self._rates: deque[float] = deque(maxlen=20)  # samples/s of recent epochs on this server
+        self._epoch_shares: deque[float] = deque(maxlen=20)  # epochs run / epochs asked, of recent trainings
 
     def record_rate(self, samples_per_second: float) -> None:
         self._rates.append(float(samples_per_second))
@@ -93,6 +94,16 @@ class TrainingScheduler:
                 running = list(self._running)
             rates = sorted(r for r in (job.pace() for job in running) if r)
         return rates[len(rates) // 2] if rates else None
+
+    def record_epoch_share(self, share: float) -> None:
+        """A training that ended by itself ran this share of the epochs it asked for (early
+        stopping usually ends one well before its last epoch)."""
+        self._epoch_shares.append(min(max(float(share), 0.0), 1.0))
+
+    def typical_epoch_share(self) -> float | None:
+        """The median share of their epochs that recent trainings here ran; None before any ended."""
+        shares = sorted(self._epoch_shares)
+        return shares[len(shares) // 2] if shares else None
 
     # ------------------------------------------------------------------ queue
     def submit(self, job: SchedulableJob) -> None:
@@ -139,9 +150,11 @@ class TrainingScheduler:
         with self._lock:
             return len(self._running), len(self._queue)
 
-    def position(self, job: SchedulableJob) -> tuple[int, float | None] | None:
+    def position(self, job: SchedulableJob, expected: bool = False) -> tuple[int, float | None] | None:
         """(1-based place in the queue, estimated seconds until it starts or None), or None when
-        the job is not queued. The estimate plays the queue forward on the free slots."""
+        the job is not queued. The estimate plays the queue forward on the free slots: at most
+        this long when every job ahead runs all its epochs, or (`expected`) this long when they
+        run the share of their epochs that recent trainings here ran."""
         with self._lock:
             if job not in self._queue:
                 return None
@@ -150,13 +163,13 @@ class TrainingScheduler:
             running = list(self._running)
         free_at = [0.0] * max(0, self.policy.slots - len(running))
         for other in running:
-            total = other.estimated_seconds()
+            total = other.estimated_seconds(expected)
             if total is None:
                 return place + 1, None
             free_at.append(max(0.0, total - other.elapsed_running()))
         heapq.heapify(free_at)
         for other in ahead:
-            total = other.estimated_seconds()
+            total = other.estimated_seconds(expected)
             if total is None:
                 return place + 1, None
             heapq.heappush(free_at, heapq.heappop(free_at) + total)

@@ -119,3 +119,31 @@ def test_policy_from_the_environment(monkeypatch):
 
     with pytest.raises(ConfigError, match="AFM_TRAINING_SLOTS"):
         ServerPolicy.from_env()
+
+
+def test_the_queue_expects_the_share_of_epochs_recent_trainings_ran():
+    """Early stopping usually ends a training well before its last epoch: the expected wait
+    counts the share of their epochs that finished trainings here ran; the at-most wait counts
+    every epoch (the 'about 4 minutes for a 2-minute wait' of issue #21)."""
+    scheduler = TrainingScheduler(ServerPolicy(slots=1, cores=1))
+    assert scheduler.typical_epoch_share() is None
+    worse = random_dataset(num_rows=400)
+    worse.valid.labels[:] = -worse.valid.labels  # every epoch is worse than the last: early stopping at once
+    finished = TrainingJob("early", worse, ModelConfig(model="fm", num_features=worse.schema.num_features,
+                                                       num_fields=worse.schema.num_fields, embedding_dim=4),
+                           TrainConfig(epochs=40, batch_size=16, lr=0.3, patience=2), scheduler=scheduler)
+    STARTED.append(finished)
+    finished.start().join(timeout=120)
+    assert finished.status == "done" and finished.run.outcome.stop_reason == "early_stopping"
+    share = scheduler.typical_epoch_share()
+    assert share == (len(finished.history) - 1) / 40 and share < 1
+    running, waiting = job(scheduler, "running", epochs=200), job(scheduler, "waiting")
+    running.start()
+    waiting.start()
+    wait_for(lambda: running.snapshot()["progress"][1] > 10)
+    place, at_most, expected = waiting.snapshot()["queue"]
+    assert place == 1 and at_most is not None and expected is not None
+    assert expected < at_most
+    # The running job's remaining time at its full 200 epochs, and at the share of them.
+    whole = running.estimated_seconds()
+    assert running.estimated_seconds(expected=True) == pytest.approx(whole * max(share, 1 / 200), rel=0.05)

@@ -166,8 +166,11 @@ def job_panel() -> None:
 
 def _progress(job: TrainingJob, snapshot: dict) -> None:
     if snapshot["status"] == "queued" and snapshot["queue"]:
-        place, wait = snapshot["queue"]
-        about = f", about {duration(wait)} to wait" if wait is not None else ""
+        place, at_most, expected = snapshot["queue"]
+        about = f", at most about {duration(at_most)} to wait" if at_most is not None else ""
+        if expected is not None and at_most is not None and duration(expected) != duration(at_most):
+            about = (f", about {duration(expected)} to wait (at most {duration(at_most)}, if the trainings ahead "
+                     "run every epoch instead of stopping early as recent ones here did)")
         st.info(f"Queued: number {place} in line{about}. {snapshot['running_jobs']} training(s) run now on "
                 f"this server, {snapshot['slots']} at a time; Stop takes it out of the queue.")
     if isinstance(job, TuningJob):
