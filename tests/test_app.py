@@ -361,6 +361,21 @@ def test_an_uploaded_csv_with_two_valued_labels_is_proposed_the_binary_task(nega
     assert job.run.task == "binary" and "valid_auc" in job.run.best
 
 
+@pytest.mark.parametrize("negative, positive", [("no", "yes"), ("False", "True"), ("cat", "dog")])
+def test_an_uploaded_csv_with_two_text_labels_trains_the_binary_task_with_the_mapping_shown(negative, positive):
+    rng = np.random.default_rng(len(positive))
+    frame = pd.DataFrame({f"f{n}": rng.integers(0, 4, 300).astype(str) for n in range(3)})
+    frame["outcome"] = np.where(frame["f0"] == frame["f1"], positive, negative)
+    at = upload(app().run(), "outcomes.csv", frame.to_csv(index=False).encode())
+    no_errors(at)
+    assert [r for r in at.radio if r.label == "Task"][0].value == "binary"
+    said = f"{negative} and {positive} (read as 0 and 1): the binary task (log loss, AUC) is proposed, with {positive}"
+    assert any(said in c.value for c in at.caption), [c.value for c in at.caption]
+    job = train_and_collect(at)
+    assert job.run.task == "binary" and "valid_auc" in job.run.best
+    assert job.run.schema.csv_encoding["label_classes"] == [negative, positive]
+
+
 def test_other_two_valued_labels_say_how_to_train_the_binary_task():
     rng = np.random.default_rng(5)
     frame = pd.DataFrame({"a": rng.integers(0, 3, 200).astype(str), "b": rng.integers(0, 3, 200).astype(str)})

@@ -248,14 +248,16 @@ def proposed_task(dataset: Dataset, uploaded: bool) -> tuple[int, str | None]:
     values = dataset.distinct_labels
     if values is None or len(values) != 2:
         return 0, None
-    low, high = (f"{v:g}" for v in values)
+    low, high = dataset.label_classes or tuple(f"{v:g}" for v in values)
     if not dataset.is_binary:
         return 0, (f"The labels take two values, {low} and {high}. To train the binary task (log loss, AUC), "
                    f"recode them as 0 and 1 (e.g. {high} → 1) and upload again.")
     if not uploaded:
         return 0, None
-    return 1, (f"The labels take two values, {low} and {high}: the binary task (log loss, AUC) is proposed, with "
-               f"{high} as the positive class and {low} as the negative. Choose regression to fit them as numbers.")
+    read_as = " (read as 0 and 1)" if dataset.label_classes else ""
+    return 1, (f"The labels take two values, {low} and {high}{read_as}: the binary task (log loss, AUC) is proposed, "
+               f"with {high} as the positive class and {low} as the negative. Choose regression to fit them as "
+               "numbers.")
 
 
 def task_widget(dataset: Dataset, uploaded: bool) -> str:

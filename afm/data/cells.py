@@ -11,6 +11,12 @@ A CSV is read as text (`afm.data.csvfile`); this module decides what each column
 - a column that would be numeric but for a few cells that are not numbers, at least half of its
   cells with a value being numbers, is an error naming the first such cell and its line: a stray
   word would otherwise turn a column of numbers into categories of which each is seen once.
+
+A **label** column holds numbers, or two classes written as text (`yes`/`no`, `clicked`/`skipped`),
+read as 0 and 1 for the binary task (`label_classes`): the positive class is the one of a known
+pair (yes, true, y, t, positive, pos; against no, false, n, f, negative, neg, in any case), else
+the later of the two in sorted order (as scikit-learn's LabelEncoder orders classes). The
+mapping is saved with the model's encoder and read back at predict time.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from afm.errors import DataError, quote
 # pandas' default missing-value spellings (read_csv's na_values), which numeric columns honour.
 NA_SPELLINGS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
                           "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
+POSITIVE_WORDS = frozenset({"yes", "true", "y", "t", "positive", "pos"})
+NEGATIVE_WORDS = frozenset({"no", "false", "n", "f", "negative", "neg"})
 STRAY_SHARE = 0.5  # a would-be numeric column with at most this share of non-numbers: the rest are strays
 
 
@@ -96,18 +104,46 @@ def numbers(series: pd.Series, column: object, source: object, lines: np.ndarray
     return x
 
 
+def label_classes(series: pd.Series) -> tuple[str, str] | None:
+    """(negative, positive) when the label cells are two values of which one at least is not a
+    number (text classes, by the module docstring's rule); None for numbers or other counts."""
+    cells = text_cells(series).str.strip()
+    distinct = pd.unique(cells[~is_missing(cells)])
+    if len(distinct) != 2 or not np.isnan(parse_numbers(pd.Series(distinct, dtype=object))).any():
+        return None
+    low, high = sorted(str(v) for v in distinct)
+    if low.lower() in POSITIVE_WORDS and high.lower() in NEGATIVE_WORDS:
+        return high, low
+    return low, high
+
+
 def labels(series: pd.Series, column: object, source: object, lines: np.ndarray,
-           allow_empty: bool = False) -> np.ndarray:
-    """A label column as float32: every cell a finite number within float32's range (empty
-    cells NaN when `allow_empty`), or an error naming the first bad line."""
+           allow_empty: bool = False, classes: tuple[str, str] | None = None) -> np.ndarray:
+    """A label column as float32: every cell a finite number within float32's range, or with
+    `classes` (negative, positive) one of those two texts, read as 0 and 1 (empty cells NaN when
+    `allow_empty`), or an error naming the first bad line."""
     cells = text_cells(series)
     empty = is_missing(cells)
+    if classes is not None:
+        stripped = cells.str.strip()
+        x = np.where(stripped == classes[1], 1.0, np.where(stripped == classes[0], 0.0, np.nan))
+        x[empty] = np.nan
+        bad = (~empty & np.isnan(x)) | (empty & (not allow_empty))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            what = "is empty" if empty[row] else (f"holds {quote(cells.iloc[row])}, neither of its two classes "
+                                                  f"{classes[0]!r} (0) and {classes[1]!r} (1)")
+            raise DataError(source, f"label in column {column!r} {what}", line=int(lines[row]))
+        return x.astype(np.float32)
     x = parse_numbers(cells)
     x[empty] = np.nan
     bad = (~empty & ~np.isfinite(x)) | (empty & (not allow_empty))
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         what = "is empty" if empty[row] else f"{quote(cells.iloc[row])} is not a finite number"
+        if not empty[row] and np.isnan(x[row]):
+            what += (" (a label of text must take exactly two values, the classes of the binary task; "
+                     f"this column holds {len(pd.unique(cells[~empty])):,} different ones)")
         raise DataError(source, f"label in column {column!r} {what}", line=int(lines[row]))
     large = beyond_float32(x)
     if large.any():

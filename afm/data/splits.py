@@ -11,7 +11,6 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -153,6 +152,12 @@ class Dataset:
         return tuple(float(v) for v in values) if len(values) <= 2 else None
 
     @property
+    def label_classes(self) -> tuple[str, str] | None:
+        """A CSV label of two texts: (the one read as 0, the one read as 1); None otherwise."""
+        classes = (self.schema.csv_encoding or {}).get("label_classes")
+        return (str(classes[0]), str(classes[1])) if classes else None
+
+    @property
     def is_binary(self) -> bool:
         """Labels are two classes ({0,1} or {-1,+1}), so the binary task applies."""
         values = set(self.distinct_labels or (0.5,))
@@ -185,6 +190,7 @@ class Dataset:
             "pairs": self.schema.num_pairs,
             **{f"{name}_rows": len(split) for name, split in self.splits.items()},
             "label_range": list(self.label_range),
+            **({"label_classes": {self.label_classes[0]: 0, self.label_classes[1]: 1}} if self.label_classes else {}),
             "fingerprint": self.fingerprint,
             **({"columns": columns} if columns is not None else {}),
         }

@@ -101,7 +101,8 @@ def _csv_chunks(handle: BinaryIO, path: Path, encoder: TabularEncoder, label: st
         ids, values = encoder.transform(frame, path, lines)
         labels = None
         if label_column in frame.columns:
-            labels = label_numbers(frame[label_column], label_column, path, lines, allow_empty=True)
+            labels = label_numbers(frame[label_column], label_column, path, lines, allow_empty=True,
+                                   classes=encoder.label_classes)
         yield RowChunk(ids, values, labels, lines, rows_before, bytes_read)
         rows_before += len(frame)
     if header is None:

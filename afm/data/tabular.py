@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from afm.data.cells import NA_SPELLINGS, categories, infer_kind, numbers
+from afm.data.cells import NA_SPELLINGS, categories, infer_kind, label_classes, numbers
 from afm.data.cells import labels as label_numbers
 from afm.data.csvfile import CsvHeader, read_csv_text
 from afm.data.schema import FieldSchema
@@ -77,13 +77,15 @@ class TabularEncoder:
     columns: tuple[ColumnEncoding, ...]
     min_count: int = DEFAULT_MIN_COUNT
     cells: str = "text"  # "inferred": saved before cells were read as text (see `_legacy_spellings`)
+    label_classes: tuple[str, str] | None = None  # a label of two texts: (read as 0, read as 1)
 
     # ----------------------------------------------------------------- fit
     @classmethod
     def fit(cls, frame: pd.DataFrame, label: str, train_rows: np.ndarray, source: object,
             categorical: Sequence[str] = (), numeric: Sequence[str] = (), min_count: int = DEFAULT_MIN_COUNT,
-            lines: np.ndarray | None = None) -> TabularEncoder:
-        """Fit on `frame.iloc[train_rows]`. `lines`: each row's line in the file, for errors."""
+            lines: np.ndarray | None = None, label_classes: tuple[str, str] | None = None) -> TabularEncoder:
+        """Fit on `frame.iloc[train_rows]`. `lines`: each row's line in the file, for errors;
+        `label_classes`: the label's two texts, (negative, positive), when it has them."""
         lines = _file_lines(frame) if lines is None else lines
         columns = [c for c in frame.columns if c != label]
         unknown = set(categorical) | set(numeric)
@@ -105,7 +107,7 @@ class TabularEncoder:
                 counts = categories(series, MISSING).iloc[train_rows].value_counts(sort=False)
                 kept = tuple(str(v) for v, n in counts.items() if n >= min_count)
                 specs.append(ColumnEncoding(str(column), "categorical", values=kept))
-        encoder = cls(str(label), tuple(specs), int(min_count))
+        encoder = cls(str(label), tuple(specs), int(min_count), label_classes=label_classes)
         if encoder.num_features > MAX_FEATURES:
             raise DataError(source, f"{encoder.num_features:,} features, more than the {MAX_FEATURES:,} supported")
         return encoder
@@ -158,7 +160,8 @@ class TabularEncoder:
     # ----------------------------------------------------------------- saved form
     def to_json(self) -> dict:
         cells = {"cells": "text"} if self.cells == "text" else {}
-        return {"label": self.label, "min_count": self.min_count, **cells,
+        classes = {"label_classes": list(self.label_classes)} if self.label_classes else {}
+        return {"label": self.label, "min_count": self.min_count, **cells, **classes,
                 "columns": [c.to_json() for c in self.columns]}
 
     @classmethod
@@ -172,10 +175,14 @@ class TabularEncoder:
         cells = obj.get("cells", "inferred")  # absent: saved before cells were read as text
         if cells not in CELLS:
             raise DataError(source, f"csv_encoding cells must be one of {CELLS}")
+        classes = obj.get("label_classes")
+        if classes is not None and not (isinstance(classes, list) and len(classes) == 2 and classes[0] != classes[1]
+                                        and all(isinstance(c, str) and 0 < len(c) <= 1000 for c in classes)):
+            raise DataError(source, "csv_encoding label_classes must be two different texts")
         columns = [_column_from_json(spec, source) for spec in obj["columns"]]
         if not 2 <= len(columns) <= MAX_FIELDS:
             raise DataError(source, f"csv_encoding must have 2..{MAX_FIELDS} columns")
-        return cls(obj["label"], tuple(columns), min_count, cells)
+        return cls(obj["label"], tuple(columns), min_count, cells, tuple(classes) if classes else None)
 
     @classmethod
     def of(cls, schema: FieldSchema, source: object = "checkpoint") -> TabularEncoder | None:
@@ -300,9 +307,11 @@ def guess_label_column(frame: pd.DataFrame) -> str:
     return frame.columns[-1]
 
 
-def labels_of(frame: pd.DataFrame, label: str, source: object, lines: np.ndarray) -> np.ndarray:
-    """The label column as finite float32 numbers, or an error naming the first bad line."""
-    return label_numbers(frame[label], label, source, lines)
+def labels_of(frame: pd.DataFrame, label: str, source: object, lines: np.ndarray,
+              classes: tuple[str, str] | None = None) -> np.ndarray:
+    """The label column as finite float32 numbers (text `classes` as 0 and 1), or an error
+    naming the first bad line."""
+    return label_numbers(frame[label], label, source, lines, classes=classes)
 
 
 def load_csv(path: str | os.PathLike, label: str | None = None, seed: int = 0,
@@ -322,10 +331,12 @@ def load_csv(path: str | os.PathLike, label: str | None = None, seed: int = 0,
                         line=1)
     if len(frame) < MIN_ROWS and encoder is None:
         raise DataError(path, f"only {len(frame)} data rows; at least {MIN_ROWS} are needed to split and train")
-    labels = labels_of(frame, label, path, lines)
+    classes = encoder.label_classes if encoder is not None else label_classes(frame[label])
+    labels = labels_of(frame, label, path, lines, classes)
     index = split_indices(len(frame), seed)
     if encoder is None:
-        encoder = TabularEncoder.fit(frame, label, index["train"], path, categorical, numeric, min_count, lines)
+        encoder = TabularEncoder.fit(frame, label, index["train"], path, categorical, numeric, min_count, lines,
+                                     label_classes=classes)
     ids, values = encoder.transform(frame, path, lines)
     everything = Split(ids, values, labels)
     splits = {name: everything.take(idx) for name, idx in index.items()}
