@@ -338,6 +338,34 @@ def test_an_uploaded_csv_trains_with_every_widget_at_its_default(seed):
     assert job.run.trained_on.location == "uploaded file mine.csv"  # so the report's model card says
 
 
+def test_the_cannot_score_warning_gives_way_while_a_model_trains_on_the_new_data(monkeypatch):
+    """Issue #21: a stale 'cannot score' warning stayed up through the first training on new
+    data. The job is held at its start (an event), so the page is seen while it trains."""
+    import threading
+
+    from afm.jobs import TrainingJob
+
+    gate, original = threading.Event(), TrainingJob.run_now
+    monkeypatch.setattr(TrainingJob, "run_now", lambda self, scheduler: (gate.wait(60), original(self, scheduler)))
+    at = upload(app().run(), "mine.csv", planted_csv(4))
+    no_errors(at)
+    unfit = "The active model cannot score this dataset"
+    assert any(unfit in w.value for w in at.warning), [w.value for w in at.warning]
+    at.get("form_submit_button")[0].click().run()
+    no_errors(at)
+    job = at.session_state["job"]
+    assert not job.finished
+    assert not any(unfit in w.value for w in at.warning), [w.value for w in at.warning]
+    assert any(f"{unfit} (" in c.value and f"{job.name}, training on it now, takes its place" in c.value
+               for c in at.caption), [c.value for c in at.caption]
+    gate.set()
+    job.join(timeout=TIMEOUT)
+    at.run()
+    at.run()
+    no_errors(at)
+    assert not any(unfit in w.value for w in at.warning) and not any(unfit in c.value for c in at.caption)
+
+
 def test_an_uploaded_libfm_file_trains_with_every_widget_at_its_default():
     rows = "".join(f"{(i % 3 == i % 4) * 1.0} {i % 3}:1 {3 + i % 4}:1 {7 + i % 5}:1\n" for i in range(300))
     at = upload(app().run(), "mine.libfm", rows.encode())
