@@ -11,7 +11,7 @@ from afm.data.registry import BUNDLED_SAMPLES
 from afm.download import download_dataset
 from afm.errors import AFMError
 from afm.jobs import session_table
-from afm.presets import PRESET_RECIPES, PRESETS, preset
+from afm.presets import PRESET_HELP, PRESET_RECIPES, PRESETS, preset
 
 state.init_state()
 st.title("Data & model")
@@ -119,7 +119,7 @@ with train_tab:
     model_name = left.selectbox("Model", ["afm", "fm", "fwfm"], format_func=str.upper)
     # The quick preset suits the small samples; on real data the paper's recipe is the sensible start.
     preset_name = middle.selectbox("Preset", [*PRESETS, training.TUNE], index=0 if dataset.name in BUNDLED_SAMPLES
-                                   else 1, format_func=training.preset_label)
+                                   else 1, format_func=training.preset_label, help=PRESET_HELP)
     device = training.device_widget(right)
     if preset_name == training.TUNE:
         training.tune_form(dataset, model_name, device, uploaded=source == "upload")

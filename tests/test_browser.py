@@ -130,6 +130,11 @@ def test_layouts_stack_on_an_800_px_screen(server, narrow):
         cut = narrow.evaluate("""() => [...document.querySelectorAll("[data-testid='stMetricValue'] *")]
             .filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)""")
         assert cut == [], (title, cut)
+        # Menus show their choice whole (the preset's name was cut to "Quick (k = 16, seconds on CPU").
+        menus = "[data-testid='stSelectbox'] input"  # the menu shows its choice in a read-only input
+        cut = narrow.evaluate(f"""() => [...document.querySelectorAll("{menus}")]
+            .filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1).map(e => e.value)""")
+        assert cut == [], (title, cut)
         if slug not in NO_CHARTS:
             narrow.locator(".js-plotly-plot").first.wait_for()
         width = narrow.locator(content).first.bounding_box()["width"]

@@ -31,7 +31,7 @@ TUNE_SIZES = (8, 16, 32, 64, 128, 256)  # afm.tune.SIZES (not imported here: Opt
 
 
 def preset_label(name: str) -> str:
-    return "Tune (Optuna: search the settings)" if name == TUNE else PRESET_LABELS.get(name, name)
+    return "Tune (Optuna)" if name == TUNE else PRESET_LABELS.get(name, name)
 
 
 @dataclass
