@@ -400,3 +400,30 @@ def test_arrays_with_ids_outside_the_schema_name_the_split(tmp_path, capsys, cha
     code, stdout, stderr = cli(capsys, "train", "--data", str(tmp_path / "arrays"), "--model", "fm", "--k", "4",
                                "--epochs", "1", "--out", str(tmp_path / "m.safetensors"))
     assert code == 2 and "the test split" in stderr and "Traceback" not in stderr
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.lists(st.sampled_from([b"a", b"1", b",", b" ", b"\r", b"\n", b"\r\n", b'"', b"\xc3\xa9"]), max_size=80),
+       bom=st.booleans(), block=st.integers(1, 9))
+def test_text_read_in_blocks_is_the_text_of_the_whole_file(body, bom, block):
+    """`text_blocks` (the stream's reader, CSV and libfm) against `check_text` on the whole file:
+    the same text for any block size, a CR at a block's end included."""
+    import io
+
+    from afm.data.text import check_text, text_blocks
+
+    raw = (b"\xef\xbb\xbf" if bom else b"") + b"".join(body)
+    pieces = list(text_blocks(io.BytesIO(raw), "f", block))
+    assert b"".join(text for text, _, _ in pieces) == check_text(raw, "f")
+    assert pieces[-1][2] and not any(done for _, _, done in pieces[:-1]) and pieces[-1][1] == len(raw)
+
+
+def test_a_utf16_libfm_file_streamed_to_predict_says_utf16(tmp_path):
+    from afm.checkpoint import load_checkpoint
+    from afm.paths import sample_dir
+    from afm.predict import predict_file
+
+    rows = tmp_path / "rows.libfm"
+    rows.write_bytes((sample_dir() / "sample" / "sample.test.libfm").read_text()[:2000].encode("utf-16"))
+    with pytest.raises(DataError, match="rows.libfm: is UTF-16 text; save it as UTF-8"):
+        predict_file(load_checkpoint(sample_dir() / "sample" / "sample_afm.safetensors"), rows, tmp_path / "o.csv")

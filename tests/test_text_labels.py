@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from afm.data import load_csv
-from afm.data.cells import NA_SPELLINGS, NEGATIVE_WORDS, POSITIVE_WORDS, label_classes
+from afm.data.cells import NA_SPELLINGS, NEGATIVE_WORDS, POSITIVE_WORDS, label_classes, parse_numbers
 from afm.data.tabular import TabularEncoder
 from afm.errors import DataError
 from tests.conftest import cli
@@ -25,7 +25,8 @@ WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABC_-", min_size=1, max_size
 def test_two_texts_are_classes_by_the_stated_rule(first, second, swap):
     cells = pd.Series([first, second] * 3 if not swap else [second, first] * 3, dtype=object)
     found = label_classes(cells)
-    if first == second or first in NA_SPELLINGS or second in NA_SPELLINGS:  # a missing spelling is no class
+    numbers = ~np.isnan(parse_numbers(pd.Series([first, second], dtype=object)))  # `inf` is one
+    if first == second or first in NA_SPELLINGS or second in NA_SPELLINGS or numbers.any():
         assert found is None
         return
     assert set(found) == {first, second}
@@ -39,7 +40,7 @@ def test_two_texts_are_classes_by_the_stated_rule(first, second, swap):
 @pytest.mark.parametrize("cells, expected", [
     (["yes", "no"], ("no", "yes")), (["Yes", "No"], ("No", "Yes")), (["true", "false"], ("false", "true")),
     (["Y", "N"], ("N", "Y")), (["pos", "neg"], ("neg", "pos")), (["dog", "cat"], ("cat", "dog")),
-    (["1", "yes"], ("1", "yes")),  # one text is enough; sorted: "yes" positive
+    (["1", "oops"], None),  # a number and a word: a numeric label with a stray word, an error later
     (["0", "1"], None), (["-1", "1.0"], None),  # numbers stay numbers
     (["a", "b", "c"], None), (["yes", "yes"], None), (["yes", ""], None),  # an empty cell is no class
 ])

@@ -12,7 +12,7 @@ A CSV is read as text (`afm.data.csvfile`); this module decides what each column
   cells with a value being numbers, is an error naming the first such cell and its line: a stray
   word would otherwise turn a column of numbers into categories of which each is seen once.
 
-A **label** column holds numbers, or two classes written as text (`yes`/`no`, `clicked`/`skipped`),
+A **label** column holds numbers, or two classes written as text, neither a number (`yes`/`no`),
 read as 0 and 1 for the binary task (`label_classes`): the positive class is the one of a known
 pair (yes, true, y, t, positive, pos; against no, false, n, f, negative, neg, in any case), else
 the later of the two in sorted order (as scikit-learn's LabelEncoder orders classes). The
@@ -105,12 +105,12 @@ def numbers(series: pd.Series, column: object, source: object, lines: np.ndarray
 
 
 def label_classes(series: pd.Series) -> tuple[str, str] | None:
-    """(negative, positive) when the label cells are two values of which one at least is not a
-    number (text classes, by the module docstring's rule); None for numbers or other counts."""
+    """(negative, positive) when the label cells are two values, neither of them a number (text
+    classes, by the module docstring's rule); None otherwise."""
     cells = text_cells(series).str.strip()
     distinct = pd.unique(cells[~is_missing(cells)])
-    if len(distinct) != 2 or not np.isnan(parse_numbers(pd.Series(distinct, dtype=object))).any():
-        return None
+    if len(distinct) != 2 or not np.isnan(parse_numbers(pd.Series(distinct, dtype=object))).all():
+        return None  # a number among them: a numeric label with a stray word is an error, not two classes
     low, high = sorted(str(v) for v in distinct)
     if low.lower() in POSITIVE_WORDS and high.lower() in NEGATIVE_WORDS:
         return high, low
@@ -141,7 +141,7 @@ def labels(series: pd.Series, column: object, source: object, lines: np.ndarray,
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         what = "is empty" if empty[row] else f"{quote(cells.iloc[row])} is not a finite number"
-        if not empty[row] and np.isnan(x[row]):
+        if not empty[row] and np.isnan(x[~empty]).all():  # words only: too many to be two classes
             what += (" (a label of text must take exactly two values, the classes of the binary task; "
                      f"this column holds {len(pd.unique(cells[~empty])):,} different ones)")
         raise DataError(source, f"label in column {column!r} {what}", line=int(lines[row]))

@@ -25,7 +25,7 @@ from typing import BinaryIO
 import numpy as np
 import pandas as pd
 
-from afm.data.text import check_text, first_not_utf8
+from afm.data.text import check_text, first_not_utf8, text_blocks
 from afm.errors import DataError, quote
 from afm.limits import MAX_CSV_COLUMNS, MAX_FIELDS, MAX_HEADER_BYTES
 
@@ -256,33 +256,14 @@ def read_csv_text(raw: bytes, source: object) -> tuple[pd.DataFrame, np.ndarray]
 # --------------------------------------------------------------------------- files of any size
 
 
-def _block_text(block: bytes, first: bool, source: object, lines_before: int) -> bytes:
-    if first:
-        return check_text(block, source)
-    if b"\0" in block:
-        raise DataError(source, f"is a binary file, not text (a NUL byte after line {lines_before:,})")
-    return block.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if b"\r" in block else block
-
-
 def iter_csv_pieces(handle: BinaryIO, source: object, chunk_rows: int,
                     block_bytes: int) -> Iterator[tuple[bytes, int, int]]:
     """(text of whole records, the line of its first, about how many bytes of the file lie up to
     its end): first the header alone, then `chunk_rows` records at a time. Line ends become
     line feeds; a CR at the end of a block waits for the next (it may be half of a CRLF)."""
-    pending, carry, lines_before, done, first, header_given = b"", b"", 0, False, True, False
-    raw_read = text_read = text_used = 0
-    while not done:
-        try:
-            block = handle.read(block_bytes)
-        except OSError as exc:
-            raise DataError(source, f"cannot read file ({exc.strerror or exc})") from None
-        done = not block
-        raw_read += len(block)
-        data, carry = carry + block, b""
-        if not done and data.endswith(b"\r"):
-            data, carry = data[:-1], b"\r"
-        text = _block_text(data, first, source, lines_before) if data else b""
-        first = first and not text
+    pending, lines_before, header_given = b"", 0, False
+    text_read = text_used = 0
+    for text, raw_read, done in text_blocks(handle, source, block_bytes):
         text_read += len(text)
         pending += text
         if not header_given:  # blank lines before the header are skipped

@@ -29,7 +29,7 @@ from afm.data.csvfile import CsvHeader, iter_csv_pieces, parse_records
 from afm.data.libfm import order_columns_by_field, parse_libfm
 from afm.data.schema import FieldSchema
 from afm.data.tabular import TabularEncoder
-from afm.data.text import check_text
+from afm.data.text import check_text, text_blocks
 from afm.errors import ConfigError, DataError
 from afm.files import open_regular_file
 
@@ -147,23 +147,11 @@ def _libfm_chunks(handle: BinaryIO, path: Path, schema: FieldSchema, chunk_rows:
 
 
 def _line_blocks(handle: BinaryIO, path: Path, chunk_rows: int) -> Iterator[tuple[bytes, int]]:
-    """(text of at most `chunk_rows` whole lines, each ending in \\n; lines before it). Line ends
-    \\r\\n and \\r become \\n, as `check_text` does for whole files."""
-    pending, lines_before, done = b"", 0, False
-    while not done:
-        try:
-            block = handle.read(BLOCK_BYTES)
-        except OSError as exc:
-            raise DataError(path, f"cannot read file ({exc.strerror or exc})") from None
-        done = not block
-        data = pending + block
-        carry = b""
-        if not done and data.endswith(b"\r"):  # maybe the first half of a \r\n
-            data, carry = data[:-1], b"\r"
-        if b"\0" in data:
-            raise DataError(path, f"is a binary file, not text (a NUL byte after line {lines_before:,})")
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    """(text of at most `chunk_rows` whole lines, each ending in \\n; lines before it), of the
+    file's text as `text_blocks` reads it."""
+    pending, lines_before = b"", 0
+    for text, _, done in text_blocks(handle, path, BLOCK_BYTES):
+        data = pending + text
         if done and data and not data.endswith(b"\n"):
             data += b"\n"
         ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n"))  # (lines,)
@@ -177,4 +165,4 @@ def _line_blocks(handle: BinaryIO, path: Path, chunk_rows: int) -> Iterator[tupl
             yield data[begin:int(ends[last]) + 1], lines_before
             lines_before += last + 1 - taken
             taken = last + 1
-        pending = data[int(ends[taken - 1]) + 1:] + carry if taken else data + carry
+        pending = data[int(ends[taken - 1]) + 1:] if taken else data

@@ -1,11 +1,15 @@
 """Bytes that should be text: what they are when they are not, and numbers as the model holds them.
 
 `check_text` refuses compressed, binary and UTF-16/UTF-32 input with a word on what to do, drops
-a UTF-8 byte-order mark and makes every line end a line feed. `check_float32` refuses numbers
+a UTF-8 byte-order mark and makes every line end a line feed; `text_blocks` does the same for a
+file read a block at a time. `check_float32` refuses numbers
 that are finite in float64 but not in float32, the precision the model computes in.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 
@@ -53,6 +57,36 @@ def check_text(raw: bytes, source: object) -> bytes:
     if b"\r" in raw:
         raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     return raw
+
+
+def text_blocks(handle: BinaryIO, source: object, block_bytes: int) -> Iterator[tuple[bytes, int, bool]]:
+    """A file's text a block at a time, as `check_text` makes a whole file's: the first block
+    checked (compression, wide encodings, byte-order mark), NUL bytes refused (with the line they
+    follow), every line end a line feed; a CR that ends a block waits for the next, since it may be
+    half of a CRLF. Yields (text, raw bytes read so far, whether this is the end of the file)."""
+    carry, first, lines_before, raw_read, done = b"", True, 0, 0, False
+    while not done:
+        try:
+            block = handle.read(block_bytes)
+        except OSError as exc:
+            raise DataError(source, f"cannot read file ({exc.strerror or exc})") from None
+        done = not block
+        raw_read += len(block)
+        data, carry = carry + block, b""
+        if first and not done and len(data) < len(UTF8_BOM) + 1:  # the start is judged whole (a BOM, a magic)
+            carry = data
+            continue
+        if not done and data.endswith(b"\r"):
+            data, carry = data[:-1], b"\r"
+        if first:
+            text = check_text(data, source) if data else b""
+            first = not text
+        elif b"\0" in data:
+            raise DataError(source, f"is a binary file, not text (a NUL byte after line {lines_before:,})")
+        else:
+            text = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if b"\r" in data else data
+        lines_before += text.count(b"\n")
+        yield text, raw_read, done
 
 
 def not_utf8(raw: bytes, error: UnicodeDecodeError, source: object, first_line: int = 1) -> DataError:
