@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import planted_csv
@@ -256,6 +257,33 @@ def test_every_session_shares_the_bundled_models_analyses():
     a, b = first.session_state["runs"]["sample AFM"], second.session_state["runs"]["sample AFM"]
     assert a.key == b.key and len(a.key) == 32
     assert a.model is not b.model and a.history is not b.history
+
+
+def test_a_second_session_on_the_attention_page_reuses_the_first_sessions_shapley_work(monkeypatch):
+    """The Attention page's exact Shapley values, attention checks and label gates are cached on
+    content (afm.app.cache): a second session computes none of them again, and sees the same."""
+    from afm.app import cache
+
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    calls = {"explain_pairs": 0, "check_attention": 0, "label_gates_of": 0}
+    for name in calls:
+        original = getattr(cache, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(cache, name, counted)
+    sessions = []
+    for _ in range(2):
+        at = app()
+        at.switch_page("pages/attention.py").run()
+        no_errors(at)
+        sessions.append(at)
+    assert calls == {"explain_pairs": 1, "check_attention": 1, "label_gates_of": 1}, calls
+    first, second = ([m.value for m in at.markdown] for at in sessions)
+    assert first == second
 
 
 def test_the_data_directory_stays_inside_the_servers_data_roots(tmp_path, monkeypatch):
