@@ -95,6 +95,11 @@ def test_bad_input_writes_nothing(ml_tag_dir, tmp_path, capsys):
     (lambda d: np.save(d / "valid.labels.npy", np.zeros(3, np.float32)), r"valid.labels.npy holds float32 \(3,\)"),
     (lambda d: (d / MANIFEST).write_text("{}"), "not an arrays manifest"),
     (lambda d: (d / MANIFEST).write_text("[1,"), "is not valid JSON"),
+    # Found by tests/test_cli_contract.py: an empty .npy was an EOFError (exit 1), a cut magic number
+    # was called pickled data.
+    (lambda d: (d / "train.ids.npy").write_bytes(b""), r"train.ids.npy is not an .npy array \(empty\)"),
+    (lambda d: (d / "test.values.npy").write_bytes(b"\x93NUM"), r"test.values.npy is not an .npy array \(it does not"),
+    (lambda d: (d / "valid.ids.npy").write_bytes(b"\x93NUMPY\x01"), "valid.ids.npy is not a readable .npy array"),
 ])
 def test_damaged_arrays_are_one_line_errors(tmp_path, damage, expected):
     write_arrays(random_dataset(num_rows=100), tmp_path / "arrays")

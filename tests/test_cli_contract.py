@@ -64,9 +64,13 @@ def peak_rss_bytes() -> int:
 HOSTILE = ["0", "-1", "1e39", "nan", "inf", "1.5", "", "abc", "4294967296", "--", "0x10", "18446744073709551616"]
 
 
-def number(valid: list[str]):
-    """Mostly a valid value (so the command gets to its work), sometimes a hostile one."""
-    return st.one_of(*[st.just(v) for v in valid] * 3, st.sampled_from(HOSTILE), st.integers(-3, 10**20).map(str))
+def number(valid: list[str], most_work: int | None = None):
+    """Mostly a valid value (so the command gets to its work), sometimes a hostile one. With
+    `most_work`, integers that ask for more work than that (e.g. 10,000 epochs: valid, but
+    minutes of training, not a contract to check) are left out; those beyond 2**31 are refused."""
+    integers = st.integers(-3, 10**20) if most_work is None else st.one_of(st.integers(-3, most_work),
+                                                                            st.integers(2**31, 10**20))
+    return st.one_of(*[st.just(v) for v in valid] * 3, st.sampled_from(HOSTILE), integers.map(str))
 
 
 def csv_bytes(draw) -> bytes:
@@ -75,11 +79,13 @@ def csv_bytes(draw) -> bytes:
     fields = draw(st.integers(1, 5))
     rows = draw(st.integers(0, 60))
     header = [f"c{n}" for n in range(fields)] + [draw(st.sampled_from(["label", "y", "score", "c0"]))]
+    classes = draw(st.sampled_from([None, None, ("no", "yes"), ("cat", "dog"), ("0", "yes"), ("a", "b", "c")]))
     lines = [",".join(header)]
     for _ in range(rows):
         cells = [draw(st.sampled_from(["007", "7", "a", "b", "", "1.5", "x y", '"q,uoted"']))
                  if rng.random() < 0.5 else str(int(rng.integers(0, 4))) for _ in range(fields)]
-        lines.append(",".join(cells + [str(float(rng.normal()))]))
+        label = str(float(rng.normal())) if classes is None else classes[int(rng.integers(0, len(classes)))]
+        lines.append(",".join(cells + [label]))
     return mutate(draw, ("\n".join(lines) + "\n").encode())
 
 
@@ -161,7 +167,8 @@ def invocations(draw, folder: Path):
     split = draw(st.sampled_from(["test", "valid", "train", "all"]))
     argv = {
         "train": ["train", "--data", data, "--model", draw(st.sampled_from(["fm", "fwfm", "afm"])), "--k", "2",
-                  "--t", "2", "--epochs", draw(number(["1", "1", "0"])), "--out", str(out),
+                  "--task", draw(st.sampled_from(["regression", "binary"])),
+                  "--t", "2", "--epochs", draw(number(["1", "1", "0"], most_work=3)), "--out", str(out),
                   "--seed", draw(number(["0", "1", "7"])), "--device", "cpu"],
         "evaluate": ["evaluate", "--checkpoint", str(checkpoint), "--data", data, "--split", split, "--device", "cpu"],
         "predict": ["predict", "--checkpoint", str(checkpoint), "--data",

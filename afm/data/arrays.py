@@ -214,16 +214,24 @@ def encode_libfm_dir(directory: str | os.PathLike, dest: str | os.PathLike, name
 
 # --------------------------------------------------------------------------- reading
 
+NPY_MAGIC = b"\x93NUMPY"  # how every .npy file starts
+
 
 def _open_split(directory: Path, split: str, rows: int, fields: int, source: object) -> Split:
     arrays = {}
     for name, (dtype, ndim) in ARRAYS.items():
         path = array_path(directory, split, name)
         try:
+            with open(path, "rb") as handle:  # numpy takes what is not an .npy file for a pickle
+                start = handle.read(len(NPY_MAGIC))
+            if start != NPY_MAGIC:
+                raise DataError(source, f"{path.name} is not an .npy array ("
+                                f"{'empty' if not start else 'it does not start as one'}); encode the data again "
+                                "with `afm encode`")
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except FileNotFoundError:
             raise DataError(source, f"{path.name} is missing") from None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:
             raise DataError(source, f"{path.name} is not a readable .npy array ({str(exc)[:120]})") from None
         shape = (rows, fields) if ndim == 2 else (rows,)
         if array.dtype != np.dtype(dtype) or array.shape != shape:
