@@ -159,28 +159,52 @@ def test_layouts_stack_on_an_800_px_screen(server, narrow):
         narrow.screenshot(path=str(SCREENSHOTS / f"{slug}_800px.png"), full_page=True)
 
 
-def test_upload_a_csv_and_train_with_every_widget_at_its_default(server, browser, tmp_path):
-    """A user's first CSV through the real page: pick Upload, choose the file, press Train."""
+def upload_files(tmp_path) -> dict[str, Path]:
+    """A user's first files, of random content: a CSV of numeric labels, a libfm file, a CSV whose
+    labels are yes/no."""
+    import numpy as np
+    import pandas as pd
+
     from tests.conftest import planted_csv
 
-    csv = tmp_path / "my data.csv"
-    csv.write_bytes(planted_csv(3))
+    rng = np.random.default_rng(11)
+    files = {"csv": tmp_path / "my data.csv", "libfm": tmp_path / "rows.libfm", "yes-no": tmp_path / "bought.csv"}
+    files["csv"].write_bytes(planted_csv(3))
+    files["libfm"].write_text("".join(f"{rng.normal():.3f} {rng.integers(0, 4)}:1 {4 + rng.integers(0, 5)}:1 "
+                                      f"{9 + rng.integers(0, 3)}:1\n" for _ in range(300)))
+    frame = pd.DataFrame({f"f{n}": rng.integers(0, 4, 300).astype(str) for n in range(3)})
+    frame["bought"] = np.where(frame["f0"] == frame["f1"], "yes", "no")
+    frame.to_csv(files["yes-no"], index=False)
+    return files
+
+
+@pytest.mark.parametrize("kind", ["csv", "libfm", "yes-no"])
+def test_upload_a_file_and_train_with_every_widget_at_its_default(server, browser, tmp_path, kind):
+    """A user's first file through the real page: pick Upload, choose the file, press Train."""
+    path = upload_files(tmp_path)[kind]
     tab = new_tab(browser, 1400, 2200)
     tab.goto(server)
     tab.get_by_role("heading", name="Data & model").first.wait_for()
     wait_until_idle(tab)
     tab.get_by_role("radiogroup").first.get_by_text("Upload a file", exact=True).click()
     wait_until_idle(tab)
-    tab.locator("[data-testid='stFileUploader'] input[type=file]").set_input_files(str(csv))
+    tab.locator("[data-testid='stFileUploader'] input[type=file]").set_input_files(str(path))
     tab.get_by_text("train rows", exact=True).wait_for()
     wait_until_idle(tab)
     assert_healthy(tab)
     assert tab.locator("[data-testid='stAlertContentError']").count() == 0, \
         tab.locator("[data-testid='stAlertContentError']").first.inner_text()
+    if kind == "yes-no":  # the binary task is proposed, with the mapping said
+        tab.get_by_text("no and yes (read as 0 and 1): the binary task", exact=False).wait_for()
+        task = tab.get_by_role("radiogroup", name="Task")
+        assert task.get_by_role("radio", name="binary").is_checked()
     tab.get_by_role("button", name="Train", exact=True).click()
     tab.get_by_text("It is now the active model", exact=False).wait_for(timeout=300_000)
     assert_healthy(tab)
-    tab.screenshot(path=str(SCREENSHOTS / "upload.png"), full_page=True)
+    if kind == "yes-no":
+        assert tab.get_by_text("valid_auc", exact=False).count() > 0
+    tab.screenshot(path=str(SCREENSHOTS / {"csv": "upload.png", "libfm": "upload_libfm.png",
+                                           "yes-no": "upload_binary.png"}[kind]), full_page=True)
     tab.context.close()
 
 
