@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import streamlit as st
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as hypothesis_st
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import planted_csv
+from tests.test_cli_contract import csv_bytes, libfm_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120
@@ -494,3 +498,26 @@ def test_tuning_from_the_data_page_adds_the_best_trial_and_draws_its_study():
     titles = [json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "") for c in charts(at)]
     assert "Optimization History Plot" in titles and any("Importance" in t for t in titles), titles
     assert any("trial(s)" in s.value and "It is now the active model" in s.value for s in at.success)
+
+
+@pytest.mark.slow
+@settings(max_examples=25, deadline=None, derandomize=bool(os.environ.get("CI")),
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=hypothesis_st.data())
+def test_any_uploaded_file_is_read_or_refused_in_one_line_naming_the_users_file(data):
+    """Generated uploads (CSV and libfm files of random shape, some damaged byte by byte, as the
+    CLI contract test makes them) on the Data page with every widget at its default: never a
+    traceback, every error one line that names the file as the user named it, never the server's
+    temporary path; a file that reads shows its row counts."""
+    kind = data.draw(hypothesis_st.sampled_from(["csv", "libfm"]))
+    content = data.draw(hypothesis_st.composite(lambda draw: csv_bytes(draw) if kind == "csv"
+                                                else libfm_bytes(draw))())
+    name = f"my file.{kind}"
+    at = upload(app().run(), name, content)
+    assert not at.exception, [e.value for e in at.exception]
+    for error in at.error:
+        assert "\n" not in error.value.strip() and len(error.value) <= 1200, error.value
+        assert name in error.value and "afm-uploads" not in error.value, error.value
+    event("refused" if at.error else "read")
+    if not at.error:
+        assert [m.label for m in at.metric][:3] == ["train rows", "valid rows", "test rows"]
