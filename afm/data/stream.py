@@ -29,13 +29,12 @@ from afm.data.csvfile import CsvHeader, iter_csv_pieces, parse_records
 from afm.data.libfm import order_columns_by_field, parse_libfm
 from afm.data.schema import FieldSchema
 from afm.data.tabular import TabularEncoder
-from afm.data.text import check_text, text_blocks
+from afm.data.text import text_blocks
 from afm.errors import ConfigError, DataError
 from afm.files import open_regular_file
 
 DEFAULT_CHUNK_ROWS = 50_000
 BLOCK_BYTES = 8 * 1024**2  # files are read in blocks of this size
-PEEK_BYTES = 1 << 20  # the start of a file, checked for compressed or binary data
 MAX_LINE_BYTES = 64 * 1024**2  # one libfm row longer than this is not a row
 
 
@@ -72,7 +71,6 @@ def iter_rows(path: str | Path, schema: FieldSchema, label: str | None = None,
             raise DataError(path, "the model was trained on a CSV; give it CSV rows with the same columns")
         if encoder is None and is_csv(path):
             raise DataError(path, "the model was trained on libfm data; give it libfm rows (label id:value ...)")
-        check_text(handle.peek(PEEK_BYTES)[:PEEK_BYTES], path)  # gzip, zip, binary: one clear line
         if encoder is not None:
             yield from _csv_chunks(handle, path, encoder, label, chunk_rows)
         else:
