@@ -96,3 +96,11 @@ def test_a_saved_mapping_that_is_not_two_texts_is_refused(tmp_path, classes):
     TabularEncoder.from_json(encoder)
     with pytest.raises(DataError, match="label_classes must be two different texts"):
         TabularEncoder.from_json({**encoder, "label_classes": classes})
+
+
+def test_the_classes_do_not_depend_on_the_rows_order(tmp_path):
+    rng = np.random.default_rng(4)
+    labels = np.where(rng.random(200) < 0.3, "dog", "cat")
+    forward = load_csv(write(tmp_path, "a.csv", labels)).label_classes
+    backward = load_csv(write(tmp_path, "b.csv", labels[::-1])).label_classes
+    assert forward == backward == ("cat", "dog")
