@@ -19,7 +19,7 @@ caller's thread. Hence:
 - around each call that computes, for the calling thread itself (`full_speed_floats`):
   `train_model`, `afm.inference.outputs` (every scoring path) and every command of the CLI;
 - for good where the thread is ours: each run of the app's script (Streamlit gives each rerun a
-  thread of its own, whose workers start after) and each training job's thread (afm.jobs).
+  thread of its own, whose workers start after) and each training job's thread (afm.app.jobs).
 A thread whose workers started before any of this keeps them as they were: `train_model` checks
 and warns (call `torch.set_flush_denormal(True)` first in such a thread, or import afm earlier).
 """

@@ -7,7 +7,7 @@ path) against torchfm 0.7.0 and DeepCTR-Torch 0.3.0 over the same epochs.
 
 Settings are k (= t):batch. Implementations (`--impls`):
   ours-eager, ours-compiled   afm.train.train_model with compile off / on (what `afm train` runs)
-  ours-job                    afm.jobs.TrainingJob through the server's scheduler (the app's path)
+  ours-job                    afm.app.jobs.TrainingJob through the server's scheduler (the app's path)
   ours-keep-subnormals        ours-eager in a thread that keeps subnormal floats (the pace before
                               afm.numerics: on CPUs with slow subnormals, the difference)
   torchfm, deepctr            the peers, with the same recipe where they have the knob
@@ -54,7 +54,7 @@ def ours(impl: str, k: int, batch: int, epochs: int, device: str) -> dict:
 
     data, model_config, train_config = recipe(k, batch, epochs, device)
     if impl == "ours-job":
-        from afm.jobs import TrainingJob
+        from afm.app.jobs import TrainingJob
 
         job = TrainingJob("bench", data, model_config, train_config).start()
         while not job.join(timeout=2.0):  # polled as the page polls it (every 2 s), or the server stops it

@@ -10,7 +10,7 @@ from afm.app import loading, state, training, uploads
 from afm.data.registry import BUNDLED_SAMPLES
 from afm.download import download_dataset
 from afm.errors import AFMError
-from afm.jobs import session_table
+from afm.app.jobs import session_table
 from afm.presets import PRESET_HELP, PRESET_RECIPES, PRESETS, preset
 
 state.init_state()

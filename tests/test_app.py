@@ -375,7 +375,7 @@ def test_the_cannot_score_warning_gives_way_while_a_model_trains_on_the_new_data
     data. The job is held at its start (an event), so the page is seen while it trains."""
     import threading
 
-    from afm.jobs import TrainingJob
+    from afm.app.jobs import TrainingJob
 
     gate, original = threading.Event(), TrainingJob.run_now
     monkeypatch.setattr(TrainingJob, "run_now", lambda self, scheduler: (gate.wait(60), original(self, scheduler)))

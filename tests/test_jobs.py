@@ -6,7 +6,7 @@ import pytest
 
 from afm.checkpoint import load_checkpoint
 from afm.errors import ConfigError
-from afm.jobs import FollowUp, Run, TrainingJob, histories_frame, runs_table
+from afm.app.jobs import FollowUp, Run, TrainingJob, histories_frame, runs_table
 from afm.models import ModelConfig
 from afm.train import TrainConfig
 from tests.conftest import random_dataset
@@ -103,7 +103,7 @@ def test_the_job_tells_the_page_which_training_path_was_chosen():
 
 
 def test_time_left_follows_the_pace_so_far():
-    from afm.jobs import time_left
+    from afm.app.jobs import time_left
 
     # Epoch 1 of 4, batch 10 of 40 after 5 s: 0.5 s a batch, no finished epoch to go by.
     epoch_left, run_left = time_left(1, 10, 40, 4, 5.0, [{"epoch": 0, "eval_seconds": 2.0}])
@@ -143,7 +143,7 @@ def test_a_running_job_says_how_long_it_has_left():
 
 
 def test_durations_read_as_a_person_says_them():
-    from afm.jobs import duration
+    from afm.humanize import duration
 
     assert [duration(s) for s in (0.4, 45, 190, 1500, 7500)] == ["0 s", "45 s", "3 min 10 s", "25 min", "2 h 5 min"]
 

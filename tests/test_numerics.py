@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import afm.train
-from afm.jobs import TrainingJob
+from afm.app.jobs import TrainingJob
 from afm.models import build_model
 from afm.numerics import full_speed_floats, subnormals_flushed, warn_if_workers_keep_subnormals
 from afm.presets import preset_configs

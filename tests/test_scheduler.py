@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from afm.jobs import TrainingJob
+from afm.app.jobs import TrainingJob
 from afm.models import ModelConfig, build_model
 from afm.scheduler import ServerPolicy, TrainingScheduler
 from afm.train import TrainConfig

@@ -248,7 +248,7 @@ def test_gradient_boosting_scores_the_binary_task_by_auc():
 
 
 def test_a_tuning_job_takes_one_slot_and_keeps_to_the_servers_caps():
-    from afm.jobs import TuningJob
+    from afm.app.jobs import TuningJob
     from afm.scheduler import ServerPolicy, TrainingScheduler
 
     scheduler = TrainingScheduler(ServerPolicy(slots=1, cores=1, max_epochs=2, max_minutes=0.5))

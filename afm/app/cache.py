@@ -19,7 +19,7 @@ from afm.data import Dataset, FieldSchema
 from afm.data.arrays import MappedDataset
 from afm.data.bounded import LoadAbandoned, load_bounded
 from afm.errors import AFMError
-from afm.jobs import Run
+from afm.app.jobs import Run
 from afm.models import PredictionTerms
 
 

@@ -21,7 +21,7 @@ from afm.analysis.coupling import (
 from afm.app import cache, state
 from afm.data import Dataset
 from afm.figures import field_pair_heatmaps, metric_over_epochs, per_field_bars, seed_error_by_scale_figure
-from afm.jobs import Run
+from afm.app.jobs import Run
 
 AGREEMENT = 1e-9  # relative to the largest gradient entry: float64 rounding, not a different formula
 

@@ -11,7 +11,7 @@ from afm.app import cache, state
 from afm.checkpoint import load_checkpoint
 from afm.data import Dataset
 from afm.errors import AFMError
-from afm.jobs import Run
+from afm.app.jobs import Run
 from afm.paths import runs_dir, sample_dir
 
 NONE_PICKED = "(none)"

@@ -21,7 +21,7 @@ from afm.figures import (
     pair_value_heatmap,
     rank_agreement_figure,
 )
-from afm.jobs import Run
+from afm.app.jobs import Run
 from afm.models import PredictionTerms
 
 VIEWS = {"attention": "attention a_ij", "contribution": "signed contribution a_ij·pᵀ(e_i⊙e_j)",

@@ -15,7 +15,7 @@ from afm.app import cache, uploads
 from afm.data import Dataset
 from afm.data.bounded import load_seconds
 from afm.errors import AFMError
-from afm.jobs import Run
+from afm.app.jobs import Run
 from afm.predict import predict_file
 from afm.report import build_report
 

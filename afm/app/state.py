@@ -9,7 +9,8 @@ from afm.app import cache
 from afm.data import Dataset
 from afm.data.registry import BUNDLED_SAMPLES
 from afm.errors import AFMError
-from afm.jobs import Run, duration
+from afm.app.jobs import Run
+from afm.humanize import duration
 from afm.models import MODEL_NAMES
 from afm.paths import data_roots, inside_data_roots
 from afm.samples.checkpoints import sample_checkpoint_path
@@ -46,7 +47,7 @@ def init_state() -> None:
     st.session_state.active_run = None
     st.session_state.upload = None  # (path on the server, name the user gave it)
     st.session_state.job = None
-    st.session_state.follow_up = None  # afm.jobs.FollowUp: a two-step preset's second training
+    st.session_state.follow_up = None  # afm.app.jobs.FollowUp: a two-step preset's second training
     for sample in BUNDLED_SAMPLES:
         for name in MODEL_NAMES:
             path = sample_checkpoint_path(name, sample)

@@ -17,7 +17,8 @@ from afm.data import Dataset
 from afm.data.tabular import describe_columns
 from afm.errors import AFMError
 from afm.figures import learning_curves
-from afm.jobs import FollowUp, TrainingJob, TuningJob, duration, epoch_table, epoch_zero_note
+from afm.app.jobs import FollowUp, TrainingJob, TuningJob, epoch_table, epoch_zero_note
+from afm.humanize import duration
 from afm.models import ModelConfig
 from afm.presets import PRESET_LABELS, preset_configs
 from afm.train import TrainConfig
@@ -96,7 +97,7 @@ def start_training(form: TrainingForm, dataset: Dataset) -> None:
         number = len(st.session_state.runs) + 1
         k = int(form.embedding_dim)
         name = f"{form.model.upper()} k={k} on {dataset.name} #{number + form.fm_first}"
-        if form.fm_first:  # step 1 now, this AFM when it has finished (afm.jobs.FollowUp)
+        if form.fm_first:  # step 1 now, this AFM when it has finished (afm.app.jobs.FollowUp)
             fm_config, fm_train = preset_configs(form.preset, "fm", dataset.schema,
                                                  {"embedding_dim": k, "attention_dim": k},
                                                  task=form.task, seed=int(form.seed), device=form.device)

@@ -11,7 +11,7 @@ from afm.analysis.whatif import Row, compare_rows, field_number, field_options, 
 from afm.app import state
 from afm.data import SPLITS, Dataset, FieldSchema
 from afm.figures import what_if_figure
-from afm.jobs import Run
+from afm.app.jobs import Run
 from afm.metrics import sigmoid
 
 ORIGINS = {"row": "a row of the data", "compose": "values I choose"}

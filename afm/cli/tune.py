@@ -53,7 +53,7 @@ class _TrialLog:
         self.metric, self.stream = metric, stream or sys.stderr
 
     def __call__(self, progress) -> None:
-        from afm.jobs import duration
+        from afm.humanize import duration
 
         if progress.event != "trial_end":
             return

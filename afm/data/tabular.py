@@ -322,25 +322,55 @@ def load_csv(path: str | os.PathLike, label: str | None = None, seed: int = 0,
     `schema` its saved encoder is used as it is (and its label column, unless `label` is given)."""
     path = Path(path)
     frame, lines = read_table(path)
-    encoder = TabularEncoder.of(schema, path) if schema is not None else None
+    return table_dataset(frame, lines, path, path.stem, str(path), label, split_indices(len(frame), seed),
+                         [f"split 70/20/10 with seed {seed}"], categorical, numeric, min_count, schema)
+
+
+FRAME_SOURCE = "DataFrame"  # what errors about a frame's cells name; their "line" is the row's position (iloc)
+
+
+def frame_text(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """A pandas DataFrame as the text cells a CSV file of it would hold (written with `to_csv` and
+    read back by the CSV reader), so a frame is read by exactly the rules of a CSV file: numbers
+    with a fraction are numeric, codes and words categorical, an empty or NaN cell missing. The
+    rows' positions stand for line numbers in errors."""
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(FRAME_SOURCE, f"expected a pandas DataFrame, got {type(frame).__name__}")
+    if frame.columns.duplicated().any():
+        twice = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+        raise DataError(FRAME_SOURCE, f"duplicate column names {twice[:5]}")
+    if len(frame.columns) == 0 or len(frame) == 0:
+        raise DataError(FRAME_SOURCE, "the frame is empty (no columns or no rows)")
+    raw = frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
+    cells, _ = read_csv_text(raw, FRAME_SOURCE)
+    return cells, np.arange(len(cells))
+
+
+def table_dataset(frame: pd.DataFrame, lines: np.ndarray, source: object, name: str, location: str,
+                  label: str | None, index: dict[str, np.ndarray], notes: list[str],
+                  categorical: Sequence[str] = (), numeric: Sequence[str] = (), min_count: int = DEFAULT_MIN_COUNT,
+                  schema: FieldSchema | None = None) -> Dataset:
+    """A table of text cells (a CSV file's or a DataFrame's) as a Dataset with the splits `index`
+    names (rows per split): the label column checked and read, the encoder fitted on the training
+    rows (or a checkpoint's `schema`'s, used as it is)."""
+    encoder = TabularEncoder.of(schema, source) if schema is not None else None
     if schema is not None and encoder is None:
-        raise DataError(path, "the model was trained on libfm data, not on a CSV; give it libfm rows")
+        raise DataError(source, "the model was trained on libfm data, not on a CSV; give it libfm rows")
     label = label or (encoder.label if encoder else None) or guess_label_column(frame)
     if label not in frame.columns:
-        raise DataError(path, f"no label column {label!r}; columns are {[str(c) for c in frame.columns][:20]}",
+        raise DataError(source, f"no label column {label!r}; columns are {[str(c) for c in frame.columns][:20]}",
                         line=1)
     if len(frame) < MIN_ROWS and encoder is None:
-        raise DataError(path, f"only {len(frame)} data rows; at least {MIN_ROWS} are needed to split and train")
+        raise DataError(source, f"only {len(frame)} data rows; at least {MIN_ROWS} are needed to split and train")
     classes = encoder.label_classes if encoder is not None else label_classes(frame[label])
-    labels = labels_of(frame, label, path, lines, classes)
-    index = split_indices(len(frame), seed)
+    labels = labels_of(frame, label, source, lines, classes)
     if encoder is None:
-        encoder = TabularEncoder.fit(frame, label, index["train"], path, categorical, numeric, min_count, lines,
+        encoder = TabularEncoder.fit(frame, label, index["train"], source, categorical, numeric, min_count, lines,
                                      label_classes=classes)
-    ids, values = encoder.transform(frame, path, lines)
+    ids, values = encoder.transform(frame, source, lines)
     everything = Split(ids, values, labels)
-    splits = {name: everything.take(idx) for name, idx in index.items()}
-    return Dataset(path.stem, encoder.schema(), splits, str(path), notes=[f"split 70/20/10 with seed {seed}"])
+    splits = {split: everything.take(rows) for split, rows in index.items()}
+    return Dataset(name, encoder.schema(), splits, location, notes=notes)
 
 
 EXAMPLE_VALUES = 5  # values of a categorical column that `describe_columns` lists

@@ -400,16 +400,6 @@ def time_left(epoch: int, batch: int, batches: int, epochs: int, seconds_in_epoc
     return this_epoch, this_epoch + evaluation + (epochs - epoch) * (batches * per_batch + evaluation)
 
 
-def duration(seconds: float) -> str:
-    """'45 s', '3 min 10 s', '2 h 5 min': what a person reads for a wait."""
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60} s" if seconds < 600 else f"{round(seconds / 60)} min"
-    return f"{seconds // 3600} h {round(seconds % 3600 / 60)} min"
-
-
 EPOCH_COLUMNS = ("epoch", "train_rmse", "valid_rmse", "test_rmse", "valid_auc", "test_auc", "valid_logloss",
                  "test_logloss", "seconds", "samples_per_second")
 
