@@ -1,13 +1,14 @@
-"""Before a training runs: the checks that fail at once with what to change (the device, memory,
-the batch over the processes, the labels for the task, labels that are all one value), and the
-path it takes (batches streamed or resident, distinct pairs, sparse embedding gradients, compiled).
+"""What a training is asked to do (`TrainConfig`, saved in every checkpoint), and before it runs:
+the checks that fail at once with what to change (the device, memory, the batch over the
+processes, the labels for the task, labels that are all one value), and the path it takes
+(batches streamed or resident, distinct pairs, sparse embedding gradients, compiled).
 `train_model` makes both through `plan_training`; the app's job calls `preflight` when it is
 queued, so that a training that cannot run says so before it waits in line."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import math
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -17,11 +18,73 @@ from afm.errors import ConfigError, DataError
 from afm.limits import MEMORY_FRACTION, available_memory_bytes
 from afm.models import MODEL_CLASSES, ModelConfig, PairwiseModel, parameter_count
 
-if TYPE_CHECKING:
-    from afm.train import TrainConfig
-
 SPARSE_MIN_FEATURES = 20_000
 COMPILE_MIN_SAMPLES = 1_000_000
+
+TASKS = ("regression", "binary")
+OPTIMIZERS = ("adagrad", "adam")
+
+
+@dataclass
+class TrainConfig:
+    """How to train. Saved inside every checkpoint beside the model config."""
+
+    task: str = "regression"  # "regression" (squared loss, RMSE) | "binary" (log loss, AUC)
+    epochs: int = 20  # upper bound; early stopping usually ends sooner
+    batch_size: int = 128  # the paper: 128 on Frappe, 4096 on MovieLens
+    lr: float = 0.015  # authors' Frappe AFM value (issue #7 of their repository)
+    optimizer: str = "adagrad"  # the paper's; "adam" also offered
+    l2_attention: float = 0.0  # λ on AFM's attention W, the authors' lamda_attention
+    patience: int = 5  # stop after this many epochs without a better validation metric
+    seed: int = 0  # model init, batch order and dropout masks
+    device: str = "auto"  # "auto" picks cuda when present
+    deterministic: bool = False  # torch.use_deterministic_algorithms for bit-stable reruns
+    eval_batch_size: int = 16384  # rows per forward pass when evaluating
+    # Adagrad only: embedding gradients as sparse rows, so a step touches only the batch's
+    # features instead of the whole table. Same updates as dense Adagrad (a zero gradient row
+    # changes neither its accumulator nor its weights). "auto": for tables of 20,000+ features,
+    # where it pays (MovieLens-tag's 90,445: 1.6-16x faster); on Frappe's 5,382 dense is ~8 % faster.
+    sparse_embeddings: str = "auto"
+    # torch.compile the training step's forward: "on", "off", or "auto" = on CUDA for runs of a
+    # million samples or more (compiling costs 5-30 s up front); never on the CPU, where whole
+    # epochs were no faster compiled (afm.training_plan.should_compile, docs/benchmarks.md).
+    compile: str = "auto"
+    # FwFM and AFM on one-hot rows (every x = 1): compute each distinct feature pair of a batch once
+    # and pool rows from that table, never building the (B, P, k) tensor. Same function and gradients
+    # (tested). "auto": when every training value is 1 and the model's `distinct_pairs_pay` (large
+    # k and t, or large batches); "on": whenever every training value is 1; "off": the plain path.
+    distinct_pairs: str = "auto"
+    # Batches streamed from the data in shuffled blocks (afm.batches) instead of all rows moved
+    # to the device: "auto" = when the training rows are memory-mapped arrays (`afm encode`).
+    stream: str = "auto"
+
+    def __post_init__(self):
+        checks = [
+            (self.task in TASKS, f"task must be one of {TASKS}"),
+            (isinstance(self.epochs, int) and 0 <= self.epochs <= 10_000, "epochs must be in 0..10000"),
+            (isinstance(self.batch_size, int) and 1 <= self.batch_size <= 1_000_000, "batch size must be in 1..1e6"),
+            (isinstance(self.lr, (int, float)) and 0 < self.lr < 100 and math.isfinite(self.lr),
+             "lr must be in (0, 100)"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
+            (isinstance(self.l2_attention, (int, float)) and self.l2_attention >= 0
+             and math.isfinite(self.l2_attention), "l2_attention must be >= 0"),
+            (isinstance(self.patience, int) and self.patience >= 1, "patience must be >= 1"),
+            (isinstance(self.seed, int) and 0 <= self.seed < 2**32, "seed must be in 0..4294967295"),
+            (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+             "device must be auto, cpu or cuda"),
+            (isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1, "eval batch size must be >= 1"),
+            (self.compile in ("auto", "on", "off"), "compile must be auto, on or off"),
+            (self.sparse_embeddings in ("auto", "on", "off"), "sparse_embeddings must be auto, on or off"),
+            (self.distinct_pairs in ("auto", "on", "off"), "distinct_pairs must be auto, on or off"),
+            (self.stream in ("auto", "on", "off"), "stream must be auto, on or off"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
 
 
 def resolve_device(name: str) -> torch.device:
