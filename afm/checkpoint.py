@@ -34,6 +34,7 @@ from afm.finite_json import finite
 from afm.inference import split_outputs
 from afm.metrics import evaluate_predictions
 from afm.models import ModelConfig, PairwiseModel, build_model
+from afm.recipe import Recipe
 from afm.train import TASKS, TrainResult
 
 FORMAT = "afm-checkpoint"
@@ -132,11 +133,17 @@ class Checkpoint:
     unchecked: bool = False  # loaded from a file saved without a checksum of its weights (before version 2)
 
     @classmethod
-    def from_training(cls, result: TrainResult, dataset: Dataset, **settings) -> Checkpoint:
-        """The one place a training result becomes a checkpoint (`afm.fit.fit`); `settings` are
-        the ones beside TrainConfig (init_from, match_fm, preset)."""
-        return cls(result.model, result.model.config, {**result.config.to_dict(), **settings}, result.history,
-                   dataset.schema, TrainedOn.of(dataset), Outcome.of(result))
+    def from_training(cls, result: TrainResult, dataset: Dataset, recipe: Recipe) -> Checkpoint:
+        """The one place a training result becomes a checkpoint (`afm.fitting.fit_recipe`): the
+        recipe is saved whole, its model settings in model_config, the rest in train_config."""
+        return cls(result.model, result.model.config, {**result.config.to_dict(), **recipe.settings()},
+                   result.history, dataset.schema, TrainedOn.of(dataset), Outcome.of(result))
+
+    @property
+    def recipe(self) -> Recipe:
+        """The recipe this model was trained with, read from any checkpoint format (settings an
+        older format did not record take their defaults; an imported model's are its importer's)."""
+        return Recipe.from_checkpoint(self.model_config, self.train_config)
 
     @property
     def best_epoch(self) -> int | None:

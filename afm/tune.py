@@ -1,17 +1,18 @@
-"""Hyperparameter search with Optuna: many short trainings through `afm.fit.fit`, each scored on
-the validation split, the best kept as the tuned model (`afm tune`, the app's *Tune* choice).
+"""Hyperparameter search with Optuna: many short trainings through `afm.fitting.fit_recipe`, each
+scored on the validation split, the best kept as the tuned model (`afm tune`, the app's *Tune*).
 
-The search space (per trial; the sampler is Optuna's TPESampler(seed=seed)):
+The search space is the Recipe's fields whose metadata says how to search them (afm.recipe; the
+parameters are named as the fields; the sampler is Optuna's TPESampler(seed=seed)):
 - lr: log-uniform in [0.005, 0.5] (Adagrad, the paper's optimizer; the presets use 0.015-0.2);
-- k (embedding size) and, for AFM, t (attention size): each from {8, 16, 32, 64, 128, 256},
+- embedding_dim (k) and, for AFM, attention_dim (t): each from {8, 16, 32, 64, 128, 256},
   unless `k` is given, which fixes both (e.g. the paper's k = t = 256);
 - dropout_pooled (on the pooled pair vector): uniform in [0, 0.7]; for AFM also
   dropout_attention (on the attention weights a_ij): uniform in [0, 0.5];
 - l2_attention (AFM: L2 on attention's W, lamda_attention): log-uniform in [0.0001, 100];
 - batch_size: from {128, 256, 512, 1024, 4096};
 - pretrain (AFM only): whether to start from an FM, the authors' recipe: an FM with the same k,
-  lr, batch size and pooled dropout is trained first and the AFM starts from its embeddings and
-  biases (`init_from`, p = 1 as the authors). Pretrained FMs are kept for reuse within a study.
+  lr, batch size and pooled dropout (afm.recipe.pretraining) is trained first and the AFM starts
+  from its embeddings and biases (p = 1 as the authors). Pretrained FMs are reused within a study.
 
 The first trial is exactly a preset's recipe (`start`: "quick" on the bundled samples, "paper"
 elsewhere, as the app's form proposes; Optuna is told it clipped into the space, an L2 of 0 as
@@ -23,8 +24,8 @@ whose best value so far is worse than the median of the earlier trials at that e
 trial stops through fit's `should_stop`. The budget: no trial starts once `trials` have run or
 `minutes` are spent, and the trial running when the minutes run out is stopped there (its best
 epoch counts, as it would for any stopped training). The best trial's model is kept as it was
-trained (not retrained): its checkpoint records preset "tuned" and, under train_config["tuned"],
-the trial's parameters and the `afm train` commands that rebuild the recipe.
+trained (not retrained): its checkpoint records its recipe (preset "tuned") and, under
+train_config["tuned"], the trial's parameters and the `afm train` command that rebuilds it.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,18 +49,16 @@ from afm.data.registry import BUNDLED_SAMPLES
 from afm.errors import AFMError, CheckpointError, ConfigError
 from afm.files import write_atomic
 from afm.finite_json import finite
-from afm.fit import Fitted, fit
+from afm.fitting import Fitted, fit_recipe
 from afm.metrics import SELECTION_METRIC
-from afm.models import ModelConfig
-from afm.presets import PRESET_RECIPES, PRESETS, preset
-from afm.train import Callback, StopReason, TrainConfig
+from afm.recipe import AFM_ONLY, PRESETS, Recipe, preset, pretraining
+from afm.train import Callback, StopReason
 from afm.training_plan import preflight, resolve_device
 
-SIZES = (8, 16, 32, 64, 128, 256)
-BATCH_SIZES = (128, 256, 512, 1024, 4096)
-LR_RANGE = (0.005, 0.5)
-L2_RANGE = (0.0001, 100.0)
-DROPOUT_POOLED_MAX, DROPOUT_ATTENTION_MAX = 0.7, 0.5
+SEARCHED = {spec.name: spec.metadata["search"] for spec in fields(Recipe) if spec.metadata["search"]}
+SIZES = SEARCHED["embedding_dim"][1]
+BATCH_SIZES = SEARCHED["batch_size"][1]
+LR_RANGE = SEARCHED["lr"][1:3]
 PRUNER_STARTUP, PRUNER_WARMUP = 3, 5  # finished trials before pruning starts; epochs a trial always gets
 STUDY_FORMAT, STUDY_VERSION = "afm-study", 1
 TUNED_PRESET = "tuned"
@@ -96,78 +95,57 @@ class Tuned:
     stop_reason: str  # "completed" (trials or minutes spent) or "stopped" (asked to stop)
 
 
-def suggest(trial: optuna.Trial, model: str, k: int | None) -> dict:
-    """One trial's parameters (the module docstring's search space)."""
-    params = {"lr": trial.suggest_float("lr", *LR_RANGE, log=True)}
-    if k is None:
-        params["k"] = trial.suggest_categorical("k", SIZES)
-        if model == "afm":
-            params["t"] = trial.suggest_categorical("t", SIZES)
-    params["dropout_pooled"] = trial.suggest_float("dropout_pooled", 0.0, DROPOUT_POOLED_MAX)
-    params["batch_size"] = trial.suggest_categorical("batch_size", BATCH_SIZES)
-    if model == "afm":
-        params["dropout_attention"] = trial.suggest_float("dropout_attention", 0.0, DROPOUT_ATTENTION_MAX)
-        params["l2_attention"] = trial.suggest_float("l2_attention", *L2_RANGE, log=True)
-        params["pretrain"] = trial.suggest_categorical("pretrain", (False, True))
+def searched(model: str, fixed: set[str] | frozenset = frozenset()) -> dict[str, tuple]:
+    """The Recipe fields a study of `model` searches, with how (afm.recipe metadata): those that
+    apply to the model and are not `fixed`."""
+    return {name: how for name, how in SEARCHED.items() if name not in fixed
+            and (model == "afm" or (name not in AFM_ONLY and name != "attention_dim"))}
+
+
+def suggest(trial: optuna.Trial, model: str, fixed: set[str] | frozenset = frozenset()) -> dict:
+    """One trial's settings, by Recipe field name (the module docstring's search space)."""
+    params = {}
+    for name, how in searched(model, fixed).items():
+        if how[0] == "float":
+            params[name] = trial.suggest_float(name, how[1], how[2], log=how[3])
+        else:
+            params[name] = trial.suggest_categorical(name, how[1])
     return params
 
 
-def start_params(name: str, model: str, k: int | None) -> tuple[dict, dict]:
+def start_params(name: str, base: Recipe, fixed: set[str] | frozenset = frozenset()) -> tuple[dict, dict]:
     """Preset `name`'s values as the study's first trial: (the point of the search space Optuna is
     given, clipped into its ranges; the values trained, exactly the preset's). Sizes go to the
-    nearest choice; AFM pretrains for the two-step presets (paper, fast)."""
-    values = preset(name, model)
-
-    def nearest(value, choices):
-        return min(choices, key=lambda choice: abs(math.log(choice / value)))
-
-    exact = {"lr": values["lr"], "dropout_pooled": values["dropout_pooled"], "batch_size": nearest(
-        values["batch_size"], BATCH_SIZES), **({"k": nearest(values["embedding_dim"], SIZES)} if k is None else {})}
-    if model == "afm":
-        exact.update(dropout_attention=values["dropout_attention"], l2_attention=values["l2_attention"],
-                     pretrain=name in PRESET_RECIPES or name == "paper",
-                     **({"t": nearest(values["attention_dim"], SIZES)} if k is None else {}))
-    bounds = {"lr": LR_RANGE, "l2_attention": L2_RANGE, "dropout_pooled": (0.0, DROPOUT_POOLED_MAX),
-              "dropout_attention": (0.0, DROPOUT_ATTENTION_MAX)}
-    return {key: min(max(value, bounds[key][0]), bounds[key][1]) if key in bounds else value
-            for key, value in exact.items()}, exact
+    nearest choice; AFM pretrains for the two-step presets (paper, fast), as the authors do."""
+    values = preset(name, base.model)
+    exact = {}
+    for field_name, how in searched(base.model, fixed).items():
+        value = getattr(values, field_name)
+        if field_name == "pretrain":
+            value = value or name == "paper"
+        elif how[0] == "categorical" and not isinstance(value, bool):
+            value = min(how[1], key=lambda choice, value=value: abs(math.log(choice / value)))
+        exact[field_name] = value
+    point = {key: min(max(value, SEARCHED[key][1]), SEARCHED[key][2]) if SEARCHED[key][0] == "float" else value
+             for key, value in exact.items()}
+    return point, exact
 
 
-def with_fixed(params: dict, model: str, k: int | None) -> dict:
-    """The trial's parameters with the fixed sizes filled in."""
-    fixed = {"k": k, **({"t": k} if model == "afm" else {})} if k is not None else {}
-    return {**params, **fixed}
+def base_recipe(model: str = "afm", task: str = "regression", seed: int = 0, device: str = "auto",
+                k: int | None = None, epochs: int = 40, patience: int = 5) -> tuple[Recipe, frozenset]:
+    """What a study does not search (the defaults for `model`, with these settings) and the fields
+    it fixes: a given `k` fixes the embedding size and, for AFM, the attention size t = k."""
+    if k is not None and not (isinstance(k, int) and not isinstance(k, bool) and k >= 1):
+        raise ConfigError(f"k must be a positive integer, not {k!r}")
+    sizes = {"embedding_dim": k, "attention_dim": k} if k is not None else {}
+    recipe = preset(None, model, task=task, seed=seed, device=device, epochs=epochs, patience=patience,
+                    preset=TUNED_PRESET, **sizes)
+    return recipe, frozenset(sizes)
 
 
-def trial_configs(params: dict, model: str, dataset: Dataset, base: TrainConfig) -> tuple[ModelConfig, TrainConfig]:
-    """(ModelConfig, TrainConfig) of one trial's parameters (with k and t filled in)."""
-    afm = model == "afm"
-    config = ModelConfig(model=model, num_features=dataset.schema.num_features, num_fields=dataset.schema.num_fields,
-                         embedding_dim=params["k"], attention_dim=params.get("t", params["k"]),
-                         dropout_attention=params.get("dropout_attention", 0.0) if afm else 0.0,
-                         dropout_pooled=params["dropout_pooled"])
-    return config, replace(base, lr=params["lr"], batch_size=params["batch_size"],
-                           l2_attention=params.get("l2_attention", 0.0) if afm else 0.0)
-
-
-def recipe_commands(params: dict, model: str, train_config: dict, data: str = "DATA") -> list[str]:
-    """The `afm train` command lines that train this recipe again (FM first when pretrained); every
-    number as it was tried (in full: a rounded lr trains another model)."""
-    common = (f"--epochs {train_config['epochs']} --patience {train_config['patience']} --batch-size "
-              f"{params['batch_size']} --lr {params['lr']!r} --seed {train_config['seed']}"
-              + (f" --task {train_config['task']}" if train_config["task"] != "regression" else ""))
-    k, commands, start = params["k"], [], ""
-    if params.get("pretrain"):
-        commands.append(f"python -m afm train --data {data} --model fm --k {k} --dropout "
-                        f"{params['dropout_pooled']!r} {common} --out fm.safetensors")
-        start = " --init-from fm.safetensors"
-    sizes = f"--k {k}" + (f" --t {params['t']}" if model == "afm" else "")
-    dropout = (f"{params['dropout_attention']!r},{params['dropout_pooled']!r}" if model == "afm"
-               else f"{params['dropout_pooled']!r}")
-    l2 = f" --l2-attention {params['l2_attention']!r}" if model == "afm" else ""
-    commands.append(f"python -m afm train --data {data} --model {model} {sizes} --dropout {dropout}{l2} {common}"
-                    f"{start} --out {model}.safetensors")
-    return commands
+def trial_recipe(params: dict, base: Recipe) -> Recipe:
+    """One trial's recipe: the base with the trial's settings."""
+    return base.replace(**params)
 
 
 class _Trial:
@@ -227,26 +205,24 @@ def tune(dataset: Dataset, model: str = "afm", trials: int = 20, minutes: float 
     `fit` (a shared server passes False); `data_spec`: what `--data` the recorded commands name
     (default: the dataset's name); `start`: the preset tried first ("auto": quick on the bundled
     samples, else paper; None: the sampler's choice from the first trial on)."""
-    if model not in ("fm", "fwfm", "afm") or (k is not None and not (isinstance(k, int) and k >= 1)):
-        raise ConfigError(f"model must be fm, fwfm or afm (not {model!r}), k a positive integer (not {k!r})")
+    base, fixed = base_recipe(model, task, seed, device, k, epochs, patience)
     if not (isinstance(trials, int) and trials >= 1) or not (minutes > 0 and math.isfinite(minutes)):
         raise ConfigError("trials must be >= 1 and minutes > 0")
     if start == "auto":
         start = "quick" if dataset.name in BUNDLED_SAMPLES else "paper"
     if start is not None and start not in PRESETS:
         raise ConfigError(f"start must be one of {sorted(PRESETS)} or none, not {start!r}")
-    base = TrainConfig(task=task, epochs=epochs, patience=patience, seed=seed, device=device, optimizer="adagrad")
-    check_study(dataset, model, k, base)
+    check_study(dataset, base, fixed)
     metric, lower_is_better = SELECTION_METRIC[task]
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # progress is ours; Optuna's lines would repeat it
     study = optuna.create_study(
         direction="minimize" if lower_is_better else "maximize",
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=_startup(trials), multivariate=True),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP, n_warmup_steps=PRUNER_WARMUP))
-    search = _Search(dataset, model, k, base, metric, lower_is_better, list(callbacks), should_stop or (lambda: False),
+    search = _Search(dataset, base, fixed, metric, lower_is_better, list(callbacks), should_stop or (lambda: False),
                      seed_process, _Budget(trials, minutes * 60.0, time.monotonic()), progress)
     if start is not None:
-        point, search.start_exact = start_params(start, model, k)
+        point, search.start_exact = start_params(start, base, fixed)
         study.enqueue_trial(point)
     search.start = start
     while len(search.records) < trials and not search.budget.spent() and not search.outside_stop():
@@ -256,12 +232,14 @@ def tune(dataset: Dataset, model: str = "afm", trials: int = 20, minutes: float 
     return search.result(study, minutes, data_spec or dataset.name)
 
 
-def check_study(dataset: Dataset, model: str, k: int | None, base: TrainConfig) -> None:
+def check_study(dataset: Dataset, base: Recipe, fixed: frozenset = frozenset()) -> None:
     """What would fail every trial, raised before the first: the task, the labels, the splits, the
     device, the memory of the smallest trial (a larger one that does not fit fails on its own)."""
-    smallest = with_fixed({"lr": LR_RANGE[0], "k": SIZES[0], "t": SIZES[0], "dropout_pooled": 0.0,
-                           "dropout_attention": 0.0, "l2_attention": 0.0, "batch_size": BATCH_SIZES[0]}, model, k)
-    preflight(*trial_configs(smallest, model, dataset, base), dataset)
+    smallest = {name: (how[1] if how[0] == "float" else min(how[1]))
+                for name, how in searched(base.model, fixed).items()}
+    smallest.update({key: 0.0 for key in ("dropout_pooled", "dropout_attention", "l2_attention") if key in smallest})
+    recipe = trial_recipe(smallest, base)
+    preflight(recipe.model_config(dataset.schema), recipe.train_config(), dataset)
     resolve_device(base.device)
 
 
@@ -273,14 +251,14 @@ def _startup(trials: int) -> int:
 class _Search:
     """A study's state between trials: the records, the best model so far, the pretrained FMs."""
 
-    def __init__(self, dataset, model, k, base, metric, lower_is_better, callbacks, outside_stop, seed_process,
+    def __init__(self, dataset, base, fixed, metric, lower_is_better, callbacks, outside_stop, seed_process,
                  budget, progress):
-        self.dataset, self.model, self.k, self.base, self.metric = dataset, model, k, base, metric
+        self.dataset, self.base, self.fixed, self.metric = dataset, base, fixed, metric
         self.lower_is_better, self.callbacks, self.outside_stop = lower_is_better, callbacks, outside_stop
         self.seed_process, self.budget, self.progress = seed_process, budget, progress
         self.records: list[dict] = []
         self.best: tuple[float, Fitted, dict] | None = None  # (value, fitted, record)
-        self.pretrained: dict[tuple, Fitted] = {}
+        self.pretrained: dict[Recipe, Fitted] = {}
         self.stopped = False
         self.start: str | None = None  # the preset of the first trial
         self.start_exact: dict = {}  # its values as trained (an L2 of 0 lies below the log range Optuna sees)
@@ -300,7 +278,8 @@ class _Search:
 
     def run_trial(self, study: optuna.Study) -> None:
         trial = study.ask()
-        params = with_fixed(suggest(trial, self.model, self.k), self.model, self.k)
+        params = {**suggest(trial, self.base.model, self.fixed),
+                  **{name: getattr(self.base, name) for name in sorted(self.fixed)}}
         if trial.number == 0:
             params.update(self.start_exact)
         self._tell("trial_start", params)
@@ -324,26 +303,23 @@ class _Search:
         self._tell("trial_end", params, record)
 
     def _train(self, params: dict, watcher: _Trial) -> Fitted:
-        config, train_config = trial_configs(params, self.model, self.dataset, self.base)
+        recipe = trial_recipe(params, self.base)
         start = None
-        if params.get("pretrain"):
+        if recipe.pretrain:
             self._tell("pretrain_start", params)
-            start = self._pretrained(params, watcher)
+            start = self._pretrained(recipe, watcher)
         watcher.reporting = True
-        return fit(config, train_config, self.dataset, init_from=start.checkpoint.model if start else None,
-                   init_from_name=f"FM pretraining (k={params['k']})" if start else None,
-                   callbacks=[*self.callbacks, watcher], should_stop=watcher.should_stop, preset=TUNED_PRESET,
-                   seed_process=self.seed_process)
+        return fit_recipe(recipe, self.dataset, init_from=start.checkpoint.model if start else None,
+                          callbacks=[*self.callbacks, watcher], should_stop=watcher.should_stop,
+                          seed_process=self.seed_process)
 
-    def _pretrained(self, params: dict, watcher: _Trial) -> Fitted:
-        """The FM of the authors' recipe for this trial (the same k, lr, batch size and pooled dropout)."""
-        fm_params = {key: params[key] for key in ("k", "lr", "batch_size", "dropout_pooled")}
-        key = tuple(sorted(fm_params.items()))
-        if key not in self.pretrained:
-            config, train_config = trial_configs(fm_params, "fm", self.dataset, self.base)
-            self.pretrained[key] = fit(config, train_config, self.dataset, callbacks=self.callbacks,
-                                       should_stop=watcher.should_stop, seed_process=self.seed_process)
-        return self.pretrained[key]
+    def _pretrained(self, recipe: Recipe, watcher: _Trial) -> Fitted:
+        """The FM of the authors' recipe for this trial (afm.recipe.pretraining), trained once a study."""
+        fm = pretraining(recipe)
+        if fm not in self.pretrained:
+            self.pretrained[fm] = fit_recipe(fm, self.dataset, callbacks=self.callbacks,
+                                             should_stop=watcher.should_stop, seed_process=self.seed_process)
+        return self.pretrained[fm]
 
     def _outcome(self, study: optuna.Study, trial: optuna.Trial, fitted: Fitted, watcher: _Trial) -> dict:
         """Tell Optuna how the trial ended; its record's state, value and details."""
@@ -375,11 +351,11 @@ class _Search:
         return finite({
             "format": STUDY_FORMAT, "version": STUDY_VERSION,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "model": self.model, "task": base.task, "metric": f"valid_{self.metric}",
+            "model": base.model, "task": base.task, "metric": f"valid_{self.metric}",
             "direction": "minimize" if self.lower_is_better else "maximize", "seed": base.seed, "start": self.start,
             "budget": {"trials": self.budget.trials, "minutes": minutes, "epochs": base.epochs,
                        "patience": base.patience},
-            "fixed": {"k": self.k, **({"t": self.k} if self.model == "afm" else {})} if self.k else {},
+            "fixed": {name: getattr(base, name) for name in sorted(self.fixed)},
             "sampler": f"TPESampler(seed={base.seed}, n_startup_trials={_startup(self.budget.trials)}, "
                        "multivariate=True)",
             "pruner": f"MedianPruner(n_startup_trials={PRUNER_STARTUP}, n_warmup_steps={PRUNER_WARMUP})",
@@ -401,7 +377,7 @@ class _Search:
         checkpoint.train_config["tuned"] = {
             "trial": record["number"], "value": value, "metric": f"valid_{self.metric}", "params": record["params"],
             "trials_run": len(self.records), "sampler": summary["sampler"], "pruner": summary["pruner"],
-            "commands": recipe_commands(record["params"], self.model, checkpoint.train_config, data_spec)}
+            "commands": [checkpoint.recipe.command(data_spec, f"{self.base.model}.safetensors")]}
         return Tuned(checkpoint, summary, dict(record["params"]), self.records, study,
                      "stopped" if self.stopped else "completed")
 

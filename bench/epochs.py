@@ -35,15 +35,14 @@ IMPLS = ("ours-eager", "ours-compiled", "ours-job", "ours-keep-subnormals", "tor
 
 
 def recipe(k: int, batch: int, epochs: int, device: str = "cpu"):
-    """(dataset, ModelConfig, TrainConfig) of the AFM recipe at this setting."""
+    """(dataset, Recipe) of the AFM recipe at this setting (no FM pretraining: the AFM's epochs alone)."""
     from afm.data import load_dataset
-    from afm.presets import preset_configs
+    from afm.recipe import preset
 
     data = load_dataset("frappe")
-    preset = "fast" if batch == 1024 else "paper"
-    model_config, train_config = preset_configs(preset, "afm", data.schema, {"embedding_dim": k, "attention_dim": k},
-                                                batch_size=batch, epochs=epochs, patience=epochs + 1, device=device)
-    return data, model_config, train_config
+    name = "fast" if batch == 1024 else "paper"
+    return data, preset(name, "afm", embedding_dim=k, attention_dim=k, batch_size=batch, epochs=epochs,
+                        patience=epochs + 1, device=device, pretrain=False)
 
 
 def ours(impl: str, k: int, batch: int, epochs: int, device: str) -> dict:
@@ -52,11 +51,12 @@ def ours(impl: str, k: int, batch: int, epochs: int, device: str) -> dict:
     import afm.train
     from afm.models import build_model
 
-    data, model_config, train_config = recipe(k, batch, epochs, device)
+    data, chosen = recipe(k, batch, epochs, device)
+    model_config, train_config = chosen.model_config(data.schema), chosen.train_config()
     if impl == "ours-job":
         from afm.app.jobs import TrainingJob
 
-        job = TrainingJob("bench", data, model_config, train_config).start()
+        job = TrainingJob("bench", data, chosen).start()
         while not job.join(timeout=2.0):  # polled as the page polls it (every 2 s), or the server stops it
             job.snapshot()
         assert job.status == "done", job.error

@@ -29,9 +29,9 @@ import torch
 
 from afm.analysis.attention import permutation_pair_importance
 from afm.analysis.pairs import explain_pairs
-from afm.fit import fit
+from afm.fitting import fit_recipe
 from afm.inference import outputs
-from afm.presets import preset_configs
+from afm.recipe import preset
 from afm.samples.random_planted import Truth, planted_dataset
 
 MODELS = ("fm", "fwfm", "afm")
@@ -70,8 +70,7 @@ def model_gate_value(explanation, split, pair: int, gate: int) -> int:
 def one_model(name: str, data, truth: Truth, seed: int, repeats: int) -> dict:
     """Train one model on one seed's data and score every view against the truth."""
     started = time.perf_counter()
-    config, train = preset_configs("quick", name, data.schema, device="cpu", seed=seed)
-    fitted = fit(config, train, data, preset="quick")
+    fitted = fit_recipe(preset("quick", name, device="cpu", seed=seed), data)
     model = fitted.checkpoint.model.eval()
     trained = time.perf_counter() - started
     explanation = explain_pairs(model, data.test, data.schema, data.train, rows=len(data.test))

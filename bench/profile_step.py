@@ -17,7 +17,7 @@ from afm.batches import ResidentBatches
 from afm.data import load_dataset
 from afm.models import build_model
 from afm.numerics import full_speed_floats
-from afm.presets import preset_configs
+from afm.recipe import preset
 from afm.train import batch_objective, make_optimizer
 from afm.training_plan import uses_distinct_pairs
 
@@ -33,9 +33,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = load_dataset("frappe")
-    model_config, config = preset_configs("fast", "afm", data.schema, {"embedding_dim": args.k,
-                                                                        "attention_dim": args.k},
-                                          batch_size=args.batch, device="cpu")
+    chosen = preset("fast", "afm", embedding_dim=args.k, attention_dim=args.k, batch_size=args.batch, device="cpu")
+    model_config, config = chosen.model_config(data.schema), chosen.train_config()
     model = build_model(model_config, seed=0)
     model.train()
     distinct = uses_distinct_pairs(model, config, data.train, args.batch)

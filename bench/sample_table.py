@@ -16,9 +16,9 @@ import torch
 
 from afm.data import load_dataset
 from afm.data.registry import BUNDLED_SAMPLES
-from afm.fit import fit
+from afm.fitting import fit_recipe
 from afm.models import MODEL_NAMES
-from afm.presets import preset_configs
+from afm.recipe import preset
 
 
 def main() -> None:
@@ -33,8 +33,7 @@ def main() -> None:
         data = load_dataset(sample)
         for name in MODEL_NAMES:
             for seed in seeds:
-                config, train = preset_configs("quick", name, data.schema, device="cpu", seed=seed)
-                result = fit(config, train, data).result
+                result = fit_recipe(preset("quick", name, device="cpu", seed=seed), data).result
                 best = result.best
                 results.setdefault((sample, name), []).append((best["valid_rmse"], best["test_rmse"]))
                 record = {"sample": sample, "model": name, "seed": seed, "best_epoch": result.best_epoch,

@@ -74,18 +74,18 @@ class StopAtThreshold:
 
 def from_preset(name: str, data: str, threshold: float, seed: int) -> dict:
     from afm.data import load_dataset
-    from afm.fit import fit
-    from afm.presets import preset_configs
+    from afm.fitting import fit_recipe
+    from afm.recipe import preset
 
     dataset = load_dataset(data)
     start = time.perf_counter()
     parts, previous = [], None
     for model_name in ("fm", "afm"):
-        config, train_config = preset_configs(name, model_name, dataset.schema, seed=seed)
+        recipe = preset(name, model_name, seed=seed, pretrain=False, init_from="fm" if previous else None)
         stop = StopAtThreshold(threshold) if model_name == "afm" else None
         # As the app's "Start from": the authors' p = 1.
-        result = fit(config, train_config, dataset, init_from=previous, init_from_name="fm" if previous else None,
-                     callbacks=[stop] if stop else (), should_stop=stop).result
+        fitted = fit_recipe(recipe, dataset, init_from=previous, callbacks=[stop] if stop else (), should_stop=stop)
+        result = fitted.result
         last = model_name == "afm"
         seconds, epoch = seconds_until(result.history, threshold if last else None)
         parts.append({"model": model_name, "seconds": round(seconds, 1), "reached_at_epoch": epoch if last else None,

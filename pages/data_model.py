@@ -7,11 +7,12 @@ import io
 import streamlit as st
 
 from afm.app import loading, state, training, uploads
+from afm.app.jobs import session_table
 from afm.data.registry import BUNDLED_SAMPLES
 from afm.download import download_dataset
 from afm.errors import AFMError
-from afm.app.jobs import session_table
-from afm.presets import PRESET_HELP, PRESET_RECIPES, PRESETS, preset
+from afm.presets import PRESET_HELP, PRESET_RECIPES
+from afm.recipe import PRESETS, preset
 
 state.init_state()
 st.title("Data & model")
@@ -64,53 +65,39 @@ with st.expander("Preview (first training rows, decoded; how each CSV column was
 
 # ----------------------------------------------------------------------------- model
 def preset_form(model_name: str, preset_name: str, device: str) -> None:
-    """The training form of a preset: its values, every one editable."""
-    values = preset(preset_name, model_name)
-    fm_runs = training.fitting_fm_runs(dataset, values["embedding_dim"])
-    two_step = preset_name in PRESET_RECIPES and model_name == "afm"
+    """The training form of a preset: its recipe, every setting editable (afm.app.training)."""
+    base = preset(preset_name, model_name)
+    fm_runs = training.fitting_fm_runs(dataset, base.embedding_dim)
+    two_step = base.pretrain
     if two_step and not fm_runs:
         st.info(PRESET_RECIPES[preset_name])
-    fm_first = two_step and st.checkbox(
-        "Train the FM first (step 1 of the recipe)", value=not fm_runs, key=f"fm_first_{preset_name}",
+    fm_first = model_name == "afm" and st.checkbox(
+        "Train the FM first (step 1 of the recipe)", value=two_step and not fm_runs, key=f"fm_first_{preset_name}",
         help="One click for both steps: an FM with this preset's settings and k, then this AFM started from it.")
     with st.form("train_form"):
-        a = b = c = d = st.grid(4, min_column_width=160)  # cells in call order; wraps, never cuts names
-        k = a.number_input("Embedding size k", 1, 1024, values["embedding_dim"], key=f"k_{preset_name}")
-        t = b.number_input("Attention size t", 1, 1024, values["attention_dim"], key=f"t_{preset_name}",
-                           disabled=model_name != "afm")
-        epochs = c.number_input("Epochs (at most)", 1, 500, values["epochs"], key=f"ep_{preset_name}_{model_name}")
-        batch = d.number_input("Batch size", 1, 65536, values["batch_size"], key=f"bs_{preset_name}_{model_name}")
-        a = b = c = d = st.grid(4, min_column_width=160)
-        lr = a.number_input("Learning rate", 1e-5, 10.0, values["lr"], format="%.4f",
-                            key=f"lr_{preset_name}_{model_name}")
-        optimizer = b.selectbox("Optimizer", ["adagrad", "adam"], key=f"opt_{preset_name}")
-        l2 = c.number_input("L2 on attention W", 0.0, 1000.0, values["l2_attention"],
-                            key=f"l2_{preset_name}_{model_name}", disabled=model_name != "afm")
-        seed = d.number_input("Seed", 0, 2**31 - 1, 0)
-        a = b = c = d = st.grid(4, min_column_width=160)
-        drop_attention = a.slider("Dropout on a_ij", 0.0, 0.9, values["dropout_attention"], 0.05,
-                                  key=f"da_{preset_name}_{model_name}", disabled=model_name != "afm")
-        drop_pooled = b.slider("Dropout on the pooled vector", 0.0, 0.9, values["dropout_pooled"], 0.05,
-                               key=f"dp_{preset_name}_{model_name}")
-        init_from = c.selectbox("Start from (FM pretraining)", ["random initialisation"] + fm_runs,
+        values = training.recipe_widgets(base, f"{preset_name}_{model_name}")
+        a, b = st.columns(2)
+        init_from = a.selectbox("Start from (FM pretraining)", ["random initialisation"] + fm_runs,
                                 index=len(fm_runs) if model_name == "afm" and fm_runs else 0,
                                 disabled=model_name == "fm" or fm_first,
                                 help="The authors' recipe: AFM starts from a trained FM's embeddings and biases.")
-        track = d.checkbox("Track coupling", value=k <= 64,
+        track = b.checkbox("Track coupling", value=base.embedding_dim <= 64,
                            help="Measure gradient coupling on 512 validation rows after every epoch (the Gradient "
                                 "coupling page's *Over training* tab).")
-        match_fm = st.checkbox("Start as the FM (p = P)", value=False, disabled=model_name != "afm",
-                               help="With FM pretraining: start AFM's projection at p = P (pairs) so that, with "
-                                    "near-uniform attention, it starts as the FM it came from (the authors use p = 1).")
         task = training.task_widget(dataset, uploaded=source == "upload")
         busy = st.session_state.job is not None and not st.session_state.job.finished
         submitted = st.form_submit_button("Train", type="primary", disabled=busy)
     if submitted:
-        training.start_training(training.TrainingForm(
-            model=model_name, preset=preset_name, device=device, embedding_dim=k, attention_dim=t, epochs=epochs,
-            batch_size=batch, lr=lr, optimizer=optimizer, l2_attention=l2, seed=seed,
-            dropout_attention=drop_attention, dropout_pooled=drop_pooled, patience=values["patience"],
-            init_from=init_from, track_coupling=track, match_fm=match_fm, task=task, fm_first=fm_first), dataset)
+        start = init_from if init_from in fm_runs and not fm_first and model_name != "fm" else None
+        if not start and not fm_first:
+            values.pop("match_fm", None)  # p = P means nothing without an FM to start from
+        try:
+            recipe = preset(preset_name, model_name, **values, task=task, device=device, init_from=start,
+                            pretrain=fm_first)
+        except AFMError as exc:
+            st.error(f"Cannot start training: {exc}")
+        else:
+            training.start_training(recipe, dataset, track)
 
 
 train_tab, load_tab = st.tabs(["Train a model", "Load a checkpoint"])

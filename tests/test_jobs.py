@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import pytest
 
+from afm.app.jobs import FollowUp, Run, TrainingJob, histories_frame, runs_table
 from afm.checkpoint import load_checkpoint
 from afm.errors import ConfigError
-from afm.app.jobs import FollowUp, Run, TrainingJob, histories_frame, runs_table
-from afm.models import ModelConfig
-from afm.train import TrainConfig
+from afm.recipe import Recipe
 from tests.conftest import random_dataset
 
 
-def config_for(dataset, name="afm"):
-    return ModelConfig(model=name, num_features=dataset.schema.num_features, num_fields=dataset.schema.num_fields,
-                       embedding_dim=4, attention_dim=4)
+def recipe_for(name="afm", **settings):
+    """A tiny recipe: k = t = 4, pooled dropout 0.2, no L2 on attention, with `settings`."""
+    return Recipe.of(model=name, embedding_dim=4, attention_dim=4, dropout_pooled=0.2, l2_attention=0.0,
+                     **settings)
 
 
 def test_job_trains_in_the_background_and_yields_a_run(tmp_path):
     data = random_dataset()
-    job = TrainingJob("tiny", data, config_for(data), TrainConfig(epochs=3, lr=0.1, batch_size=32)).start()
+    job = TrainingJob("tiny", data, recipe_for("afm", epochs=3, lr=0.1, batch_size=32)).start()
     job.join(timeout=60)
     assert job.status == "done" and job.error is None
     run = job.run
@@ -39,7 +39,7 @@ def test_job_trains_in_the_background_and_yields_a_run(tmp_path):
 
 def test_stop_request_keeps_the_best_epoch():
     data = random_dataset(num_rows=3000)
-    job = TrainingJob("stop", data, config_for(data), TrainConfig(epochs=200, lr=0.1, batch_size=8))
+    job = TrainingJob("stop", data, recipe_for("afm", epochs=200, lr=0.1, batch_size=8))
     original = job.on_epoch_end
 
     def stop_after_first_epoch(record):
@@ -58,7 +58,7 @@ def test_divergence_fails_with_advice_and_keeps_the_best_model():
     data = random_dataset()
     data.train.labels[:] = 1e25
     data.train.labels[::2] = 2e25  # two values: constant labels are refused before training
-    job = TrainingJob("nan", data, config_for(data, "fm"), TrainConfig(epochs=2, lr=0.1, batch_size=32)).start()
+    job = TrainingJob("nan", data, recipe_for("fm", epochs=2, lr=0.1, batch_size=32)).start()
     job.join(timeout=60)
     assert job.status == "failed" and "learning rate" in job.error and "best epoch so far" in job.error
     assert job.run is not None and job.run.best_epoch == 0
@@ -71,21 +71,21 @@ def test_a_job_that_cannot_run_here_fails_at_once_with_a_message():
         pytest.skip("a GPU is present")
     data = random_dataset()
     with pytest.raises(ConfigError, match="CUDA"):
-        TrainingJob("gpu", data, config_for(data), TrainConfig(epochs=1, device="cuda:7")).start()
+        TrainingJob("gpu", data, recipe_for("afm", epochs=1, device="cuda:7")).start()
 
 
 def test_a_follow_up_starts_from_the_finished_run_and_not_after_a_stop():
     """A two-step preset: the AFM starts from the FM's run once the FM is done; a stopped FM ends it."""
     data = random_dataset()
-    follow_up = FollowUp("afm after fm", config_for(data), TrainConfig(epochs=1, lr=0.1, batch_size=32))
-    first = TrainingJob("fm", data, config_for(data, "fm"), TrainConfig(epochs=2, lr=0.1, batch_size=32)).start()
+    follow_up = FollowUp("afm after fm", recipe_for("afm", epochs=1, lr=0.1, batch_size=32))
+    first = TrainingJob("fm", data, recipe_for("fm", epochs=2, lr=0.1, batch_size=32)).start()
     first.join(timeout=60)
     second = follow_up.start_after(first)
     assert second is not None and second.init_from is first.run.model and second.init_from_name == "fm"
     second.join(timeout=60)
     assert second.status == "done" and second.run.train_config.get("init_from") == "fm"
 
-    stopped = TrainingJob("fm", data, config_for(data, "fm"), TrainConfig(epochs=2, lr=0.1, batch_size=32))
+    stopped = TrainingJob("fm", data, recipe_for("fm", epochs=2, lr=0.1, batch_size=32))
     stopped.request_stop()
     stopped.start().join(timeout=60)
     assert stopped.status == "stopped" and follow_up.start_after(stopped) is None
@@ -95,7 +95,7 @@ def test_the_job_tells_the_page_which_training_path_was_chosen():
     """The page says "compiling" while a compiled run's first step compiles: it learns the path
     from `on_train_start`, before the first batch."""
     data = random_dataset()
-    job = TrainingJob("path", data, config_for(data), TrainConfig(epochs=1, lr=0.1, batch_size=32,
+    job = TrainingJob("path", data, recipe_for("afm", epochs=1, lr=0.1, batch_size=32,
                                                                   compile="off", distinct_pairs="on"))
     assert job.snapshot()["path"] == {}
     job.start().join(timeout=60)
@@ -133,7 +133,7 @@ def test_a_running_job_says_how_long_it_has_left():
         def on_epoch_end(self, record):
             pass
 
-    job = TrainingJob("left", data, config_for(data), TrainConfig(epochs=2, lr=0.1, batch_size=32))
+    job = TrainingJob("left", data, recipe_for("afm", epochs=2, lr=0.1, batch_size=32))
     job.extra_callbacks.append(lambda model: Watch(job))
     assert job.snapshot()["time_left"] is None  # queued: nothing known yet
     job.start().join(timeout=120)
@@ -153,7 +153,7 @@ def test_a_job_in_which_no_epoch_beats_epoch_0_finishes_as_untrained_with_the_ad
     page (afm.app.training) shows `error` as a warning instead of 'best epoch N'."""
     data = random_dataset()
     data.valid.labels[:] = -data.valid.labels
-    job = TrainingJob("worse", data, config_for(data, "fm"), TrainConfig(epochs=3, lr=0.3, batch_size=16)).start()
+    job = TrainingJob("worse", data, recipe_for("fm", epochs=3, lr=0.3, batch_size=16)).start()
     job.join(timeout=60)
     assert job.status == "done" and job.run is not None and job.run.best_epoch == 0
     assert "no epoch did better than the starting model" in job.error

@@ -18,7 +18,7 @@ import afm.train
 from afm.app.jobs import TrainingJob
 from afm.models import build_model
 from afm.numerics import full_speed_floats, subnormals_flushed, warn_if_workers_keep_subnormals
-from afm.presets import preset_configs
+from afm.recipe import preset
 from tests.conftest import random_dataset
 
 
@@ -97,7 +97,7 @@ def test_a_thread_whose_workers_started_before_the_flag_is_warned():
 
 def test_the_apps_training_jobs_flush_in_their_own_thread():
     data = random_dataset(num_rows=300)
-    model_config, train_config = preset_configs("quick", "afm", data.schema, epochs=1, device="cpu")
+    recipe = preset("quick", "afm", epochs=1, device="cpu")
     seen = []
 
     class Probe:
@@ -108,7 +108,7 @@ def test_the_apps_training_jobs_flush_in_their_own_thread():
         def on_epoch_end(self, record):
             pass
 
-    job = TrainingJob("probe", data, model_config, train_config, callbacks=[lambda model: Probe()]).start()
+    job = TrainingJob("probe", data, recipe, callbacks=[lambda model: Probe()]).start()
     assert job.join(timeout=120) and job.status == "done", job.error
     assert seen == [("afm-training", True)]
 
@@ -125,8 +125,8 @@ def test_flushing_changes_the_model_only_below_float32s_smallest_normal(monkeypa
 
     def train(flush: bool):
         torch.set_flush_denormal(flush)
-        model_config, train_config = preset_configs("quick", "afm", data.schema, epochs=5, l2_attention=16.0,
-                                                    device="cpu")
+        recipe = preset("quick", "afm", epochs=5, l2_attention=16.0, device="cpu")
+        model_config, train_config = recipe.model_config(data.schema), recipe.train_config()
         model = build_model(model_config, seed=0)
         subnormal_steps = []
 

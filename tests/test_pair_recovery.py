@@ -10,11 +10,11 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from afm.fitting import fit_recipe
 
 from afm.analysis.gates import data_gates, gate_table, strongest_gate
 from afm.analysis.pairs import explain_pairs
-from afm.fit import fit
-from afm.presets import preset_configs
+from afm.recipe import preset
 from afm.samples.random_planted import CARDINALITY, FIELDS, NOISE, planted_dataset
 
 
@@ -87,8 +87,7 @@ def test_afm_shapley_interactions_recover_the_planted_pairs_and_the_gate(one_thr
         data, truth = planted_dataset(seed, rows=8000)
         spread = {}
         for name in ("fm", "afm"):
-            config, train = preset_configs("quick", name, data.schema, device="cpu", seed=seed, epochs=20)
-            model = fit(config, train, data).checkpoint.model.eval()
+            model = fit_recipe(preset("quick", name, device="cpu", seed=seed, epochs=20), data).checkpoint.model.eval()
             explanation = explain_pairs(model, data.test, data.schema, data.train, rows=len(data.test))
             gates = explanation.gates
             line = gates[(gates["pair"] == truth.gated) & (gates["gate"] == truth.gate)]

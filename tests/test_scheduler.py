@@ -11,7 +11,7 @@ import torch
 from afm.app.jobs import TrainingJob
 from afm.models import ModelConfig, build_model
 from afm.scheduler import ServerPolicy, TrainingScheduler
-from afm.train import TrainConfig
+from afm.recipe import Recipe
 from tests.conftest import random_dataset
 
 DATA = random_dataset(num_rows=4000)
@@ -30,10 +30,9 @@ def stop_every_job():
 
 
 def job(scheduler, name, epochs=50, batch=8, **train):
-    config = ModelConfig(model="fm", num_features=DATA.schema.num_features, num_fields=DATA.schema.num_fields,
-                         embedding_dim=4, dropout_pooled=0.0)
-    made = TrainingJob(name, DATA, config, TrainConfig(epochs=epochs, batch_size=batch, lr=0.05, **train),
-                       scheduler=scheduler)
+    recipe = Recipe.of(model="fm", embedding_dim=4, dropout_pooled=0.0, epochs=epochs, batch_size=batch, lr=0.05,
+                       **train)
+    made = TrainingJob(name, DATA, recipe, scheduler=scheduler)
     STARTED.append(made)
     return made
 
@@ -129,9 +128,8 @@ def test_the_queue_expects_the_share_of_epochs_recent_trainings_ran():
     assert scheduler.typical_epoch_share() is None
     worse = random_dataset(num_rows=400)
     worse.valid.labels[:] = -worse.valid.labels  # every epoch is worse than the last: early stopping at once
-    finished = TrainingJob("early", worse, ModelConfig(model="fm", num_features=worse.schema.num_features,
-                                                       num_fields=worse.schema.num_fields, embedding_dim=4),
-                           TrainConfig(epochs=40, batch_size=16, lr=0.3, patience=2), scheduler=scheduler)
+    finished = TrainingJob("early", worse, Recipe.of(model="fm", embedding_dim=4, dropout_pooled=0.2, epochs=40,
+                                                     batch_size=16, lr=0.3, patience=2), scheduler=scheduler)
     STARTED.append(finished)
     finished.start().join(timeout=120)
     assert finished.status == "done" and finished.run.outcome.stop_reason == "early_stopping"

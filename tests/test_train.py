@@ -3,10 +3,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from afm.fitting import fit_recipe
+from afm.recipe import Recipe
 
 from afm.data import Dataset, load_dataset
 from afm.errors import ConfigError, DataError
-from afm.fit import fit
 from afm.metrics import auc, log_loss, rmse
 from afm.models import ModelConfig, build_model
 from afm.train import DeviceSplit, StopReason, TrainConfig, seed_everything, train_model
@@ -153,9 +154,7 @@ def test_labels_all_one_value_are_refused_before_training(tiny_dataset, task, va
     for split in tiny_dataset.splits.values():
         split.labels[:] = value
     with pytest.raises(DataError) as info:
-        fit(ModelConfig(model="fm", num_features=tiny_dataset.schema.num_features,
-                        num_fields=tiny_dataset.schema.num_fields, embedding_dim=4),
-            TrainConfig(task=task, epochs=2), tiny_dataset)
+        fit_recipe(Recipe.of(model="fm", embedding_dim=4, task=task, epochs=2), tiny_dataset)
     assert message in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(DataError, match="nothing to learn"):
         preflight(build(tiny_dataset).config, TrainConfig(task=task), tiny_dataset)  # the app's check when queued
@@ -303,11 +302,12 @@ def test_distinct_pairs_are_shared_where_they_pay():
 
 
 def test_presets_build_valid_configs():
-    from afm.presets import MODEL_KEYS, PRESETS, TRAIN_KEYS
+    from afm.data import FieldSchema
+    from afm.recipe import PRESETS
 
+    schema = FieldSchema(("a", "b", "c"), [0] * 4 + [1] * 3 + [2] * 3)
     for name, models in PRESETS.items():
         assert set(models) == {"fm", "fwfm", "afm"}, name
-        for model, values in models.items():
-            assert set(values) == set(MODEL_KEYS) | set(TRAIN_KEYS), (name, model)
-            ModelConfig(model=model, num_features=10, num_fields=3, **{k: values[k] for k in MODEL_KEYS})
-            TrainConfig(**{k: values[k] for k in TRAIN_KEYS})
+        for model, recipe in models.items():
+            assert recipe.model == model and recipe.preset == name
+            assert recipe.model_config(schema).model == model and recipe.train_config().epochs == recipe.epochs

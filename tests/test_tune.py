@@ -15,14 +15,16 @@ from afm.app.training import trials_table
 from afm.checkpoint import load_checkpoint
 from afm.cli import main
 from afm.data import load_dataset
+from afm.recipe import Recipe
 from afm.tune import (
     BATCH_SIZES,
     SIZES,
     _Trial,
-    recipe_commands,
+    base_recipe,
     study_from_summary,
     study_path,
     suggest,
+    trial_recipe,
     tune,
 )
 from tests.conftest import random_dataset
@@ -48,24 +50,27 @@ SMALL = ("--data", "sample", "--model", "afm", "--k", "8", "--epochs", "3")  # s
 @pytest.mark.parametrize("model", ["fm", "fwfm", "afm"])
 def test_the_search_space_per_model(model):
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    params = suggest(study.ask(), model, k=None)
-    expected = {"lr", "k", "dropout_pooled", "batch_size"} | (
-        {"t", "dropout_attention", "l2_attention", "pretrain"} if model == "afm" else set())
+    params = suggest(study.ask(), model)
+    expected = {"lr", "embedding_dim", "dropout_pooled", "batch_size"} | (
+        {"attention_dim", "dropout_attention", "l2_attention", "pretrain"} if model == "afm" else set())
     assert set(params) == expected
-    assert 0.005 <= params["lr"] <= 0.5 and params["k"] in SIZES and params["batch_size"] in BATCH_SIZES
-    fixed = suggest(study.ask(), model, k=256)
-    assert "k" not in fixed and "t" not in fixed  # a fixed k (and t) is not searched
+    assert 0.005 <= params["lr"] <= 0.5 and params["embedding_dim"] in SIZES and params["batch_size"] in BATCH_SIZES
+    fixed = suggest(study.ask(), model, frozenset({"embedding_dim", "attention_dim"}))
+    assert "embedding_dim" not in fixed and "attention_dim" not in fixed  # a fixed k (and t) is not searched
+    Recipe.of(model=model, **params)  # every searched value is a valid setting
 
 
-def test_the_recorded_commands_rebuild_a_pretrained_recipe():
-    params = {"lr": 0.03, "k": 64, "t": 32, "dropout_pooled": 0.2, "dropout_attention": 0.1, "l2_attention": 4.0,
-              "batch_size": 512, "pretrain": True}
-    settings = {"epochs": 40, "patience": 5, "seed": 3, "task": "regression"}
-    fm, afm = recipe_commands(params, "afm", settings, "frappe")
-    assert "--model fm --k 64 --dropout 0.2" in fm and fm.endswith("--out fm.safetensors")
-    assert "--model afm --k 64 --t 32 --dropout 0.1,0.2 --l2-attention 4" in afm
-    assert "--init-from fm.safetensors" in afm and "--lr 0.03" in afm and "--seed 3" in afm
-    assert recipe_commands({**params, "pretrain": False}, "afm", settings)[0].count("--init-from") == 0
+def test_the_recorded_command_rebuilds_a_pretrained_recipe():
+    params = {"lr": 0.03, "embedding_dim": 64, "attention_dim": 32, "dropout_pooled": 0.2, "dropout_attention": 0.1,
+              "l2_attention": 4.0, "batch_size": 512, "pretrain": True}
+    base, _ = base_recipe("afm", seed=3, epochs=40)
+    recipe = trial_recipe(params, base)
+    command = recipe.command("frappe")
+    assert command.startswith("python -m afm train --data frappe ") and command.endswith("--out afm.safetensors")
+    for part in ("--k 64", "--t 32", "--dropout-attention 0.1", "--l2-attention 4.0", "--preset none",
+                 "--lr 0.03", "--seed 3", "--epochs 40", "--pretrain", "--batch-size 512"):
+        assert part in command, part
+    assert "--pretrain" not in trial_recipe({**params, "pretrain": False}, base).command()
 
 
 def test_a_trial_that_should_be_pruned_stops_its_training():
@@ -93,7 +98,7 @@ def test_a_trial_that_should_be_pruned_stops_its_training():
 def test_the_first_trial_is_the_presets_recipe(preset, model):
     tuned = tune(random_dataset(num_rows=300), model, trials=1, minutes=1, k=4, epochs=2, start=preset)
     params = tuned.history[0]["params"]
-    assert tuned.summary["start"] == preset and params["k"] == 4
+    assert tuned.summary["start"] == preset and params["embedding_dim"] == 4
     assert params["lr"] == {"quick": 0.2, "paper": 0.015 if model == "afm" else 0.05}[preset]
     assert params["batch_size"] == 128
     if model == "afm":
@@ -111,7 +116,8 @@ def test_tune_keeps_the_best_trial_and_its_study_rebuilds(tmp_path):
     assert tuned.summary["best"]["value"] == min(values) == tuned.checkpoint.best["valid_rmse"]
     assert tuned.checkpoint.train_config["preset"] == "tuned"
     assert tuned.checkpoint.train_config["tuned"]["params"] == tuned.best_params
-    assert tuned.best_params["k"] == tuned.best_params["t"] == 4
+    assert tuned.best_params["embedding_dim"] == tuned.best_params["attention_dim"] == 4
+    assert tuned.checkpoint.recipe == trial_recipe(tuned.best_params, base_recipe("afm", seed=1, k=4, epochs=3)[0])
     assert [p.event for p in seen].count("trial_end") == 4 and seen[-1].trial == 4 and seen[-1].trials == 4
     saved = json.loads((tmp_path / "s.json").read_text())  # written after every trial
     assert len(saved["trials"]) == 4

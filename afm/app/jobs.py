@@ -22,11 +22,12 @@ import torch
 from afm.checkpoint import Checkpoint
 from afm.data import Dataset
 from afm.errors import AFMError, is_out_of_memory
-from afm.fit import fit
-from afm.models import ModelConfig, PairwiseModel
+from afm.fitting import fit_recipe
+from afm.models import PairwiseModel
 from afm.numerics import flush_subnormals
+from afm.recipe import Recipe
 from afm.scheduler import TrainingScheduler, default_scheduler
-from afm.train import StopReason, TrainConfig
+from afm.train import StopReason
 from afm.training_plan import preflight
 
 
@@ -55,16 +56,14 @@ class TrainingJob:
     """Train in a background thread through the server's scheduler; read `snapshot()` from the
     page (which also tells the scheduler someone is still looking), `request_stop()` from a button."""
 
-    def __init__(self, name: str, dataset: Dataset, model_config: ModelConfig, train_config: TrainConfig,
-                 init_from: PairwiseModel | None = None, init_from_name: str | None = None, match_fm: bool = False,
+    def __init__(self, name: str, dataset: Dataset, recipe: Recipe, init_from: PairwiseModel | None = None,
                  callbacks=(), scheduler: TrainingScheduler | None = None):
+        """`recipe` says what to train; `init_from` is the model its `init_from` names (a run of
+        the session) when it has one."""
         self.name = name
         self.dataset = dataset
-        self.model_config = model_config
-        self.train_config = train_config
+        self.set_recipe(recipe)
         self.init_from = init_from
-        self.init_from_name = init_from_name if init_from is not None else None
-        self.match_fm = match_fm and init_from is not None and model_config.model == "afm"  # p = P, see init_from
         self.extra_callbacks = list(callbacks)
         self.scheduler = scheduler or default_scheduler()
         self.notes: list[str] = []  # what the server's policy changed, for the page to say
@@ -83,6 +82,19 @@ class TrainingJob:
         self._running_since: float | None = None
         self._batches_done = 0
         self._epoch_started: float | None = None  # when the running epoch's first batch began
+
+    def set_recipe(self, recipe: Recipe) -> None:
+        """What the job trains now (a study's trial changes it), and its configs for the page."""
+        self.recipe = recipe
+        self.model_config, self.train_config = recipe.model_config(self.dataset.schema), recipe.train_config()
+
+    @property
+    def init_from_name(self) -> str | None:
+        return self.recipe.init_from or ("FM pretraining" if self.recipe.pretrain else None)
+
+    @property
+    def match_fm(self) -> bool:
+        return self.recipe.match_fm
 
     # -- the trainer's callback interface
     def on_batch_end(self, epoch: int, batch: int, num_batches: int) -> None:
@@ -107,8 +119,8 @@ class TrainingJob:
         caps, and queue the job."""
         preflight(self.model_config, self.train_config, self.dataset)  # the trainer's own checks, before the queue
         policy = self.scheduler.policy
-        if policy.max_epochs and self.train_config.epochs > policy.max_epochs:
-            self.train_config = dataclasses.replace(self.train_config, epochs=policy.max_epochs)
+        if policy.max_epochs and self.recipe.epochs > policy.max_epochs:
+            self.set_recipe(self.recipe.replace(epochs=policy.max_epochs))
             self.notes.append(f"this server trains at most {policy.max_epochs} epochs per job")
         if policy.max_minutes:
             self.notes.append(f"this server stops a training after {policy.max_minutes:g} minutes (the best "
@@ -221,9 +233,8 @@ class TrainingJob:
                 self.request_stop("time budget")
             return self._stop.is_set()
 
-        fitted = fit(self.model_config, self.train_config, self.dataset, init_from=self.init_from,
-                     init_from_name=self.init_from_name, match_fm=self.match_fm, callbacks=[self],
-                     trackers=self.extra_callbacks, should_stop=should_stop, seed_process=False)
+        fitted = fit_recipe(self.recipe, self.dataset, init_from=self.init_from, callbacks=[self],
+                            trackers=self.extra_callbacks, should_stop=should_stop, seed_process=False)
         self.run = Run.from_checkpoint(fitted.checkpoint, self.name, "trained", fresh=True)
         result = fitted.result
         if result.stop_reason in (StopReason.COMPLETED, StopReason.EARLY_STOPPING) and self.train_config.epochs:
@@ -243,12 +254,10 @@ class TrainingJob:
 @dataclass
 class FollowUp:
     """A training to start from a job's run once that job has finished as planned: the second step
-    of a two-step preset (the FM, then the AFM started from it), so the app runs both on one click."""
+    of a two-step recipe (the FM, then the AFM started from it), so the app runs both on one click."""
 
     name: str
-    model_config: ModelConfig
-    train_config: TrainConfig
-    match_fm: bool = False
+    recipe: Recipe  # the second step's, without its start (the first step's run, named when it exists)
     callbacks: tuple = ()
 
     def start_after(self, job: TrainingJob) -> TrainingJob | None:
@@ -256,8 +265,8 @@ class FollowUp:
         or taken out of the queue): a user who stopped step 1 did not ask for step 2."""
         if job.status != "done" or job.run is None:
             return None
-        return TrainingJob(self.name, job.dataset, self.model_config, self.train_config, init_from=job.run.model,
-                           init_from_name=job.run.name, match_fm=self.match_fm, callbacks=self.callbacks,
+        recipe = self.recipe.replace(pretrain=False, init_from=job.run.name)
+        return TrainingJob(self.name, job.dataset, recipe, init_from=job.run.model, callbacks=self.callbacks,
                            scheduler=job.scheduler).start()
 
 
@@ -271,11 +280,10 @@ class TuningJob(TrainingJob):
     def __init__(self, name: str, dataset: Dataset, model: str, trials: int, minutes: float, task: str = "regression",
                  seed: int = 0, device: str = "auto", k: int | None = None, epochs: int = 40,
                  scheduler: TrainingScheduler | None = None):
-        from afm.presets import preset_configs
+        from afm.tune import base_recipe
 
-        model_config, train_config = preset_configs("quick", model, dataset.schema, task=task, seed=seed,
-                                                    device=device, epochs=epochs)
-        super().__init__(name, dataset, model_config, train_config, scheduler=scheduler)
+        self.base, self.fixed = base_recipe(model, task, seed, device, k, epochs)
+        super().__init__(name, dataset, self.base, scheduler=scheduler)
         self.model, self.trials, self.minutes, self.k, self.epochs = model, trials, minutes, k, epochs
         self.tuned = None  # afm.tune.Tuned, once done
         self.trial_records: list[dict] = []
@@ -286,11 +294,12 @@ class TuningJob(TrainingJob):
         sizes a study tries vary: this checks the smallest, a larger trial that does not fit fails alone)."""
         from afm.tune import check_study
 
-        check_study(self.dataset, self.model, self.k, self.train_config)
+        check_study(self.dataset, self.base, self.fixed)
         policy = self.scheduler.policy
         if policy.max_epochs and self.epochs > policy.max_epochs:
             self.epochs = policy.max_epochs
-            self.train_config = dataclasses.replace(self.train_config, epochs=self.epochs)
+            self.base = self.base.replace(epochs=self.epochs)
+            self.set_recipe(self.base)
             self.notes.append(f"this server trains at most {policy.max_epochs} epochs per trial")
         if policy.max_minutes and self.minutes > policy.max_minutes:
             self.minutes = policy.max_minutes
@@ -304,17 +313,16 @@ class TuningJob(TrainingJob):
 
     def on_trial(self, progress) -> None:
         """afm.tune's progress: a trial (or its FM pretraining) starts, or a trial has ended."""
-        from afm.tune import trial_configs
+        from afm.recipe import pretraining
+        from afm.tune import trial_recipe
 
         with self._lock:
             self._tuning = (progress, time.monotonic())
             if progress.event == "trial_end":
                 self.trial_records.append(dict(progress.record))
                 return
-            model = "fm" if progress.event == "pretrain_start" else self.model
-            self.model_config, self.train_config = trial_configs(progress.params, model, self.dataset,
-                                                                 self.train_config)
-            self.init_from_name = "FM pretraining" if progress.params.get("pretrain") and model == "afm" else None
+            recipe = trial_recipe(progress.params, self.base)
+            self.set_recipe(pretraining(recipe) if progress.event == "pretrain_start" else recipe)
             self.history, self.progress, self._epoch_started = [], (0, 0, 0), None
 
     def snapshot(self) -> dict:

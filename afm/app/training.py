@@ -4,7 +4,7 @@ its run joins the session. The page draws the widgets and calls these."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import fields
 
 import numpy as np
 import pandas as pd
@@ -13,64 +13,60 @@ import torch
 
 from afm.analysis.coupling import CouplingTracker
 from afm.app import state
+from afm.app.jobs import FollowUp, TrainingJob, TuningJob, epoch_table, epoch_zero_note
 from afm.data import Dataset
 from afm.data.tabular import describe_columns
 from afm.errors import AFMError
 from afm.figures import learning_curves
-from afm.app.jobs import FollowUp, TrainingJob, TuningJob, epoch_table, epoch_zero_note
 from afm.humanize import duration
-from afm.models import ModelConfig
-from afm.presets import PRESET_LABELS, preset_configs
-from afm.train import TrainConfig
+from afm.presets import PRESET_LABELS
+from afm.recipe import AFM_ONLY, SEARCH_SIZES, Recipe, pretraining
 
 STOP_CAUSES = {"you": "stopped early at your request", "time budget": "stopped by this server's time limit",
                "abandoned": "stopped because its page was closed"}
 TRACKED_ROWS = 512  # validation rows the coupling tracker measures after every epoch
 TUNE = "tune"  # the preset menu's last choice: search the settings with Optuna instead (afm.tune)
 SEARCHED = "search"  # the Tune form's k choice that lets the study search k (and t)
-TUNE_SIZES = (8, 16, 32, 64, 128, 256)  # afm.tune.SIZES (not imported here: Optuna loads when a study starts)
 
 
 def preset_label(name: str) -> str:
     return "Tune (Optuna)" if name == TUNE else PRESET_LABELS.get(name, name)
 
 
-@dataclass
-class TrainingForm:
-    """What the user chose in the training form (widget values, as drawn)."""
+FORM_FIELDS = tuple(spec for spec in fields(Recipe) if spec.metadata["app"] is True)  # drawn from metadata
 
-    model: str
-    preset: str
-    device: str
-    embedding_dim: int
-    attention_dim: int
-    epochs: int
-    batch_size: int
-    lr: float
-    optimizer: str
-    l2_attention: float
-    seed: int
-    dropout_attention: float
-    dropout_pooled: float
-    patience: int
-    init_from: str  # a run's name, or the "random initialisation" label
-    track_coupling: bool
-    match_fm: bool
-    task: str
-    fm_first: bool  # step 1 of a two-step recipe: train the FM, then this AFM from it
 
-    def configs(self, dataset: Dataset) -> tuple[ModelConfig, TrainConfig]:
-        afm = self.model == "afm"
-        model_config = ModelConfig(model=self.model, num_features=dataset.schema.num_features,
-                                   num_fields=dataset.schema.num_fields, embedding_dim=int(self.embedding_dim),
-                                   attention_dim=int(self.attention_dim),
-                                   dropout_attention=float(self.dropout_attention) if afm else 0.0,
-                                   dropout_pooled=float(self.dropout_pooled))
-        train_config = TrainConfig(task=self.task, epochs=int(self.epochs), batch_size=int(self.batch_size),
-                                   lr=float(self.lr), optimizer=self.optimizer,
-                                   l2_attention=float(self.l2_attention) if afm else 0.0, seed=int(self.seed),
-                                   device=self.device, patience=self.patience)
-        return model_config, train_config
+def applies(name: str, model: str) -> bool:
+    """Whether a Recipe setting means anything for `model` (AFM's own are greyed out elsewhere)."""
+    return model == "afm" or (name not in AFM_ONLY and name != "attention_dim")
+
+
+def recipe_widgets(base: Recipe, key: str, columns: int = 4) -> dict:
+    """A widget for every Recipe field the form draws (FORM_FIELDS), from its metadata (label,
+    help, range, choices), opening on `base`'s values; keyed by `key` so a new preset or model
+    opens on its own values. Returns the values of the settings that apply to the model."""
+    grid = st.grid(columns, min_column_width=160)  # cells in call order; wraps, never cuts names
+    values = {}
+    for spec in FORM_FIELDS:
+        meta, name, value = spec.metadata, spec.name, getattr(base, spec.name)
+        common = {"label": meta["label"], "help": meta["help"], "key": f"recipe_{name}_{key}",
+                  "disabled": not applies(name, base.model)}
+        if spec.type == "bool":
+            chosen = grid.checkbox(value=value, **common)
+        elif meta["choices"] is not None:
+            chosen = grid.selectbox(options=list(meta["choices"]), index=meta["choices"].index(value), **common)
+        elif spec.type == "float" and meta["high"] <= 1.0:  # a share: a slider below 1
+            chosen = grid.slider(min_value=0.0, max_value=0.95, value=value, step=meta["step"], **common)
+        elif spec.type == "float":
+            chosen = grid.number_input(min_value=1e-5 if meta["above_low"] else float(meta["low"]),
+                                       max_value=float(meta["high"]), value=value, step=meta["step"],
+                                       format="%.4f" if (meta["step"] or 1) < 0.01 else "%.2f", **common)
+        else:
+            chosen = grid.number_input(min_value=int(meta["low"]), max_value=int(meta["high"]) - meta["below_high"],
+                                       value=value, step=1, **common)
+        if applies(name, base.model):
+            values[name] = chosen
+    return values
 
 
 def device_widget(column) -> str:
@@ -87,28 +83,24 @@ def fitting_fm_runs(dataset: Dataset, k: int) -> list[str]:
             and state.fit_problem(run, dataset) is None and run.model_config.embedding_dim == k]
 
 
-def start_training(form: TrainingForm, dataset: Dataset) -> None:
-    """Queue the job the form asks for (the session's `job`), or say why it cannot start."""
+def start_training(recipe: Recipe, dataset: Dataset, track_coupling: bool) -> None:
+    """Queue the job the form's recipe asks for (the session's `job`), or say why it cannot start:
+    a `pretrain` recipe is two jobs, its FM (afm.recipe.pretraining), then it from that FM."""
     try:
-        config, train_config = form.configs(dataset)
         probe = dataset.valid.tensors(np.arange(min(TRACKED_ROWS, len(dataset.valid))))
-        trackers = [lambda m: CouplingTracker(m, *probe, task=form.task)] if form.track_coupling else []
-        start = st.session_state.runs.get(form.init_from)
+        trackers = [lambda m: CouplingTracker(m, *probe, task=recipe.task)] if track_coupling else []
+        start = st.session_state.runs.get(recipe.init_from)
         number = len(st.session_state.runs) + 1
-        k = int(form.embedding_dim)
-        name = f"{form.model.upper()} k={k} on {dataset.name} #{number + form.fm_first}"
-        if form.fm_first:  # step 1 now, this AFM when it has finished (afm.app.jobs.FollowUp)
-            fm_config, fm_train = preset_configs(form.preset, "fm", dataset.schema,
-                                                 {"embedding_dim": k, "attention_dim": k},
-                                                 task=form.task, seed=int(form.seed), device=form.device)
-            st.session_state.follow_up = FollowUp(name, config, train_config, form.match_fm, tuple(trackers))
-            job = TrainingJob(f"FM k={k} on {dataset.name} #{number}", dataset, fm_config, fm_train,
+        k = recipe.embedding_dim
+        name = f"{recipe.model.upper()} k={k} on {dataset.name} #{number + recipe.pretrain}"
+        recipe.model_config(dataset.schema)  # its errors now, before any job is queued
+        if recipe.pretrain:  # step 1 now, this AFM when it has finished (afm.app.jobs.FollowUp)
+            st.session_state.follow_up = FollowUp(name, recipe.replace(pretrain=False), tuple(trackers))
+            job = TrainingJob(f"FM k={k} on {dataset.name} #{number}", dataset, pretraining(recipe),
                               callbacks=trackers)
         else:
             st.session_state.follow_up = None
-            job = TrainingJob(name, dataset, config, train_config, init_from=start.model if start else None,
-                              init_from_name=start.name if start else None, match_fm=form.match_fm,
-                              callbacks=trackers)
+            job = TrainingJob(name, dataset, recipe, init_from=start.model if start else None, callbacks=trackers)
         st.session_state.job = job.start()
         st.session_state.job_collected = False
     except AFMError as exc:
@@ -286,7 +278,7 @@ def tune_form(dataset: Dataset, model: str, device: str, uploaded: bool) -> None
         trials = a.number_input("Trials (at most)", 1, 500, 20, key="tune_trials")
         minutes = b.number_input("Minutes (at most)", 0.5, 600.0, 5.0, 0.5, key="tune_minutes")
         epochs = c.number_input("Epochs per trial (at most)", 1, 500, 40, key="tune_epochs")
-        k = d.selectbox("Embedding size k" + (" (= t)" if model == "afm" else ""), [SEARCHED, *TUNE_SIZES],
+        k = d.selectbox("Embedding size k" + (" (= t)" if model == "afm" else ""), [SEARCHED, *SEARCH_SIZES],
                         key="tune_k", format_func=lambda v: "searched" if v == SEARCHED else str(v))
         seed = e.number_input("Seed", 0, 2**31 - 1, 0, key="tune_seed")
         task = task_widget(dataset, uploaded)

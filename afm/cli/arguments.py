@@ -7,6 +7,8 @@ import argparse
 import math
 import sys
 
+from afm.errors import ConfigError
+
 # Exit statuses: 0 done (and, for train, the checkpoint written); 1 a bug of ours; 2 bad input,
 # nothing written; 3 training ended early (diverged, Ctrl-C or SIGTERM) and the best epoch so
 # far WAS written; 130 interrupted before anything could be written.
@@ -99,3 +101,51 @@ def read_checkpoint(path, device="cpu"):
         print(f"note: {path} was saved without a checksum (before checkpoint format 2); its weights are "
               "unchecked", file=sys.stderr)
     return checkpoint
+
+
+def recipe_arguments(sub, preset_default: str | None = "paper") -> None:
+    """A flag for every setting of `afm.recipe.Recipe`, from its fields' metadata (type, range,
+    choices, help), plus `--preset` (the recipe the flags change) and `--dropout A,B` (both
+    dropouts at once, the authors' `keep` order). A flag not given keeps the preset's value."""
+    from dataclasses import fields
+
+    from afm.recipe import PRESETS, Recipe, flag_of
+
+    sub.add_argument("--preset", choices=(*PRESETS, "none"), default=preset_default,
+                     help=f"the named recipe the other flags change (default {preset_default}: the authors' Frappe "
+                          "recipe for the model; none: the same values, but a pretrained FM takes this recipe's "
+                          "lr, batch size and pooled dropout instead of a preset's)")
+    for spec in fields(Recipe):
+        if spec.name == "preset":
+            continue
+        meta, kind = spec.metadata, spec.type
+        common = {"dest": spec.name, "default": argparse.SUPPRESS, "help": meta["help"]}
+        if kind == "bool":
+            sub.add_argument(flag_of(spec), action="store_true", **common)
+            continue
+        parse = {"int": number(int, lambda v: True, "a whole number"),
+                 "float": number(float, lambda v: True, "a number")}.get(kind, str)
+        sub.add_argument(flag_of(spec), type=parse, choices=meta["choices"],
+                         metavar=None if meta["choices"] else spec.name.upper(), **common)
+    sub.add_argument("--dropout", type=dropouts, default=argparse.SUPPRESS, metavar="A,B",
+                     help="--dropout-attention A and --dropout-pooled B at once (1 - the authors' keep); one "
+                          "number sets the pooled one")
+
+
+def recipe_from(args):
+    """The Recipe the command line asks for: `--preset` for `--model`, with the flags given."""
+    from dataclasses import fields
+
+    from afm.recipe import Recipe, preset
+
+    given = {spec.name: getattr(args, spec.name) for spec in fields(Recipe)
+             if spec.name != "preset" and hasattr(args, spec.name)}
+    if hasattr(args, "dropout"):
+        for name, value in zip(("dropout_attention", "dropout_pooled"), args.dropout):
+            if name in given and given[name] != value:
+                raise ConfigError(f"--dropout and --{name.replace('_', '-')} disagree; give one")
+            given[name] = value
+    model = given.pop("model", "afm")
+    if model != "afm" and "dropout_attention" in given and not given["dropout_attention"]:
+        given.pop("dropout_attention")  # `--dropout 0,B` on an FM: nothing set on attention
+    return preset(None if args.preset == "none" else args.preset, model, **given)

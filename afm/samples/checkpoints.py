@@ -11,10 +11,10 @@ import torch
 from afm.analysis.coupling import CouplingTracker
 from afm.checkpoint import save_checkpoint
 from afm.data import load_libfm_dir
-from afm.fit import fit
+from afm.fitting import fit_recipe
 from afm.models import MODEL_NAMES
 from afm.paths import sample_dir
-from afm.presets import preset_configs
+from afm.recipe import preset
 
 PROBE_ROWS = 512  # validation rows the coupling tracker measures every epoch
 
@@ -32,8 +32,7 @@ def train_sample_checkpoints(sample: str = "sample", directory: str | Path | Non
              (data.valid.feature_ids, data.valid.feature_values, data.valid.labels)]
     paths = {}
     for name in MODEL_NAMES:
-        config, train_config = preset_configs("quick", name, data.schema, device="cpu")
-        fitted = fit(config, train_config, data, trackers=[lambda model: CouplingTracker(model, *probe)],
-                     preset="quick")
+        fitted = fit_recipe(preset("quick", name, device="cpu"), data,
+                            trackers=[lambda model: CouplingTracker(model, *probe)])
         paths[name] = save_checkpoint(sample_checkpoint_path(name, sample, directory), fitted.checkpoint)
     return paths
