@@ -1,0 +1,15 @@
+"""AFM Inspector: train, load and look inside Attentional Factorization Machines (Xiao et al.,
+IJCAI 2017) and their FM and FwFM baselines.
+
+The front door (afm.api): `afm.fit(frame_or_path, label=..., model=..., preset=...)` trains and
+returns a `TrainedModel` (`predict`, `explain`, `evaluate`, `save`); `afm.load(path)` reads one back;
+`afm.Recipe` is every setting of a training, `afm.presets` the named ones; `afm.AFMError` is
+every mistake a user can make, in one line. scikit-learn estimators: `afm.sklearn`.
+"""
+
+from afm.api import Explanation, TrainedModel, fit, load
+from afm.errors import AFMError
+from afm.recipe import PRESETS as presets
+from afm.recipe import Recipe
+
+__all__ = ["AFMError", "Explanation", "Recipe", "TrainedModel", "fit", "load", "presets"]

@@ -122,6 +122,22 @@ def top_pairs_figure(table: pd.DataFrame, by: str = "attention_mean") -> go.Figu
     return figure
 
 
+@readable
+def gate_strengths_figure(gates: pd.DataFrame, top: int = 10) -> go.Figure:
+    """The `top` strongest (pair, gate) lines of `afm.analysis.gates.gate_table`: how much the pair's
+    effect moves with the gate's value in the labels (data) and in the model, side by side."""
+    shown = gates.head(top).iloc[::-1]
+    names = [f"{pair} | {gate}" for pair, gate in zip(shown["pair"], shown["gate"])]
+    figure = go.Figure([go.Bar(x=shown["data_strength"], y=names, orientation="h", name="in the labels",
+                               hovertemplate="%{y}<br>labels: %{x:.4f}<extra></extra>"),
+                        go.Bar(x=shown["model_strength"], y=names, orientation="h", name="in the model",
+                               hovertemplate="%{y}<br>model: %{x:.4f}<extra></extra>")])
+    figure.update_layout(title="Where a pair's effect depends on a third field (pair | gating field)", barmode="group",
+                         height=max(320, 44 * len(shown) + 120), margin=dict(l=10, r=10, t=50, b=10),
+                         xaxis_title="gate strength", legend=dict(orientation="h", yanchor="top", y=-0.12))
+    return figure
+
+
 WATERFALL_COLORS = {"raises": "#1a9850", "lowers": "#d73027", "prediction": "#4575b4"}  # what a bar does to ŷ
 
 

@@ -1,0 +1,283 @@
+"""The front door for Python and notebooks: `afm.fit`, `afm.load`, and what they return.
+
+    import afm
+    model = afm.fit(frame, label="clicked", model="fwfm", preset="quick")   # or recipe=afm.Recipe(...)
+    model.predict(frame)            # numpy: predictions (probabilities for the binary task)
+    ex = model.explain()            # the test rows' pairs, as `afm pairs` and the Attention page
+    ex.pairs; ex.summary(); ex.heatmap(); ex.gates(); ex.row(0)
+    model.save("m.safetensors"); afm.load("m.safetensors")
+
+Data is a pandas DataFrame, read by exactly the rules of a CSV file (`afm.data.tabular.frame_text`:
+codes and words are categories, numbers with a fraction numeric; the label holds numbers or two
+classes of text), or anything `afm.data.load_dataset` reads (a registry name, a CSV or libfm
+file, a folder). Every mistake is a one-line `afm.AFMError`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+
+from afm.analysis.attention import row_decomposition
+from afm.analysis.pairs import DEFAULT_ROWS, AttentionChecks, PairExplanation, check_attention, explain_pairs
+from afm.analysis.reference import gradient_boosting_reference
+from afm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from afm.data import Dataset, Split, load_dataset
+from afm.data.registry import BUNDLED_SAMPLES
+from afm.data.splits import split_indices
+from afm.data.stream import iter_rows
+from afm.data.tabular import FRAME_SOURCE, TabularEncoder, frame_text, table_dataset
+from afm.errors import ConfigError, DataError
+from afm.figures import decomposition_figure, gate_strengths_figure, pair_value_heatmap
+from afm.fitting import fit_recipe
+from afm.inference import outputs
+from afm.metrics import SELECTION_METRIC, sigmoid
+from afm.recipe import Recipe
+from afm.recipe import preset as preset_recipe
+
+Data = pd.DataFrame | str | os.PathLike
+
+
+def read_data(data: Data, label: str | None = None, seed: int = 0, data_dir: str | None = None) -> Dataset:
+    """A DataFrame (split 70/20/10 with `seed`, as a CSV file is) or anything load_dataset reads."""
+    if isinstance(data, pd.DataFrame):
+        cells, lines = frame_text(data)
+        return table_dataset(cells, lines, FRAME_SOURCE, "DataFrame", "a pandas DataFrame", label,
+                             split_indices(len(cells), seed), [f"split 70/20/10 with seed {seed}"])
+    if not isinstance(data, (str, os.PathLike)):
+        raise ConfigError(f"data must be a pandas DataFrame, a dataset name or a path, not {type(data).__name__}")
+    return load_dataset(data, data_dir=data_dir, seed=seed, label=label)
+
+
+def fit(data: Data, label: str | None = None, *, model: str = "afm", preset: str | None = None,
+        task: str | None = None, recipe: Recipe | None = None, split_seed: int = 0, data_dir: str | None = None,
+        **settings) -> TrainedModel:
+    """Train `model` on `data` and return it with its checkpoint.
+
+    The recipe: `recipe` when given, else preset `preset` for `model` ("quick" on the bundled
+    samples, the paper's recipe elsewhere, as the app and the CLI), with `settings` (any Recipe
+    field: `epochs=20`, `lr=0.1`, ...) on top. `task`: "regression" or "binary"; by default
+    binary when the labels are two classes (0/1, or two words such as yes/no), else regression.
+    Rows are split 70/20/10 with `split_seed` (early stopping on the 20 %, the 10 % held out)."""
+    dataset = read_data(data, label, split_seed, data_dir)
+    if recipe is not None:
+        if not isinstance(recipe, Recipe):
+            raise ConfigError(f"recipe must be an afm.Recipe, not {type(recipe).__name__}")
+        chosen = recipe.replace(**settings, **({"task": task} if task else {}))
+    else:
+        name = preset or ("quick" if dataset.name in BUNDLED_SAMPLES else "paper")
+        proposed = task or ("binary" if dataset.is_binary and dataset.distinct_labels
+                            and len(dataset.distinct_labels) == 2 else "regression")
+        chosen = preset_recipe(name, model, task=proposed, **settings)
+    return TrainedModel(fit_recipe(chosen, dataset).checkpoint, dataset)
+
+
+def load(path: str | os.PathLike, device: str = "cpu") -> TrainedModel:
+    """A checkpoint saved by `TrainedModel.save`, `afm train` or the app (never runs code from it)."""
+    return TrainedModel(load_checkpoint(path, device=device), None)
+
+
+@dataclass
+class TrainedModel:
+    """A trained model (its checkpoint: weights, recipe, history, encoding) and, when it was fitted
+    here, the data it was fitted on (whose test rows `explain()` and `evaluate()` use by default)."""
+
+    checkpoint: Checkpoint
+    dataset: Dataset | None = field(default=None, repr=False)
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.checkpoint.recipe
+
+    @property
+    def task(self) -> str:
+        return self.checkpoint.task
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """One row per epoch: the training curve (epoch 0 is the model before training)."""
+        return pd.DataFrame(self.checkpoint.history)
+
+    def __repr__(self) -> str:
+        best = {key: round(value, 4) for key, value in self.checkpoint.best.items()
+                if key.startswith(("valid_", "test_")) and not key.endswith("unclipped")}
+        return f"TrainedModel({self.recipe.model}, {self.task}, best epoch {self.checkpoint.best_epoch}, {best})"
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the checkpoint (atomically: a reader sees the old file or the whole new one)."""
+        return save_checkpoint(path, self.checkpoint)
+
+    # ------------------------------------------------------------------------- scoring
+    def encode(self, data: Data) -> Split:
+        """Rows of a DataFrame or a CSV/libfm file, encoded as the model's training data was
+        (labels NaN where there are none)."""
+        if isinstance(data, pd.DataFrame):
+            encoder = TabularEncoder.of(self.checkpoint.schema, FRAME_SOURCE)
+            if encoder is None:
+                raise DataError(FRAME_SOURCE, "this model was trained on libfm data; give it a libfm file")
+            cells, lines = frame_text(data)
+            ids, values = encoder.transform(cells, FRAME_SOURCE, lines)
+            labels = np.full(len(cells), np.nan, dtype=np.float32)
+            if encoder.label in cells.columns:
+                from afm.data.tabular import label_numbers
+
+                labels = label_numbers(cells[encoder.label], encoder.label, FRAME_SOURCE, lines, allow_empty=True,
+                                       classes=encoder.label_classes)
+            return Split(ids, values, labels)
+        if not isinstance(data, (str, os.PathLike)):
+            raise ConfigError(f"data must be a pandas DataFrame or a file path, not {type(data).__name__}")
+        chunks = list(iter_rows(data, self.checkpoint.schema))
+        if not chunks:
+            raise DataError(data, "no rows to score")
+        labels = [c.labels if c.labels is not None else np.full(len(c), np.nan, np.float32) for c in chunks]
+        return Split(np.concatenate([c.feature_ids for c in chunks]),
+                     np.concatenate([c.feature_values for c in chunks]), np.concatenate(labels))
+
+    def predict(self, data: Data) -> np.ndarray:
+        """(rows,) predictions in the rows' order: the regression target, or for the binary task
+        the probability of the positive class."""
+        rows = self.encode(data)
+        model = self.checkpoint.model.eval()
+        device = next(model.parameters()).device
+        raw = outputs(model, torch.from_numpy(rows.feature_ids).to(device),
+                      torch.from_numpy(rows.feature_values).to(device))
+        return sigmoid(raw).astype(np.float32) if self.task == "binary" else raw
+
+    def evaluate(self, data: Data | None = None, split: str = "test") -> dict:
+        """Metrics on `split` of the data fitted on (default), or of `data` read with the model's encoding."""
+        return self.checkpoint.evaluate(self._rows_dataset(data), split if data is None else "all")
+
+    def _rows_dataset(self, data: Data | None) -> Dataset:
+        if data is None:
+            if self.dataset is None:
+                raise ConfigError("this model was loaded without its data: give the rows (a DataFrame or a file)")
+            return self.dataset
+        if isinstance(data, pd.DataFrame):
+            cells, lines = frame_text(data)
+            everything = np.arange(len(cells))
+            return table_dataset(cells, lines, FRAME_SOURCE, "DataFrame", "a pandas DataFrame", None,
+                                 {"train": everything, "valid": everything[:0], "test": everything[:0]},
+                                 ["the rows given"], schema=self.checkpoint.schema)
+        return load_dataset(data, schema=self.checkpoint.schema)
+
+    # ------------------------------------------------------------------------- explaining
+    def explain(self, data: Data | None = None, split: str = "test", rows: int = DEFAULT_ROWS,
+                coalitions: str = "absent", seed: int = 0) -> Explanation:
+        """Which field pairs matter, as `afm pairs` and the Attention page compute it: exact
+        Shapley interactions of `rows` sampled rows, the gates, and for more than one pair the
+        checks of attention. Rows: `split` of the data fitted on (default), or every row of `data`
+        (with its labels, which the gates and checks compare against)."""
+        dataset = self._rows_dataset(data)
+        if data is None:
+            explained, reference, where = dataset.rows(split), dataset.train, f"{split} rows of {dataset.name}"
+        else:
+            explained = reference = dataset.rows("all")
+            where = f"rows of {dataset.name}"
+            if np.isnan(explained.labels).any():
+                raise DataError(FRAME_SOURCE if isinstance(data, pd.DataFrame) else data,
+                                "explain needs every row's label (the gates and the checks compare with them); "
+                                "predict scores rows without labels")
+        checkpoint = self.checkpoint
+        explanation = explain_pairs(checkpoint.model, explained, dataset.schema, reference, rows=rows,
+                                    coalitions=coalitions, seed=seed)
+        checks = None
+        if checkpoint.model_config.num_pairs >= 2:
+            checks = check_attention(checkpoint.model, explanation, explained, reference, checkpoint.task,
+                                     checkpoint.label_range or dataset.label_range)
+        reference_score = None
+        if data is None and split == "test" and len(dataset.test):
+            reference_score = gradient_boosting_reference(dataset, checkpoint.task)
+            reference_score["model"] = checkpoint.evaluate(dataset, "test")
+        return Explanation(explanation, checks, np.asarray(explained.feature_ids[explanation.rows]),
+                           checkpoint.model_config.model, checkpoint.task, where, reference_score)
+
+
+@dataclass
+class Explanation:
+    """Which field pairs matter for one model on some rows; the same numbers as `afm pairs`."""
+
+    explanation: PairExplanation = field(repr=False)
+    checks: AttentionChecks | None = field(repr=False)
+    feature_ids: np.ndarray = field(repr=False)  # (R, F) the explained rows' features
+    model: str  # "fm" | "fwfm" | "afm"
+    task: str
+    where: str  # which rows, in words: "test rows of sample"
+    reference: dict | None = field(default=None, repr=False)  # gradient boosting and the model on the test rows
+
+    @property
+    def pairs(self) -> pd.DataFrame:
+        """One line per field pair, the columns of `afm pairs`, most important (mean |SII|) first."""
+        return self.explanation.table.copy()
+
+    @property
+    def gate_table(self) -> pd.DataFrame:
+        """(pair, gating field) lines, strongest in the labels first."""
+        return self.explanation.gates.copy()
+
+    def summary(self) -> str:
+        """The answer in a few sentences: the pairs that matter, the strongest gate, whether
+        attention can be read as the reason, and how the model compares with gradient boosting."""
+        return " ".join(self.sentences())
+
+    def sentences(self) -> list[str]:
+        table = self.explanation.table
+        top = list(table["pair"].head(3))
+        measures = {"|contribution|": "contribution_abs_mean", **({"attention": "attention_mean"}
+                                                                 if self.model == "afm" else {})}
+        firsts = {name: table.sort_values(column, ascending=False, kind="stable")["pair"].iloc[0]
+                  for name, column in measures.items()}
+        others = [f"{name} puts {pair} first" for name, pair in firsts.items() if pair != top[0]]
+        said = [f"On {len(self.explanation.rows):,} {self.where}, the pairs that matter most (mean |Shapley "
+                f"interaction|) are {', '.join(top)}" + (
+                    f"; {' and '.join(others)}." if others else f"; every measure puts {top[0]} first.")]
+        gate = self.explanation.gate_sentence()
+        if gate:
+            said.append(gate)
+        if self.checks is not None:
+            said.append(self.checks.agreement_sentence(self.model))
+            if self.checks.baselines is not None:
+                said.append(self.checks.baselines.verdict())
+        if self.reference is not None:
+            said.append(_reference_sentence(self.reference, self.task))
+        return said
+
+    def heatmap(self, measure: str = "shapley_abs_mean") -> go.Figure:
+        """Field x field heatmap of one column of `pairs` (default: mean |Shapley interaction|)."""
+        if measure not in self.explanation.table or measure in ("pair", "gate", "gate_values"):
+            raise ConfigError(f"measure must be a number column of pairs: {list(self.explanation.table.columns[1:])}")
+        names = list(self.explanation.schema.field_names)
+        return pair_value_heatmap(self.explanation.table, names, measure,
+                                  f"{measure} over {len(self.explanation.rows):,} {self.where}", colorbar=measure,
+                                  diverging=not measure.endswith(("abs_mean", "std")) and measure != "attention_mean")
+
+    def gates(self, top: int = 10) -> go.Figure:
+        """The strongest (pair, gate) lines: how much the pair's effect changes with the gating
+        field's value, in the labels and in the model."""
+        return gate_strengths_figure(self.explanation.gates, top)
+
+    def row(self, index: int) -> go.Figure:
+        """One explained row's prediction as the model's own additive terms (they sum to it)."""
+        rows = len(self.explanation.rows)
+        if not isinstance(index, (int, np.integer)) or not 0 <= index < rows:
+            raise ConfigError(f"row must be 0..{rows - 1} (of the explained rows), got {index!r}")
+        terms = self.explanation.terms
+        table = row_decomposition(terms, index, self.explanation.schema, self.feature_ids[index])
+        return decomposition_figure(table, float(terms.prediction[index]))
+
+
+def _reference_sentence(reference: dict, task: str) -> str:
+    metric, lower_is_better = SELECTION_METRIC[task]
+    ours, theirs = reference["model"].get(metric), reference.get(f"test_{metric}")
+    if ours is None or theirs is None:
+        return "No reference score could be computed on these rows."
+    better = ours < theirs if lower_is_better else ours > theirs
+    gap = abs(ours - theirs)
+    return (f"On the test rows the model's {metric.upper()} is {ours:.4f}, gradient boosting's on the same split "
+            f"{theirs:.4f}: the model is {'better' if better else 'worse'} by {gap:.4f}"
+            + ("." if better or gap < 0.005 else "; read its explanation as that of a weaker model."))
