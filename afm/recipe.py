@@ -194,10 +194,10 @@ class Recipe:
         again: its preset and every setting that differs from it, every number in full (a rounded
         lr trains another model)."""
         default = preset(self.preset if self.preset in PRESETS else None, self.model)
-        parts = ["--preset", self.preset if self.preset in PRESETS else "none"]
+        parts = ["--model", self.model, "--preset", self.preset if self.preset in PRESETS else "none"]
         for spec in fields(self):
             value = getattr(self, spec.name)
-            if spec.name == "preset" or value == getattr(default, spec.name):
+            if spec.name in ("model", "preset") or value == getattr(default, spec.name):
                 continue
             flag = flag_of(spec)
             if isinstance(value, bool):
