@@ -178,11 +178,7 @@ class TrainedModel:
             explained, reference, where = dataset.rows(split), dataset.train, f"{split} rows of {dataset.name}"
         else:
             explained = reference = dataset.rows("all")
-            where = f"rows of {dataset.name}"
-            if np.isnan(explained.labels).any():
-                raise DataError(FRAME_SOURCE if isinstance(data, pd.DataFrame) else data,
-                                "explain needs every row's label (the gates and the checks compare with them); "
-                                "predict scores rows without labels")
+            where = f"rows of {dataset.name}"  # their labels are read as training labels: none empty
         checkpoint = self.checkpoint
         explanation = explain_pairs(checkpoint.model, explained, dataset.schema, reference, rows=rows,
                                     coalitions=coalitions, seed=seed)

@@ -13,10 +13,19 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
 @pytest.mark.slow
-def test_python_example_runs():
-    code = re.search(r"```python\n(.*?)```", README, re.S).group(1)
+def test_python_examples_run_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the example saves a checkpoint where it runs
+    front, layers = re.findall(r"```python\n(.*?)```", README, re.S)[:2]
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(front, "README.md", "exec"), namespace)
+    assert namespace["model"].recipe.preset == "quick" and namespace["clicks"].task == "binary"
+    assert list(namespace["ex"].pairs.columns[:2]) == ["pair", "attention_mean"]
+    probability = namespace["probability"]
+    assert probability.shape == (2000,) and ((probability > 0) & (probability < 1)).all()
+    assert (namespace["again"].predict(namespace["frame"]) == probability).all()
+    assert namespace["again"].recipe.command("clicks.csv").startswith("python -m afm train --data clicks.csv")
+    namespace = {}
+    exec(compile(layers, "README.md", "exec"), namespace)
     assert tuple(namespace["terms"].pair_weights.shape) == (1500, 45)
 
 
