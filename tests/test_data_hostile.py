@@ -17,10 +17,11 @@ from hypothesis import strategies as st
 import afm.data.stream as stream
 from afm.data import load_csv, load_dataset, read_feature_names, read_libfm, split_indices
 from afm.data.arrays import open_arrays, write_arrays
-from afm.data.csvfile import CsvHeader, iter_csv_pieces, parse_records, read_csv_text, record_lines
 from afm.data.libfm import parse_libfm
+from afm.data.schema import describe_columns
 from afm.data.stream import iter_rows
-from afm.data.tabular import TabularEncoder, describe_columns
+from afm.data.tabular import TabularEncoder
+from afm.data.text import CsvHeader, iter_csv_pieces, parse_records, read_csv_text, record_lines
 from afm.errors import DataError
 from tests.conftest import cli, random_dataset
 

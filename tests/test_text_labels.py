@@ -12,8 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from afm.data import load_csv
-from afm.data.cells import NA_SPELLINGS, NEGATIVE_WORDS, POSITIVE_WORDS, label_classes, parse_numbers
-from afm.data.tabular import TabularEncoder
+from afm.data.tabular import NA_SPELLINGS, NEGATIVE_WORDS, POSITIVE_WORDS, TabularEncoder, label_classes, parse_numbers
 from afm.errors import DataError
 from tests.conftest import cli
 

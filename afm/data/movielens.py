@@ -17,7 +17,7 @@ import pandas as pd
 
 from afm.data.libfm import LIBFM_SPLIT_SUFFIX, write_libfm
 from afm.data.splits import split_indices
-from afm.data.tabular import read_csv_file
+from afm.data.text import read_csv_file
 from afm.errors import DataError, quote
 from afm.files import write_atomic
 from afm.limits import MAX_FEATURES

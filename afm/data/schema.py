@@ -7,14 +7,19 @@ stored only for the ids that have one.
 
 Fields come from a `*features.tsv` beside libfm files (`feature<TAB>field<TAB>value`), from a
 built-in layout for the known datasets, or are inferred: each column its own field, its id range
-the field's range.
+the field's range. A CSV's fields come with their saved encoding (`CsvEncoding`, fitted by
+`afm.data.tabular`): each column's values or mean and spread, so new rows encode as the training
+rows did; `describe_columns` says what each column was read as.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 
@@ -39,7 +44,7 @@ class FieldSchema:
         if feature_names is not None and not isinstance(feature_names, Mapping):
             feature_names = dict(enumerate(feature_names))
         self.feature_names: dict[int, str] | None = dict(feature_names) if feature_names is not None else None
-        # For CSV data: how to encode new rows exactly as the training rows were (afm.data.tabular).
+        # For CSV data: how to encode new rows exactly as the training rows were (`CsvEncoding.to_json`).
         self.csv_encoding = csv_encoding
 
     def __eq__(self, other: object) -> bool:
@@ -147,6 +152,119 @@ def _run_length_decode(runs: object, num_fields: int, source: object, expected: 
     if expected is not None and total != expected:
         raise DataError(source, f"schema describes {total:,} features but the model has {expected:,}")
     return np.repeat(np.array([r[0] for r in runs], dtype=np.int16), [r[1] for r in runs])
+
+
+# --------------------------------------------------------------------------- a CSV's saved encoding
+
+KINDS = ("categorical", "numeric")
+CELLS = ("text", "inferred")  # how the cells were read: as text, or (before) as the types pandas guessed
+DEFAULT_MIN_COUNT = 2
+
+
+@dataclass(frozen=True)
+class ColumnEncoding:
+    name: str
+    kind: str  # "categorical" | "numeric"
+    values: tuple[str, ...] = ()  # categorical: the vocabulary, in first-seen order (<unknown> follows)
+    mean: float = 0.0  # numeric: training mean and standard deviation
+    std: float = 1.0
+    low: float | None = None  # numeric: the training rows' range (None in encoders saved before)
+    high: float | None = None
+
+    @property
+    def num_features(self) -> int:
+        return len(self.values) + 1 if self.kind == "categorical" else 1
+
+    def to_json(self) -> dict:
+        if self.kind == "categorical":
+            return {"name": self.name, "kind": self.kind, "values": list(self.values)}
+        bounds = {"low": self.low, "high": self.high} if self.low is not None else {}
+        return {"name": self.name, "kind": self.kind, "mean": self.mean, "std": self.std, **bounds}
+
+
+@dataclass(frozen=True)
+class CsvEncoding:
+    """How a CSV's columns became fields, as a schema's `csv_encoding` holds it: the label column
+    and each column's encoding (`afm.data.tabular.TabularEncoder` fits it and encodes rows with it)."""
+
+    label: str
+    columns: tuple[ColumnEncoding, ...]
+    min_count: int = DEFAULT_MIN_COUNT
+    cells: str = "text"  # "inferred": saved before cells were read as text (see `afm.data.tabular`)
+    label_classes: tuple[str, str] | None = None  # a label of two texts: (read as 0, read as 1)
+
+    def to_json(self) -> dict:
+        cells = {"cells": "text"} if self.cells == "text" else {}
+        classes = {"label_classes": list(self.label_classes)} if self.label_classes else {}
+        return {"label": self.label, "min_count": self.min_count, **cells, **classes,
+                "columns": [c.to_json() for c in self.columns]}
+
+    @classmethod
+    def from_json(cls, obj: object, source: object = "csv_encoding") -> Self:
+        """Validate a saved encoder (it may come from a hostile checkpoint)."""
+        if not (isinstance(obj, dict) and isinstance(obj.get("label"), str) and isinstance(obj.get("columns"), list)):
+            raise DataError(source, "csv_encoding must hold a label and a list of columns")
+        min_count = obj.get("min_count", 1)  # checkpoints before min_count kept every value
+        if type(min_count) is not int or min_count < 1:
+            raise DataError(source, "csv_encoding min_count must be a positive integer")
+        cells = obj.get("cells", "inferred")  # absent: saved before cells were read as text
+        if cells not in CELLS:
+            raise DataError(source, f"csv_encoding cells must be one of {CELLS}")
+        classes = obj.get("label_classes")
+        if classes is not None and not (isinstance(classes, list) and len(classes) == 2 and classes[0] != classes[1]
+                                        and all(isinstance(c, str) and 0 < len(c) <= 1000 for c in classes)):
+            raise DataError(source, "csv_encoding label_classes must be two different texts")
+        columns = [_column_from_json(spec, source) for spec in obj["columns"]]
+        if not 2 <= len(columns) <= MAX_FIELDS:
+            raise DataError(source, f"csv_encoding must have 2..{MAX_FIELDS} columns")
+        return cls(obj["label"], tuple(columns), min_count, cells, tuple(classes) if classes else None)
+
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _column_from_json(spec: object, source: object) -> ColumnEncoding:
+    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and spec.get("kind") in KINDS):
+        raise DataError(source, f"bad csv_encoding column {quote(spec)}")
+    if spec["kind"] == "categorical":
+        values = spec.get("values")
+        if not (isinstance(values, list) and all(isinstance(v, str) for v in values)):
+            raise DataError(source, f"column {spec['name']!r}: values must be a list of strings")
+        if len(set(values)) != len(values):
+            raise DataError(source, f"column {spec['name']!r}: a value is listed twice")
+        return ColumnEncoding(spec["name"], "categorical", values=tuple(values))
+    mean, std = spec.get("mean"), spec.get("std")
+    if not (_finite_number(mean) and _finite_number(std)) or std <= 0:
+        raise DataError(source, f"column {spec['name']!r}: mean and std must be finite, std > 0")
+    low, high = spec.get("low"), spec.get("high")
+    if (low is None) != (high is None) or (low is not None and not (
+            _finite_number(low) and _finite_number(high) and low <= high)):
+        raise DataError(source, f"column {spec['name']!r}: low and high must be finite numbers, low <= high")
+    return ColumnEncoding(spec["name"], "numeric", mean=float(mean), std=float(std),
+                          low=None if low is None else float(low), high=None if high is None else float(high))
+
+
+EXAMPLE_VALUES = 5  # values of a categorical column that `describe_columns` lists
+
+
+def describe_columns(csv_encoding: dict | None) -> list[dict] | None:
+    """What each CSV column was read as, for `afm info` and the app: name, kind, and for a
+    categorical column the number of values kept (besides `<unknown>`) and the first few, for a
+    numeric one the training rows' range, mean and standard deviation. None for libfm data."""
+    if csv_encoding is None:
+        return None
+    encoder = CsvEncoding.from_json(csv_encoding)
+    described = []
+    for column in encoder.columns:
+        if column.kind == "categorical":
+            described.append({"column": column.name, "kind": column.kind, "values": len(column.values),
+                              "examples": list(column.values[:EXAMPLE_VALUES])})
+        else:
+            span = None if column.low is None else [column.low, column.high]
+            described.append({"column": column.name, "kind": column.kind, "range": span,
+                              "mean": column.mean, "std": column.std})
+    return described
 
 
 # --------------------------------------------------------------------------- sources of schemas

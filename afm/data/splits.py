@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from afm.data.schema import FieldSchema
+from afm.data.schema import FieldSchema, describe_columns
 from afm.errors import DataError
 
 if TYPE_CHECKING:
@@ -178,9 +178,7 @@ class Dataset:
 
     def summary(self) -> dict:
         """What `afm info` prints; for CSV data also `columns`: each column's kind and values or
-        range (`afm.data.tabular.describe_columns`)."""
-        from afm.data.tabular import describe_columns  # tabular builds on this module
-
+        range (`afm.data.schema.describe_columns`)."""
         columns = describe_columns(self.schema.csv_encoding)
         return {
             "name": self.name,

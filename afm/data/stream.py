@@ -9,7 +9,7 @@ every row in the file's order, a label only where there is one, and files larger
   checked against the model's feature table and put in field order, as `load_dataset` does.
 Errors name the file and the line of the whole file, not of the chunk.
 
-A CSV is read as text in blocks by `afm.data.csvfile`, with the header checks and line numbers
+A CSV is read as text in blocks by `afm.data.text`, with the header checks and line numbers
 of `read_table`, so a cell reads as it did when the model was trained, whatever rows share its
 chunk; a label that is not a number is an error naming its line (an empty one is NaN).
 """
@@ -24,12 +24,10 @@ from typing import BinaryIO
 
 import numpy as np
 
-from afm.data.cells import labels as label_numbers
-from afm.data.csvfile import CsvHeader, iter_csv_pieces, parse_records
 from afm.data.libfm import order_columns_by_field, parse_libfm
 from afm.data.schema import FieldSchema
-from afm.data.tabular import TabularEncoder
-from afm.data.text import text_blocks
+from afm.data.tabular import TabularEncoder, label_numbers
+from afm.data.text import CsvHeader, iter_csv_pieces, parse_records, text_blocks
 from afm.errors import ConfigError, DataError
 from afm.files import open_regular_file
 

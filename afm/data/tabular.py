@@ -1,83 +1,67 @@
 """CSV files: a fitted encoder turns a table into F (feature id, value) slots per row.
 
-A CSV is read as text (`afm.data.csvfile`): every cell is the string it is. `TabularEncoder.fit`
-learns each column's kind from all rows by the rule of `afm.data.cells` (numeric: every cell
-with a value is a number, some not whole; whole numbers alone are codes) and its encoding from
-the training rows only:
+A CSV is read as text (`afm.data.text`): every cell is the string it is. `TabularEncoder.fit`
+learns each column's kind from all rows and its encoding from the training rows only. A column is
+**numeric** when every cell holding a value is a number (as pandas' C parser reads one: `1.5`,
+`-2e3`, ` 4`, `inf`) and at least one of them is not a whole number: whole numbers alone (`7`,
+`007`) are codes, read as categories with their text as written, so `007` and `7` stay two values.
+A column that would be numeric but for a few cells that are not numbers, at least half of its
+cells with a value being numbers, is an error naming the first such cell and its line: a stray
+word would otherwise turn a column of numbers into categories of which each is seen once.
 - categorical (text, boolean and whole-number columns): one feature per value seen at least
   `min_count` times in training, plus an `<unknown>` feature. Values are matched as text, so
   `007` and `7` are two values. Values seen less often are folded into `<unknown>`, so it is
   trained like any other value and a value never seen before gets a sensible score instead of
-  an untrained embedding. An empty cell is the value `<missing>`.
+  an untrained embedding. An empty cell is the value `<missing>`; every other cell is the text
+  it is, `NA` included.
 - numeric: one feature whose x is the value standardised with the training rows' mean and
   standard deviation (eq. 1 allows any x_i). A missing number (an empty cell, or pandas'
   missing-value spellings: nan, NA, null, N/A, ...) sits at the training mean, x = 0. `inf`,
   numbers beyond float32's range and numbers too large to standardise are errors that name the
   line; so is a word among the numbers.
-`transform` encodes any rows with that fitted state; it is saved in every checkpoint's schema,
-so new data is scored exactly as the training data was encoded, whatever its row order.
-`describe_columns` says what each column was read as (kind, values, range), for `afm info`.
+A **label** column holds numbers, or two classes written as text, neither a number (`yes`/`no`),
+read as 0 and 1 for the binary task (`label_classes`): the positive class is the one of a known
+pair (yes, true, y, t, positive, pos; against no, false, n, f, negative, neg, in any case), else
+the later of the two in sorted order (as scikit-learn's LabelEncoder orders classes).
+`transform` encodes any rows with that fitted state; it is saved in every checkpoint's schema
+(`afm.data.schema.CsvEncoding`, with the label's classes), so new data is scored exactly as the
+training data was encoded, whatever its row order. `describe_columns` says what each column was
+read as (kind, values, range), for `afm info`.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from afm.data.cells import NA_SPELLINGS, categories, infer_kind, label_classes, numbers
-from afm.data.cells import labels as label_numbers
-from afm.data.csvfile import CsvHeader, read_csv_text
-from afm.data.schema import FieldSchema
+from afm.data.schema import DEFAULT_MIN_COUNT, ColumnEncoding, CsvEncoding, FieldSchema
+from afm.data.schema import describe_columns as describe_columns  # read from here by the app
 from afm.data.splits import Dataset, Split, split_indices
-from afm.data.text import check_text, first_not_utf8
+from afm.data.text import beyond_float32, float32_problem, read_csv_text
 from afm.errors import DataError, quote
 from afm.files import read_regular_file
 from afm.limits import MAX_FEATURES, MAX_FIELDS, MAX_TEXT_FILE_BYTES
 
 UNKNOWN = "<unknown>"
 MISSING = "<missing>"  # an empty cell in a categorical column is a value of its own
-DEFAULT_MIN_COUNT = 2
 LABEL_COLUMN_NAMES = ("label", "target", "y", "rating", "click")
 MIN_ROWS = 10
-KINDS = ("categorical", "numeric")
-CELLS = ("text", "inferred")  # how the cells were read: as text, or (before) as the types pandas guessed
+# pandas' default missing-value spellings (read_csv's na_values), which numeric columns honour.
+NA_SPELLINGS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+                          "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
+POSITIVE_WORDS = frozenset({"yes", "true", "y", "t", "positive", "pos"})
+NEGATIVE_WORDS = frozenset({"no", "false", "n", "f", "negative", "neg"})
+STRAY_SHARE = 0.5  # a would-be numeric column with at most this share of non-numbers: the rest are strays
 
 
-@dataclass(frozen=True)
-class ColumnEncoding:
-    name: str
-    kind: str  # "categorical" | "numeric"
-    values: tuple[str, ...] = ()  # categorical: the vocabulary, in first-seen order (<unknown> follows)
-    mean: float = 0.0  # numeric: training mean and standard deviation
-    std: float = 1.0
-    low: float | None = None  # numeric: the training rows' range (None in encoders saved before)
-    high: float | None = None
-
-    @property
-    def num_features(self) -> int:
-        return len(self.values) + 1 if self.kind == "categorical" else 1
-
-    def to_json(self) -> dict:
-        if self.kind == "categorical":
-            return {"name": self.name, "kind": self.kind, "values": list(self.values)}
-        bounds = {"low": self.low, "high": self.high} if self.low is not None else {}
-        return {"name": self.name, "kind": self.kind, "mean": self.mean, "std": self.std, **bounds}
-
-
-@dataclass(frozen=True)
-class TabularEncoder:
-    label: str
-    columns: tuple[ColumnEncoding, ...]
-    min_count: int = DEFAULT_MIN_COUNT
-    cells: str = "text"  # "inferred": saved before cells were read as text (see `_legacy_spellings`)
-    label_classes: tuple[str, str] | None = None  # a label of two texts: (read as 0, read as 1)
+class TabularEncoder(CsvEncoding):
+    """The saved encoding (`afm.data.schema.CsvEncoding`) with what it does: fit on a table's
+    training rows, and encode any rows as (feature id, value) slots."""
 
     # ----------------------------------------------------------------- fit
     @classmethod
@@ -157,33 +141,6 @@ class TabularEncoder:
             offset += column.num_features
         return ids, values
 
-    # ----------------------------------------------------------------- saved form
-    def to_json(self) -> dict:
-        cells = {"cells": "text"} if self.cells == "text" else {}
-        classes = {"label_classes": list(self.label_classes)} if self.label_classes else {}
-        return {"label": self.label, "min_count": self.min_count, **cells, **classes,
-                "columns": [c.to_json() for c in self.columns]}
-
-    @classmethod
-    def from_json(cls, obj: object, source: object = "csv_encoding") -> TabularEncoder:
-        """Validate a saved encoder (it may come from a hostile checkpoint)."""
-        if not (isinstance(obj, dict) and isinstance(obj.get("label"), str) and isinstance(obj.get("columns"), list)):
-            raise DataError(source, "csv_encoding must hold a label and a list of columns")
-        min_count = obj.get("min_count", 1)  # checkpoints before min_count kept every value
-        if type(min_count) is not int or min_count < 1:
-            raise DataError(source, "csv_encoding min_count must be a positive integer")
-        cells = obj.get("cells", "inferred")  # absent: saved before cells were read as text
-        if cells not in CELLS:
-            raise DataError(source, f"csv_encoding cells must be one of {CELLS}")
-        classes = obj.get("label_classes")
-        if classes is not None and not (isinstance(classes, list) and len(classes) == 2 and classes[0] != classes[1]
-                                        and all(isinstance(c, str) and 0 < len(c) <= 1000 for c in classes)):
-            raise DataError(source, "csv_encoding label_classes must be two different texts")
-        columns = [_column_from_json(spec, source) for spec in obj["columns"]]
-        if not 2 <= len(columns) <= MAX_FIELDS:
-            raise DataError(source, f"csv_encoding must have 2..{MAX_FIELDS} columns")
-        return cls(obj["label"], tuple(columns), min_count, cells, tuple(classes) if classes else None)
-
     @classmethod
     def of(cls, schema: FieldSchema, source: object = "checkpoint") -> TabularEncoder | None:
         """The encoder a schema carries (None for libfm data), checked against the schema."""
@@ -195,32 +152,134 @@ class TabularEncoder:
         return encoder
 
 
+# --------------------------------------------------------------------------- cells: what a column holds
+
+
+def text_cells(series: pd.Series) -> pd.Series:
+    """Cells as text: a column read as strings stays as it is, anything else
+    (a DataFrame built by hand) is turned into its text, missing cells empty."""
+    if isinstance(series.dtype, pd.StringDtype) or (
+            series.dtype == object and pd.api.types.infer_dtype(series, skipna=False) == "string"):
+        return series if not series.isna().any() else series.fillna("")
+    return series.astype(object).where(series.notna(), "").astype(str)
+
+
+def is_missing(cells: pd.Series) -> np.ndarray:
+    """(n,) bool: empty cells and missing-value spellings."""
+    return cells.isin(NA_SPELLINGS).to_numpy(bool)
+
+
+def parse_numbers(cells: pd.Series) -> np.ndarray:
+    """(n,) float64: each cell as the number pandas' C parser reads in it (`1.5`, ` 2`, `1e3`,
+    `inf`), NaN where it reads none (a word, an empty cell, `NA`)."""
+    return np.array(pd.to_numeric(cells, errors="coerce").to_numpy(np.float64, na_value=np.nan))  # writable
+
+
+def is_whole(cells: pd.Series) -> np.ndarray:
+    """(n,) bool: cells written as whole numbers, digits after an optional sign (`7`, `007`, `-3`)."""
+    return cells.str.strip().str.lstrip("+-").str.isdigit().fillna(False).to_numpy(bool)
+
+
+def infer_kind(series: pd.Series, column: object, source: object, lines: np.ndarray) -> str:
+    """'numeric' or 'categorical' by the rule of the module docstring, judged on every row (so a
+    column's kind does not depend on the split's seed); strays in a numeric column are an error."""
+    cells = text_cells(series)
+    valued = ~is_missing(cells)
+    if not valued.any():
+        return "categorical"
+    cells, lines = cells[valued], lines[valued]
+    distinct = pd.Series(pd.unique(cells), dtype=cells.dtype)  # each value judged once
+    number = ~np.isnan(parse_numbers(distinct))
+    if not (number & ~is_whole(distinct)).any():
+        return "categorical"  # text, or codes written as whole numbers
+    if number.all():
+        return "numeric"
+    strays = np.flatnonzero(cells.isin(distinct[~number]).to_numpy(bool))
+    if len(strays) <= STRAY_SHARE * len(cells):
+        first = int(strays[0])
+        others = f" (and {len(strays) - 1:,} more)" if len(strays) > 1 else ""
+        raise DataError(source, f"column {column!r} holds numbers but {quote(cells.iloc[first])} is not one"
+                        f"{others}; correct the cell or leave it empty for a missing value (a column is numeric "
+                        "when most cells are numbers; to use it as categories, write them as text, e.g. 'v1.5')",
+                        line=int(lines[first]))
+    return "categorical"
+
+
+def numbers(series: pd.Series, column: object, source: object, lines: np.ndarray) -> np.ndarray:
+    """A numeric column as float64: missing cells NaN, anything else a finite number within
+    float32's range, or an error naming the line."""
+    cells = text_cells(series)
+    missing = is_missing(cells)
+    x = parse_numbers(cells)
+    bad = ~missing & ~np.isfinite(x)
+    x[missing] = np.nan
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(source, f"column {column!r} holds {quote(cells.iloc[row])}, not a finite number "
+                        "(leave the cell empty for a missing value)", line=int(lines[row]))
+    large = beyond_float32(x)
+    if large.any():
+        row = int(np.flatnonzero(large)[0])
+        raise DataError(source, f"column {column!r}: {float32_problem(cells.iloc[row])}", line=int(lines[row]))
+    return x
+
+
+def label_classes(series: pd.Series) -> tuple[str, str] | None:
+    """(negative, positive) when the label cells are two values, neither of them a number (text
+    classes, by the module docstring's rule); None otherwise."""
+    cells = text_cells(series).str.strip()
+    distinct = pd.unique(cells[~is_missing(cells)])
+    if len(distinct) != 2 or not np.isnan(parse_numbers(pd.Series(distinct, dtype=object))).all():
+        return None  # a number among them: a numeric label with a stray word is an error, not two classes
+    low, high = sorted(str(v) for v in distinct)
+    if low.lower() in POSITIVE_WORDS and high.lower() in NEGATIVE_WORDS:
+        return high, low
+    return low, high
+
+
+def label_numbers(series: pd.Series, column: object, source: object, lines: np.ndarray,
+                  allow_empty: bool = False, classes: tuple[str, str] | None = None) -> np.ndarray:
+    """A label column as float32: every cell a finite number within float32's range, or with
+    `classes` (negative, positive) one of those two texts, read as 0 and 1 (empty cells NaN when
+    `allow_empty`), or an error naming the first bad line."""
+    cells = text_cells(series)
+    empty = is_missing(cells)
+    if classes is not None:
+        stripped = cells.str.strip()
+        x = np.where(stripped == classes[1], 1.0, np.where(stripped == classes[0], 0.0, np.nan))
+        x[empty] = np.nan
+        bad = (~empty & np.isnan(x)) | (empty & (not allow_empty))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            what = "is empty" if empty[row] else (f"holds {quote(cells.iloc[row])}, neither of its two classes "
+                                                  f"{classes[0]!r} (0) and {classes[1]!r} (1)")
+            raise DataError(source, f"label in column {column!r} {what}", line=int(lines[row]))
+        return x.astype(np.float32)
+    x = parse_numbers(cells)
+    x[empty] = np.nan
+    bad = (~empty & ~np.isfinite(x)) | (empty & (not allow_empty))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        what = "is empty" if empty[row] else f"{quote(cells.iloc[row])} is not a finite number"
+        if not empty[row] and np.isnan(x[~empty]).all():  # words only: too many to be two classes
+            what += (" (a label of text must take exactly two values, the classes of the binary task; "
+                     f"this column holds {len(pd.unique(cells[~empty])):,} different ones)")
+        raise DataError(source, f"label in column {column!r} {what}", line=int(lines[row]))
+    large = beyond_float32(x)
+    if large.any():
+        row = int(np.flatnonzero(large)[0])
+        raise DataError(source, f"label in column {column!r}: {float32_problem(cells.iloc[row])}",
+                        line=int(lines[row]))
+    return x.astype(np.float32)
+
+
+def categories(series: pd.Series, missing: str) -> pd.Series:
+    """Category names: each cell's text as written, an empty cell `missing`."""
+    cells = text_cells(series)
+    return cells.where(cells != "", missing)
+
+
 # --------------------------------------------------------------------------- fitting and reading
-
-
-def _finite_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _column_from_json(spec: object, source: object) -> ColumnEncoding:
-    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and spec.get("kind") in KINDS):
-        raise DataError(source, f"bad csv_encoding column {quote(spec)}")
-    if spec["kind"] == "categorical":
-        values = spec.get("values")
-        if not (isinstance(values, list) and all(isinstance(v, str) for v in values)):
-            raise DataError(source, f"column {spec['name']!r}: values must be a list of strings")
-        if len(set(values)) != len(values):
-            raise DataError(source, f"column {spec['name']!r}: a value is listed twice")
-        return ColumnEncoding(spec["name"], "categorical", values=tuple(values))
-    mean, std = spec.get("mean"), spec.get("std")
-    if not (_finite_number(mean) and _finite_number(std)) or std <= 0:
-        raise DataError(source, f"column {spec['name']!r}: mean and std must be finite, std > 0")
-    low, high = spec.get("low"), spec.get("high")
-    if (low is None) != (high is None) or (low is not None and not (
-            _finite_number(low) and _finite_number(high) and low <= high)):
-        raise DataError(source, f"column {spec['name']!r}: low and high must be finite numbers, low <= high")
-    return ColumnEncoding(spec["name"], "numeric", mean=float(mean), std=float(std),
-                          low=None if low is None else float(low), high=None if high is None else float(high))
 
 
 def _fit_numeric(series: pd.Series, column: str, train_rows: np.ndarray, source: object,
@@ -273,23 +332,6 @@ def _legacy_spellings(text: pd.Series, vocabulary: tuple[str, ...]) -> pd.Series
     renames = {s: MISSING if s in NA_SPELLINGS else aliases.get(_spelling(s)) for s in strangers}
     renames = {s: v for s, v in renames.items() if v is not None and v != s}
     return text.replace(renames) if renames else text
-
-
-def read_csv_file(path: Path, **read_csv) -> pd.DataFrame:
-    """A CSV file read whole with pandas (`read_csv`: further pandas.read_csv arguments), within
-    the text-file limit and after the header's size is checked; a file that is not UTF-8 CSV is
-    a one-line DataError naming it."""
-    raw = check_text(read_regular_file(path, MAX_TEXT_FILE_BYTES, lambda problem: DataError(path, problem)), path)
-    if raw.strip():
-        CsvHeader.read(raw.lstrip(b"\n"), path, 1 + len(raw) - len(raw.lstrip(b"\n")))
-    try:
-        return pd.read_csv(io.BytesIO(raw), skip_blank_lines=False, encoding="utf-8", **read_csv)
-    except UnicodeDecodeError:
-        raise first_not_utf8(raw, path) or DataError(path, "not UTF-8 text") from None
-    except pd.errors.EmptyDataError:
-        raise DataError(path, "file is empty") from None
-    except (pd.errors.ParserError, ValueError) as exc:
-        raise DataError(path, f"not a valid CSV: {quote(str(exc), 200)}") from None
 
 
 def read_table(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
@@ -371,25 +413,3 @@ def table_dataset(frame: pd.DataFrame, lines: np.ndarray, source: object, name: 
     everything = Split(ids, values, labels)
     splits = {split: everything.take(rows) for split, rows in index.items()}
     return Dataset(name, encoder.schema(), splits, location, notes=notes)
-
-
-EXAMPLE_VALUES = 5  # values of a categorical column that `describe_columns` lists
-
-
-def describe_columns(csv_encoding: dict | None) -> list[dict] | None:
-    """What each CSV column was read as, for `afm info` and the app: name, kind, and for a
-    categorical column the number of values kept (besides `<unknown>`) and the first few, for a
-    numeric one the training rows' range, mean and standard deviation. None for libfm data."""
-    if csv_encoding is None:
-        return None
-    encoder = TabularEncoder.from_json(csv_encoding)
-    described = []
-    for column in encoder.columns:
-        if column.kind == "categorical":
-            described.append({"column": column.name, "kind": column.kind, "values": len(column.values),
-                              "examples": list(column.values[:EXAMPLE_VALUES])})
-        else:
-            span = None if column.low is None else [column.low, column.high]
-            described.append({"column": column.name, "kind": column.kind, "range": span,
-                              "mean": column.mean, "std": column.std})
-    return described
