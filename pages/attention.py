@@ -63,7 +63,7 @@ if gates and by == gates[0]:
 
 if result is not None:
     st.subheader("Is attention an explanation here?")
-    pair_views.attention_checks(run, dataset, split, result, coalitions)
+    pair_views.attention_checks_section(run, dataset, split, result, coalitions)
 
 st.subheader("Top feature-value pairs")
 a, b, c = st.columns(3)

@@ -75,8 +75,8 @@ def session_is_open():
 
 
 @st.cache_data(show_spinner="Reading the data as the model was trained…", max_entries=16, hash_funcs=BY_CONTENT)
-def fit_problem(spec: str, data_dir: str | None, label: str | None, stamp: float, schema: FieldSchema,
-                shown_as: str | None = None) -> str | None:
+def dataset_problem(spec: str, data_dir: str | None, label: str | None, stamp: float, schema: FieldSchema,
+                    shown_as: str | None = None) -> str | None:
     """Why the data cannot be read with a model's schema (None: it can; then `dataset` has it).
     Kept, so a page that asks on every rerun does not read the files again."""
     try:

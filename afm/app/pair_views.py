@@ -131,7 +131,8 @@ def _shared_bound(view: str, parts: dict, result: PairExplanation | None, masks:
     return max(float(np.nanmax(np.abs(getattr(s, attribute)))) for s in parts.values())
 
 
-def attention_checks(run: Run, dataset: Dataset, split: str, result: PairExplanation, coalitions: str) -> None:
+def attention_checks_section(run: Run, dataset: Dataset, split: str, result: PairExplanation,
+                             coalitions: str) -> None:
     """The panel of three, each with one sentence of what it means."""
     checks = cache.attention_checks(run, dataset, split, len(result.rows), coalitions)
     agreement = checks.agreement

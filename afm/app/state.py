@@ -131,7 +131,7 @@ def dataset_for(run: Run, dataset: Dataset) -> Dataset:
     if spec is None:
         return dataset
     where = (spec, setting("data_dir"), setting("label_column") or None, cache.file_stamp(spec))
-    if cache.fit_problem(*where, run.schema, upload_name()) is not None:
+    if cache.dataset_problem(*where, run.schema, upload_name()) is not None:
         return dataset
     return cache.dataset(*where, run.schema, upload_name())
 
