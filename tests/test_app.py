@@ -134,7 +134,7 @@ def train_and_collect(at: AppTest):
 def test_training_from_the_data_page_fills_the_curves_page():
     at = app().run()
     at.selectbox[0].set_value("fm").run()  # model
-    at.number_input(key="ep_quick_fm").set_value(2)
+    at.number_input(key="recipe_epochs_quick_fm").set_value(2)
     train_and_collect(at)
     new = [name for name in at.session_state["runs"] if name.startswith("FM k=16")]
     assert len(new) == 1 and at.session_state["active_run"] == new[0]
@@ -149,25 +149,26 @@ def test_training_from_the_data_page_fills_the_curves_page():
 
 
 def test_the_fast_preset_says_its_two_steps_until_a_fitting_fm_exists():
-    from afm.presets import PRESET_RECIPES, preset
+    from afm.presets import PRESET_RECIPES
+    from afm.recipe import preset
 
     at = app().run()
     assert at.selectbox[1].value == "quick"  # the bundled samples start from the quick preset
     at.selectbox[1].set_value("fast").run()  # model: AFM (the default)
     no_errors(at)
     assert [i.value for i in at.info] == [PRESET_RECIPES["fast"]]  # no FM with the preset's k = 128 yet
-    assert at.number_input(key="bs_fast_afm").value == preset("fast", "afm")["batch_size"]
+    assert at.number_input(key="recipe_batch_size_fast_afm").value == preset("fast", "afm").batch_size
     at.selectbox[0].set_value("fm").run()
-    assert not at.info and at.number_input(key="bs_fast_fm").value == preset("fast", "fm")["batch_size"]
+    assert not at.info and at.number_input(key="recipe_batch_size_fast_fm").value == preset("fast", "fm").batch_size
 
 
 def test_the_fast_preset_trains_the_fm_then_the_afm_from_it_on_one_click():
     at = app().run()
     at.selectbox[1].set_value("fast").run()  # model: AFM
     assert at.checkbox(key="fm_first_fast").value  # no FM with this k yet: step 1 is ticked
-    at.number_input(key="k_fast").set_value(8)
-    at.number_input(key="t_fast").set_value(8)
-    at.number_input(key="ep_fast_afm").set_value(1)
+    at.number_input(key="recipe_embedding_dim_fast_afm").set_value(8)
+    at.number_input(key="recipe_attention_dim_fast_afm").set_value(8)
+    at.number_input(key="recipe_epochs_fast_afm").set_value(1)
     at.get("form_submit_button")[0].click().run()
     no_errors(at)
     fm_job = at.session_state["job"]
@@ -311,7 +312,7 @@ def test_a_second_training_waits_in_line_with_its_place_and_stops_from_the_queue
     monkeypatch.setattr(scheduler_module, "_default", TrainingScheduler(ServerPolicy(slots=1, cores=2)))
     first, second = app().run(), app().run()
     for at in (first, second):
-        at.number_input(key="ep_quick_afm").set_value(200)
+        at.number_input(key="recipe_epochs_quick_afm").set_value(200)
         at.get("form_submit_button")[0].click().run()
         no_errors(at)
     running, queued = first.session_state["job"], second.session_state["job"]
@@ -343,7 +344,7 @@ def test_an_afm_started_from_an_fm_explains_its_epoch_0():
     assert at.selectbox[0].value == "afm"
     start = [s for s in at.selectbox if s.label == "Start from (FM pretraining)"][0]
     assert start.value == "sample FM"  # the authors' recipe is the default for AFM
-    at.number_input(key="ep_quick_afm").set_value(1)
+    at.number_input(key="recipe_epochs_quick_afm").set_value(1)
     at.get("form_submit_button")[0].click().run()
     job = at.session_state["job"]
     assert job.join(timeout=TIMEOUT) and job.status == "done", job.error

@@ -27,7 +27,7 @@ def test_an_ml_tag_shaped_dataset_trains_and_every_page_answers(tmp_path, monkey
     assert at.metric[0].value == "4,200"  # training rows
     at.selectbox[0].set_value("afm")  # model
     at.selectbox[1].set_value("quick").run()  # preset: k = t = 16
-    at.number_input(key="ep_quick_afm").set_value(2)
+    at.number_input(key="recipe_epochs_quick_afm").set_value(2)
     train_and_collect(at)
     assert at.session_state["active_run"].startswith("AFM k=16")
 
