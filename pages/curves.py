@@ -6,9 +6,9 @@ import streamlit as st
 
 from afm.analysis.reference import gradient_boosting_reference
 from afm.app import cache, state
+from afm.app.jobs import epoch_zero_note, histories_frame, runs_table
 from afm.data import Dataset
 from afm.figures import learning_curves
-from afm.app.jobs import epoch_zero_note, histories_frame, runs_table
 
 REFERENCE_ROWS = 300_000  # above this many training rows the reference waits to be asked for (it takes a while)
 

@@ -14,12 +14,12 @@ import streamlit as st
 from afm.analysis.attention import PairSummary, decompose_split, summarize_pairs, top_feature_pairs
 from afm.analysis.gates import GateResult
 from afm.analysis.pairs import AttentionChecks, PairExplanation, check_attention, explain_pairs, label_gates_of
+from afm.app.jobs import Run
 from afm.checkpoint import Checkpoint, load_checkpoint
 from afm.data import Dataset, FieldSchema
 from afm.data.arrays import MappedDataset
 from afm.data.bounded import LoadAbandoned, load_bounded
 from afm.errors import AFMError
-from afm.app.jobs import Run
 from afm.models import PredictionTerms
 
 

@@ -19,9 +19,9 @@ from afm.analysis.coupling import (
     seed_formula_error_by_scale,
 )
 from afm.app import cache, state
+from afm.app.jobs import Run
 from afm.data import Dataset
 from afm.figures import field_pair_heatmaps, metric_over_epochs, per_field_bars, seed_error_by_scale_figure
-from afm.app.jobs import Run
 
 AGREEMENT = 1e-9  # relative to the largest gradient entry: float64 rounding, not a different formula
 

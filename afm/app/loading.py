@@ -8,10 +8,10 @@ from pathlib import Path
 import streamlit as st
 
 from afm.app import cache, state
+from afm.app.jobs import Run
 from afm.checkpoint import load_checkpoint
 from afm.data import Dataset
 from afm.errors import AFMError
-from afm.app.jobs import Run
 from afm.paths import runs_dir, sample_dir
 
 NONE_PICKED = "(none)"

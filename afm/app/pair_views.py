@@ -13,6 +13,7 @@ from afm.analysis.gates import rows_by_values
 from afm.analysis.pairs import DEFAULT_BACKGROUND, DEFAULT_ROWS, PairExplanation, shapley_row_terms
 from afm.analysis.shapley import MAX_FIELDS, background_rows, pair_shapley, pair_summary
 from afm.app import cache, state
+from afm.app.jobs import Run
 from afm.data import Dataset
 from afm.figures import (
     adversarial_figure,
@@ -21,7 +22,6 @@ from afm.figures import (
     pair_value_heatmap,
     rank_agreement_figure,
 )
-from afm.app.jobs import Run
 from afm.models import PredictionTerms
 
 VIEWS = {"attention": "attention a_ij", "contribution": "signed contribution a_ij·pᵀ(e_i⊙e_j)",

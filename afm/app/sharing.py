@@ -12,10 +12,10 @@ import pandas as pd
 import streamlit as st
 
 from afm.app import cache, uploads
+from afm.app.jobs import Run
 from afm.data import Dataset
 from afm.data.bounded import load_seconds
 from afm.errors import AFMError
-from afm.app.jobs import Run
 from afm.predict import predict_file
 from afm.report import build_report
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import streamlit as st
 
 from afm.app import cache
+from afm.app.jobs import Run
 from afm.data import Dataset
 from afm.data.registry import BUNDLED_SAMPLES
 from afm.errors import AFMError
-from afm.app.jobs import Run
 from afm.humanize import duration
 from afm.models import MODEL_NAMES
 from afm.paths import data_roots, inside_data_roots

@@ -9,9 +9,9 @@ import streamlit as st
 
 from afm.analysis.whatif import Row, compare_rows, field_number, field_options, typical_row
 from afm.app import state
+from afm.app.jobs import Run
 from afm.data import SPLITS, Dataset, FieldSchema
 from afm.figures import what_if_figure
-from afm.app.jobs import Run
 from afm.metrics import sigmoid
 
 ORIGINS = {"row": "a row of the data", "compose": "values I choose"}
