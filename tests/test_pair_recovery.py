@@ -10,10 +10,10 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from afm.fitting import fit_recipe
 
 from afm.analysis.gates import data_gates, gate_table, strongest_gate
 from afm.analysis.pairs import explain_pairs
+from afm.fitting import fit_recipe
 from afm.recipe import preset
 from afm.samples.random_planted import CARDINALITY, FIELDS, NOISE, planted_dataset
 

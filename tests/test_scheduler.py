@@ -10,8 +10,8 @@ import torch
 
 from afm.app.jobs import TrainingJob
 from afm.models import ModelConfig, build_model
-from afm.scheduler import ServerPolicy, TrainingScheduler
 from afm.recipe import Recipe
+from afm.scheduler import ServerPolicy, TrainingScheduler
 from tests.conftest import random_dataset
 
 DATA = random_dataset(num_rows=4000)

@@ -3,13 +3,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from afm.fitting import fit_recipe
-from afm.recipe import Recipe
 
 from afm.data import Dataset, load_dataset
 from afm.errors import ConfigError, DataError
+from afm.fitting import fit_recipe
 from afm.metrics import auc, log_loss, rmse
 from afm.models import ModelConfig, build_model
+from afm.recipe import Recipe
 from afm.train import DeviceSplit, StopReason, TrainConfig, seed_everything, train_model
 from afm.training_plan import preflight
 from tests.conftest import random_dataset

@@ -125,8 +125,8 @@ def recipe_arguments(sub, preset_default: str | None = "paper") -> None:
             continue
         parse = {"int": number(int, lambda v: True, "a whole number"),
                  "float": number(float, lambda v: True, "a number")}.get(kind, str)
-        sub.add_argument(flag_of(spec), type=parse, choices=meta["choices"],
-                         metavar=None if meta["choices"] else flag_of(spec).lstrip("-").replace("-", "_").upper(), **common)
+        metavar = None if meta["choices"] else flag_of(spec).lstrip("-").replace("-", "_").upper()
+        sub.add_argument(flag_of(spec), type=parse, choices=meta["choices"], metavar=metavar, **common)
     sub.add_argument("--dropout", type=dropouts, default=argparse.SUPPRESS, metavar="A,B",
                      help="--dropout-attention A and --dropout-pooled B at once (1 - the authors' keep); one "
                           "number sets the pooled one")
