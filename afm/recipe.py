@@ -124,7 +124,8 @@ class Recipe:
         for spec in fields(self):
             object.__setattr__(self, spec.name, _checked(spec, getattr(self, spec.name)))
         if self.model != "afm":
-            set_here = [name for name in AFM_ONLY if getattr(self, name)]
+            set_here = [f"{spec.name} ({flag_of(spec)})" for spec in fields(self)
+                        if spec.name in AFM_ONLY and getattr(self, spec.name)]
             if set_here:
                 raise ConfigError(f"{', '.join(set_here)} applies to AFM only, not {self.model} (set it to 0 or "
                                   "leave it out)")
@@ -246,6 +247,9 @@ def _checked(spec, value):
     low, high = meta["low"], meta["high"]
     if low is not None and (value < low or value > high or (meta["above_low"] and value == low)
                             or (meta["below_high"] and value == high)):
+        if kind == "int":  # whole numbers read best as the range they may take
+            first, last = low + meta["above_low"], high - meta["below_high"]
+            raise ConfigError(f"{where} must be a whole number in {first}..{last}, got {value!r}")
         start = f"above {low:g}" if meta["above_low"] else f"at least {low:g}"
         bound = f"below {high:g}" if meta["below_high"] else f"at most {high:g}"
         raise ConfigError(f"{where} must be {start} and {bound}, got {value!r}")

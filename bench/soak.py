@@ -51,7 +51,7 @@ async def session(browser, url: str, epochs: int, timeout_ms: int) -> dict:
         await page.get_by_text("train rows").first.wait_for()
         result["page_seconds"].append(time.perf_counter() - start)
         await check("Data & model")
-        epochs_box = page.get_by_label("Epochs (at most)")
+        epochs_box = page.get_by_role("spinbutton", name="Epochs (at most)")
         await epochs_box.fill(str(epochs))
         await epochs_box.press("Tab")
         clicked = time.perf_counter()

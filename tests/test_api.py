@@ -123,7 +123,7 @@ def test_a_loaded_model_explains_the_rows_it_is_given(fitted, tmp_path):
     (lambda: afm.fit([1, 2, 3]), "data must be a pandas DataFrame, a dataset name or a path, not list"),
     (lambda: afm.fit(clicks(), label="nope"), "no label column 'nope'"),
     (lambda: afm.fit(clicks(), label="clicked", k=8), "unknown recipe settings ['k']"),
-    (lambda: afm.fit(clicks(), label="clicked", model="fm", l2_attention=1.0), "l2_attention applies to AFM only"),
+    (lambda: afm.fit(clicks(), label="clicked", model="fm", l2_attention=1.0), "l2_attention (--l2-attention) applies to AFM only"),
     (lambda: afm.fit(clicks(), label="clicked", preset="slow"), "preset must be one of quick, paper, fast"),
     (lambda: afm.fit(clicks(), label="clicked", recipe="quick"), "recipe must be an afm.Recipe"),
     (lambda: afm.fit(pd.DataFrame()), "the frame is empty"),

@@ -85,7 +85,7 @@ def test_every_page_renders_charts_and_no_exception(server, page):
 
 def test_train_the_sample_model_through_the_ui(server, page):
     open_page(page, server, "data_model", "Data & model")
-    epochs = page.get_by_label("Epochs (at most)")
+    epochs = page.get_by_role("spinbutton", name="Epochs (at most)")
     epochs.fill("3")
     epochs.press("Tab")
     page.get_by_role("button", name="Train", exact=True).click()

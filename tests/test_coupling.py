@@ -166,6 +166,7 @@ def test_tracker_records_coupling_into_the_history(tmp_path):
     from afm.analysis.coupling import CouplingTracker
     from afm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
     from afm.data import load_dataset
+    from afm.recipe import Recipe
     from afm.train import TrainConfig, train_model
 
     data = load_dataset("sample")
@@ -182,7 +183,8 @@ def test_tracker_records_coupling_into_the_history(tmp_path):
     assert len(measures["share"]) == 10 and len(measures["cancellation"]) == 10
     assert 0 < measures["seed_formula_error"] and 1 <= measures["information_abundance"] <= 8
     assert len(measures["hessian_model_part"]) == 10
-    path = save_checkpoint(tmp_path / "m.safetensors", Checkpoint.from_training(result, data))
+    recipe = Recipe(model="afm", embedding_dim=8, attention_dim=8, epochs=2, lr=0.2, batch_size=512)
+    path = save_checkpoint(tmp_path / "m.safetensors", Checkpoint.from_training(result, data, recipe))
     assert load_checkpoint(path).history[2]["coupling"]["share"] == measures["share"]
 
 

@@ -67,7 +67,7 @@ def test_one_set_of_defaults_the_papers_per_model():
 def test_the_afm_only_rule_is_one_error_everywhere(setting, value, capsys):
     with pytest.raises(ConfigError) as made:
         Recipe(model="fm", **{setting: value})
-    assert f"{setting} applies to AFM only" in str(made.value)
+    assert f"{setting} (--{setting.replace('_', '-')}) applies to AFM only" in str(made.value)
     with pytest.raises(ConfigError) as changed:
         preset("quick", "fwfm", **{setting: value})
     assert str(changed.value) == str(made.value).replace("not fm", "not fwfm")

@@ -100,9 +100,10 @@ def command_train(args) -> dict | None:
     only the first writes the checkpoint and the summary line (None elsewhere)."""
     from afm.distributed import launched_by_torchrun, start, stop
 
-    group = start(args.device) if launched_by_torchrun() else None
+    recipe = recipe_from(args)
+    group = start(recipe.device) if launched_by_torchrun() else None
     try:
-        summary = _train(args, group)
+        summary = _train(args, recipe, group)
         if group is not None:
             group.barrier()  # all done (the first process has saved) before any leaves the group
         return summary
@@ -110,14 +111,13 @@ def command_train(args) -> dict | None:
         stop(group)
 
 
-def _train(args, group) -> dict | None:
+def _train(args, recipe, group) -> dict | None:
     from afm.checkpoint import save_checkpoint
     from afm.cli.arguments import read_checkpoint
     from afm.files import check_not_an_input, check_writable_target
     from afm.fitting import fit_recipe
     from afm.train import StopReason
 
-    recipe = recipe_from(args)
     out = Path(args.out)
     check_writable_target(out, lambda problem: ConfigError(f"--out {out}: {problem}"))
     check_not_an_input(out, {"the data": args.data, "the checkpoint trained from": recipe.init_from})
