@@ -15,7 +15,7 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 @pytest.mark.slow
 def test_python_examples_run_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the example saves a checkpoint where it runs
-    front, layers = re.findall(r"```python\n(.*?)```", README, re.S)[:2]
+    front, estimators, layers = re.findall(r"```python\n(.*?)```", README, re.S)[:3]
     namespace: dict = {}
     exec(compile(front, "README.md", "exec"), namespace)
     assert namespace["model"].recipe.preset == "quick" and namespace["clicks"].task == "binary"
@@ -24,6 +24,9 @@ def test_python_examples_run_as_written(tmp_path, monkeypatch):
     assert probability.shape == (2000,) and ((probability > 0) & (probability < 1)).all()
     assert (namespace["again"].predict(namespace["frame"]) == probability).all()
     assert namespace["again"].recipe.command("clicks.csv").startswith("python -m afm train --data clicks.csv")
+    exec(compile(estimators, "README.md", "exec"), namespace)  # follows the front door's frame
+    assert len(namespace["scores"]) == 3 and (namespace["scores"] > 0.5).all()
+    assert list(namespace["classifier"].classes_) == ["no", "yes"]
     namespace = {}
     exec(compile(layers, "README.md", "exec"), namespace)
     assert tuple(namespace["terms"].pair_weights.shape) == (1500, 45)
