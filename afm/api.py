@@ -16,6 +16,7 @@ file, a folder). Every mistake is a one-line `afm.AFMError`.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,11 +34,12 @@ from afm.data.registry import BUNDLED_SAMPLES
 from afm.data.splits import split_indices
 from afm.data.stream import iter_rows
 from afm.data.tabular import FRAME_SOURCE, TabularEncoder, frame_text, table_dataset
-from afm.errors import ConfigError, DataError
+from afm.errors import ConfigError, DataError, UnseenValuesWarning
 from afm.figures import decomposition_figure, gate_strengths_figure, pair_value_heatmap
 from afm.fitting import fit_recipe
 from afm.inference import outputs
 from afm.metrics import SELECTION_METRIC, sigmoid
+from afm.predict import UnseenCells, unseen_warnings
 from afm.recipe import Recipe
 from afm.recipe import preset as preset_recipe
 
@@ -139,15 +141,32 @@ class TrainedModel:
         return Split(np.concatenate([c.feature_ids for c in chunks]),
                      np.concatenate([c.feature_values for c in chunks]), np.concatenate(labels))
 
-    def predict(self, data: Data) -> np.ndarray:
+    def predict(self, data: Data, allow_unseen: bool = False) -> np.ndarray:
         """(rows,) predictions in the rows' order: the regression target, or for the binary task
-        the probability of the positive class."""
+        the probability of the positive class.
+
+        A cell whose value the model did not see in training is scored as its field's unknown
+        value. A field more than half of whose cells are unseen gets an `afm.errors.
+        UnseenValuesWarning` (one per field: "field 'x': 812 of 1,000 cells (81 %) were not seen
+        in training and count as unknown"); a field none of whose cells was seen (a column written
+        differently, say numbers where the model learned codes) is a DataError unless
+        `allow_unseen=True`. `unseen_cells(data)` gives the counts per field."""
         rows = self.encode(data)
+        unseen = UnseenCells(self.checkpoint.schema).add(rows.feature_ids)
+        if not allow_unseen:
+            unseen.check(FRAME_SOURCE if isinstance(data, pd.DataFrame) else data)
+        for line in unseen_warnings(unseen.per_field(), unseen.rows):
+            warnings.warn(line, UnseenValuesWarning, stacklevel=2)
         model = self.checkpoint.model.eval()
         device = next(model.parameters()).device
         raw = outputs(model, torch.from_numpy(rows.feature_ids).to(device),
                       torch.from_numpy(rows.feature_values).to(device))
         return sigmoid(raw).astype(np.float32) if self.task == "binary" else raw
+
+    def unseen_cells(self, data: Data) -> dict[str, int]:
+        """{field: how many cells of the rows hold a value not seen in training}, fields with any
+        (the counts of `afm predict`'s `unseen_cells`)."""
+        return UnseenCells(self.checkpoint.schema).add(self.encode(data).feature_ids).per_field()
 
     def evaluate(self, data: Data | None = None, split: str = "test") -> dict:
         """Metrics on `split` of the data fitted on (default), or of `data` read with the model's encoding."""

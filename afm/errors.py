@@ -90,6 +90,10 @@ class DownloadError(AFMError):
     """A dataset download that failed (offline, wrong size, wrong checksum)."""
 
 
+class UnseenValuesWarning(UserWarning):
+    """New rows of which most cells of a field hold values the model did not see in training."""
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """Python's MemoryError, torch's CUDA OutOfMemoryError, or the RuntimeError that torch's CPU
     allocator raises ("DefaultCPUAllocator: can't allocate memory")."""

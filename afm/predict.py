@@ -13,6 +13,12 @@ signed term a_ij·pᵀ(e_i⊙e_j), a share of the prediction) and `attention_r` 
 `explain_by="shapley"` the N pairs are those largest by |Shapley interaction index| (exact, fields
 outside a coalition absent; afm.analysis.shapley), and `shapley_r` (the signed index) comes
 before `contribution_r`.
+
+A CSV model scores a cell whose value it did not keep from training as its field's `<unknown>`
+(afm.data.tabular). `UnseenCells` counts those cells per field: the summary's `unseen_cells`
+({field: count}, fields with any), `unseen_warnings` says which fields are mostly unseen (more
+than half their cells), and a field of which no cell was seen (a column written differently, say
+numbers where the model learned codes) is an error unless `allow_unseen`.
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ from afm.analysis.attention import decompose_split
 from afm.analysis.explain import largest_pair_terms, value_labels
 from afm.analysis.shapley import MAX_FIELDS, pair_shapley
 from afm.checkpoint import Checkpoint, load_checkpoint
-from afm.data import Split
+from afm.data import FieldSchema, Split
+from afm.data.schema import CsvEncoding
 from afm.data.stream import DEFAULT_CHUNK_ROWS, RowChunk, iter_rows
-from afm.errors import ConfigError, DataError
+from afm.errors import ConfigError, DataError, quote
 from afm.files import check_not_an_input, write_atomic
 from afm.inference import outputs
 from afm.limits import rows_within
@@ -49,9 +56,13 @@ Progress = Callable[[int, int, int], None]  # (rows scored, bytes read, file siz
 
 def predict_file(checkpoint: Checkpoint | str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike,
                  explain: int = 0, label: str | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                 progress: Progress | None = None, explain_by: str = "contribution") -> dict:
+                 progress: Progress | None = None, explain_by: str = "contribution",
+                 allow_unseen: bool = False) -> dict:
     """Score every row of `data` (a CSV or libfm file; labels optional) into the CSV `out`.
-    Returns a summary: rows, whether the file had labels, seconds, rows per second, ..."""
+    Returns a summary: rows, whether the file had labels, `unseen_cells` ({field: cells scored as
+    unknown}, fields with any; `unseen_warnings` words them), seconds, rows per second, ...
+    A field none of whose cells was seen in training is an error (nothing is written) unless
+    `allow_unseen`."""
     data, out = Path(data), Path(out)
     check_not_an_input(out, {"the rows being scored": data,
                              "the checkpoint": None if isinstance(checkpoint, Checkpoint) else checkpoint})
@@ -65,11 +76,13 @@ def predict_file(checkpoint: Checkpoint | str | os.PathLike, data: str | os.Path
         chunk_rows = rows_within(checkpoint.model_config.num_pairs * per_pair, cap=chunk_rows)
     total_bytes = data.stat().st_size if data.is_file() else 0
     counts = {"rows": 0, "labelled": False}
+    unseen = UnseenCells(checkpoint.schema)
     started = time.perf_counter()
 
     def write(fd: int) -> None:
         with open(fd, "w", encoding="utf-8", newline="", closefd=False) as handle:
             for chunk in iter_rows(data, checkpoint.schema, label=label, chunk_rows=chunk_rows):
+                unseen.add(chunk.feature_ids)
                 table = score_chunk(checkpoint, chunk, explain, explain_by)
                 # float32 columns are written in their shortest form that reads back as the same number
                 table.to_csv(handle, header=counts["rows"] == 0, index=False, lineterminator="\n")
@@ -79,14 +92,68 @@ def predict_file(checkpoint: Checkpoint | str | os.PathLike, data: str | os.Path
                     progress(counts["rows"], chunk.bytes_read, total_bytes)
             if counts["rows"] == 0:
                 raise DataError(data, "no rows to score")
+            if not allow_unseen:
+                unseen.check(data)
 
     write_atomic(out, write, lambda problem: ConfigError(f"{out}: {problem}"))
     seconds = time.perf_counter() - started
     return {"model": checkpoint.model_config.model, "task": checkpoint.task, "data": str(data), "out": str(out),
-            "rows": counts["rows"], "labelled": counts["labelled"], "explain": explain,
+            "rows": counts["rows"], "labelled": counts["labelled"], "unseen_cells": unseen.per_field(),
+            "explain": explain,
             **({"explain_by": explain_by} if explain else {}),
             "seconds": round(seconds, 3), "rows_per_second": round(counts["rows"] / max(seconds, 1e-9), 1),
             "device": str(next(checkpoint.model.parameters()).device)}
+
+
+class UnseenCells:
+    """Per field of a CSV model, how many cells of the rows counted so far hold a value the encoder
+    did not keep from training (never seen, or seen fewer than its min_count times), which the
+    model scores as the field's `<unknown>`. Numeric fields and libfm models have none."""
+
+    def __init__(self, schema: FieldSchema):
+        encoding = CsvEncoding.from_json(schema.csv_encoding) if schema.csv_encoding is not None else None
+        columns = encoding.columns if encoding is not None else ()
+        self.fields = tuple(c.name for c in columns)
+        self.values = tuple(c.values for c in columns)  # each field's training values (none: numeric)
+        self.unknown = encoding.unknown_ids() if encoding is not None else np.zeros(0, np.int64)  # (F,)
+        self.counts = np.zeros(len(columns), dtype=np.int64)  # (F,)
+        self.rows = 0
+
+    def add(self, feature_ids: np.ndarray) -> UnseenCells:
+        """Count the cells of (n, F) encoded rows."""
+        if len(self.fields):
+            self.counts += np.count_nonzero(feature_ids == self.unknown, axis=0)
+        self.rows += len(feature_ids)
+        return self
+
+    def per_field(self) -> dict[str, int]:
+        """{field: cells scored as unknown}, only the fields with any, in field order."""
+        return {name: int(n) for name, n in zip(self.fields, self.counts, strict=True) if n}
+
+    def check(self, source: object) -> None:
+        """A DataError when every cell of a field that had more than one training value is unseen."""
+        wholly = [f for f, n in enumerate(self.counts) if self.rows and n == self.rows and len(self.values[f]) > 1]
+        if not wholly:
+            return
+        names = ", ".join(repr(self.fields[f]) for f in wholly)
+        examples = ", ".join(quote(v) for v in self.values[wholly[0]][:3])
+        raise DataError(source, f"{'field' if len(wholly) == 1 else 'fields'} {names}: none of the {self.rows:,} "
+                        f"cells holds a value seen in training (such as {examples}), so every row would score it as "
+                        "unknown; is the column written differently than in the training file? To score the rows "
+                        "anyway, allow unseen values (--allow-unseen; allow_unseen=True in Python)")
+
+
+def unseen_cells(schema: FieldSchema, feature_ids: np.ndarray) -> dict[str, int]:
+    """{field: how many of the (n, F) encoded rows' cells are its `<unknown>`}, fields with any."""
+    return UnseenCells(schema).add(feature_ids).per_field()
+
+
+def unseen_warnings(unseen: dict[str, int], rows: int) -> list[str]:
+    """One line per field more than half of whose `rows` cells were unseen (`unseen`, as
+    `unseen_cells` or predict_file's summary give it): "field 'x': 812 of 1,000 cells (81 %) were
+    not seen in training and count as unknown"."""
+    return [f"field {name!r}: {count:,} of {rows:,} cells ({100 * count // rows} %) were not seen in training "
+            "and count as unknown" for name, count in unseen.items() if 2 * count > rows]
 
 
 def _check_explain_by(checkpoint: Checkpoint, explain: int, explain_by: str) -> None:

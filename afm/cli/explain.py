@@ -26,6 +26,9 @@ def add_commands(commands) -> dict:
     predict.add_argument("--label", default=None, help="label column of a CSV (default: the model's)")
     predict.add_argument("--chunk-rows", type=positive_int, default=None,
                          help="rows read, scored and written at a time (default 50,000)")
+    predict.add_argument("--allow-unseen", action="store_true",
+                         help="score a file even when a column holds no value seen in training (every cell of "
+                              "it unknown); otherwise an error")
     predict.add_argument("--device", default="auto", help="auto, cpu or cuda")
     predict.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
@@ -83,14 +86,17 @@ class _PredictProgress:
 def command_predict(args) -> dict:
     from afm.cli.arguments import read_checkpoint
     from afm.files import check_not_an_input
-    from afm.predict import predict_file
+    from afm.predict import predict_file, unseen_warnings
     from afm.training_plan import resolve_device
 
     check_not_an_input(args.out, {"the checkpoint": args.checkpoint})
     checkpoint = read_checkpoint(args.checkpoint, device=resolve_device(args.device))
     chunking = {"chunk_rows": args.chunk_rows} if args.chunk_rows else {}
     summary = predict_file(checkpoint, args.data, args.out, explain=args.explain, label=args.label, **chunking,
-                           progress=None if args.quiet else _PredictProgress(), explain_by=args.explain_by)
+                           progress=None if args.quiet else _PredictProgress(), explain_by=args.explain_by,
+                           allow_unseen=args.allow_unseen)
+    for line in unseen_warnings(summary["unseen_cells"], summary["rows"]):  # said even with --quiet
+        print(f"afm predict: warning: {line}", file=sys.stderr)
     if not args.quiet:
         print(f"afm predict: {summary['rows']:,} rows scored into {args.out}", file=sys.stderr)
     return {"checkpoint": str(args.checkpoint), **summary}

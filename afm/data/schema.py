@@ -199,6 +199,14 @@ class CsvEncoding:
         return {"label": self.label, "min_count": self.min_count, **cells, **classes,
                 "columns": [c.to_json() for c in self.columns]}
 
+    def unknown_ids(self) -> np.ndarray:
+        """(F,) int64: each categorical field's `<unknown>` feature id (the one after its values),
+        -1 for a numeric field. Rows encoded with this encoding hold it where a cell's value was
+        not kept from training."""
+        ends = np.cumsum([c.num_features for c in self.columns], dtype=np.int64)  # (F,)
+        categorical = np.array([c.kind == "categorical" for c in self.columns], dtype=bool)
+        return np.where(categorical, ends - 1, -1)
+
     @classmethod
     def from_json(cls, obj: object, source: object = "csv_encoding") -> Self:
         """Validate a saved encoder (it may come from a hostile checkpoint)."""

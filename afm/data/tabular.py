@@ -374,8 +374,9 @@ FRAME_SOURCE = "DataFrame"  # what errors about a frame's cells name; their "lin
 def frame_text(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     """A pandas DataFrame as the text cells a CSV file of it would hold (written with `to_csv` and
     read back by the CSV reader), so a frame is read by exactly the rules of a CSV file: numbers
-    with a fraction are numeric, codes and words categorical, an empty or NaN cell missing. The
-    rows' positions stand for line numbers in errors."""
+    with a fraction are numeric, codes and words categorical, an empty or NaN cell missing; but
+    every row is a row, one whose cells are all missing included (a file skips it as a blank
+    line). The rows' positions stand for line numbers in errors."""
     if not isinstance(frame, pd.DataFrame):
         raise DataError(FRAME_SOURCE, f"expected a pandas DataFrame, got {type(frame).__name__}")
     if frame.columns.duplicated().any():
@@ -383,9 +384,12 @@ def frame_text(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         raise DataError(FRAME_SOURCE, f"duplicate column names {twice[:5]}")
     if len(frame.columns) == 0 or len(frame) == 0:
         raise DataError(FRAME_SOURCE, "the frame is empty (no columns or no rows)")
-    raw = frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
+    marker = "_afm_row_"  # a column that is never empty, so no row reads as a blank line
+    while marker in {str(c) for c in frame.columns}:
+        marker = f"_{marker}_"
+    raw = frame.reset_index(drop=True).to_csv(index_label=marker, lineterminator="\n").encode("utf-8")
     cells, _ = read_csv_text(raw, FRAME_SOURCE)
-    return cells, np.arange(len(cells))
+    return cells.drop(columns=marker), np.arange(len(cells))
 
 
 def table_dataset(frame: pd.DataFrame, lines: np.ndarray, source: object, name: str, location: str,
