@@ -200,7 +200,7 @@ class TrainedModel:
             where = f"rows of {dataset.name}"  # their labels are read as training labels: none empty
         checkpoint = self.checkpoint
         explanation = explain_pairs(checkpoint.model, explained, dataset.schema, reference, rows=rows,
-                                    coalitions=coalitions, seed=seed)
+                                    coalitions=coalitions, seed=seed, split_name=split if data is None else "")
         checks = None
         if checkpoint.model_config.num_pairs >= 2:
             checks = check_attention(checkpoint.model, explanation, explained, reference, checkpoint.task,

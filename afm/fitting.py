@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from afm.checkpoint import Checkpoint
+from afm.checkpoint import Checkpoint, load_checkpoint
 from afm.data import Dataset
 from afm.distributed import ProcessGroup
+from afm.errors import ConfigError
 from afm.models import PairwiseModel, build_model
 from afm.recipe import Recipe, pretraining
 from afm.train import Callback, TrainResult, seed_everything, train_model
@@ -52,3 +54,27 @@ def fit_recipe(recipe: Recipe, dataset: Dataset, *, init_from: PairwiseModel | N
     result = train_model(model, dataset, recipe.train_config(), callbacks=everything, should_stop=should_stop,
                          group=group)
     return Fitted(Checkpoint.from_training(result, dataset, recipe), result, pretrained)
+
+
+def refit_seeds(checkpoint: Checkpoint, dataset: Dataset, count: int, *, init_from: PairwiseModel | None = None,
+                callbacks: Sequence[Callback] = (), should_stop: Callable[[], bool] | None = None,
+                seed_process: bool = True) -> list[tuple[int, PairwiseModel]]:
+    """`count` models of one recipe that differ only in the seed: the checkpoint's own, then its
+    recipe retrained on `dataset` with the next `count - 1` seeds (for `afm.analysis.stability`).
+    A recipe that started from an FM (`init_from`) starts from it again: `init_from` when given
+    (the app's session run of that name), else the checkpoint file the recipe names."""
+    if not isinstance(count, int) or isinstance(count, bool) or not 2 <= count <= 20:
+        raise ConfigError(f"seeds to compare must be a whole number in 2..20, got {count!r}")
+    recipe, start = checkpoint.recipe, init_from
+    if start is None and recipe.init_from:
+        if not Path(recipe.init_from).is_file():
+            raise ConfigError(f"this model started from {recipe.init_from}, which is not here: its recipe cannot be "
+                              "retrained with other seeds without it")
+        start = load_checkpoint(recipe.init_from).model
+    models = [(recipe.seed, checkpoint.model)]
+    for step in range(1, count):
+        seed = (recipe.seed + step) % 2**32
+        fitted = fit_recipe(recipe.replace(seed=seed), dataset, init_from=start, callbacks=callbacks,
+                            should_stop=should_stop, seed_process=seed_process)
+        models.append((seed, fitted.checkpoint.model))
+    return models

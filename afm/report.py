@@ -214,7 +214,8 @@ def _pairs_section(checkpoint: Checkpoint, dataset: Dataset, split: str) -> str:
     model, schema, rows = checkpoint.model, dataset.schema, dataset.rows(split)
     parts = ["<h2>Which pairs matter</h2>"]
     try:
-        explanation = explain_pairs(model, rows, schema, dataset.train, rows=PAIR_ROWS, coalitions="absent")
+        explanation = explain_pairs(model, rows, schema, dataset.train, rows=PAIR_ROWS, coalitions="absent",
+                                    split_name=split)
     except AFMError as exc:
         return parts[0] + f"<p class='note'>Not computed: {_text(exc)}</p>"
     names = list(schema.field_names)
@@ -255,8 +256,8 @@ def _attention_checks(checks: AttentionChecks, model_name: str, explanation: Pai
                      "attention to test.</p>")
         return "".join(parts)
     parts += [f"<p class='note'>Does the model need per-row attention? The same AFM with every weight 1/P, and with "
-              f"each pair's mean training attention as a fixed weight (an FwFM), on the {checks.baselines.rows:,} "
-              "rows.</p>", _table(checks.baselines.frame()), f"<p>{_text(checks.baselines.verdict())}</p>",
+              f"each pair's mean training attention as a fixed weight (an FwFM), on {checks.baselines.rows_label}."
+              "</p>", _table(checks.baselines.frame()), f"<p>{_text(checks.baselines.verdict())}</p>",
               _figure(adversarial_figure(checks.adversarial.max_tv, checks.adversarial.epsilon)),
               f"<p>{_text(checks.adversarial.meaning())}</p>"]
     return "".join(parts)

@@ -7,7 +7,7 @@ import numpy as np
 import streamlit as st
 
 from afm.analysis.attention import default_min_support, ranked_pairs, row_decomposition
-from afm.app import cache, pair_views, state
+from afm.app import cache, pair_views, seed_check, state
 from afm.app.whatif import render_what_if
 from afm.data.registry import BUNDLED_SAMPLES, REGISTRY
 from afm.figures import decomposition_figure, planted_heatmap, top_pairs_figure
@@ -64,6 +64,8 @@ if gates and by == gates[0]:
 if result is not None:
     st.subheader("Is attention an explanation here?")
     pair_views.attention_checks_section(run, dataset, split, result, coalitions)
+    with st.expander("Would this ranking survive another seed?"):
+        seed_check.stability_section(run, dataset, split, len(result.rows), coalitions)
 
 st.subheader("Top feature-value pairs")
 a, b, c = st.columns(3)

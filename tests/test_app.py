@@ -58,7 +58,7 @@ def test_attention_page():
     assert len(charts(at)) == 10
     assert any("Ground truth" in m.value and "only where device is phone" in m.value and "2 of 2 recovered"
                in m.value for m in at.markdown), [m.value for m in at.markdown]
-    assert any(c.value.startswith("Exact Shapley values of 256 rows") for c in at.caption)
+    assert any(c.value.startswith("Exact Shapley values of 256 test rows") for c in at.caption)
     # The gate table opens on the planted gate and its most different values, not its most common.
     split_by = [s for s in at.selectbox if s.label == "Split the rows by"][0]
     assert split_by.value == "device"
@@ -66,7 +66,7 @@ def test_attention_page():
     assert any(m.value.startswith("The user x item interaction changes with device") for m in at.markdown)
     ranked = at.dataframe[0].value
     assert ranked["pair"].iloc[0] == "user x item" and {"shapley_abs_mean", "taylor_mean", "gate"} <= set(ranked)
-    assert any(m.value.startswith("This AFM uses per-row attention") for m in at.markdown)
+    assert any(m.value.startswith("On the 1,500 test rows, this AFM uses per-row attention") for m in at.markdown)
     for view in ("attention", "contribution", "magnitude", "shapley", "taylor"):
         at.radio(key="attention_view").set_value(view).run()
         no_errors(at)

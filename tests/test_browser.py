@@ -217,7 +217,7 @@ def test_the_attention_page_shows_every_pair_view_at_full_length(server, browser
     assert_healthy(tab)
     for heading in ("Where a pair's effect depends on a third field", "Is attention an explanation here?"):
         tab.get_by_role("heading", name=heading).first.wait_for()
-    tab.get_by_text("This AFM uses per-row attention").first.wait_for()
+    tab.get_by_text("this AFM uses per-row attention").first.wait_for()
     charts = tab.locator("[data-testid='stPlotlyChart']")
     charts.nth(7).wait_for(state="attached")  # Plotly draws after the script's last element arrives
     wait_until_idle(tab)

@@ -49,12 +49,12 @@ def test_the_report_holds_the_model_card_and_every_analysis(sample_report):
 def test_the_report_says_which_pairs_matter_and_whether_attention_explains(sample_report):
     page = sample_report[0].read_text()
     section = page[page.index("<h2>Which pairs matter</h2>"):page.index("<h2>Gradient coupling</h2>")]
-    assert "Exact Shapley values of 256 rows" in section and "Mean |Shapley interaction index|" in section
+    assert "Exact Shapley values of 256 test rows" in section and "Mean |Shapley interaction index|" in section
     assert "Field pairs by mean |Shapley interaction| (top 10)" in section
     assert section.count("<td>user x item</td>") == 1 and section.count("<tr>") >= 10 + 3  # 10 pairs, 3 baselines
     assert "The user x item interaction changes with device" in section  # the planted gate, found
     assert "Kendall tau" in section and "frozen mean attention (FwFM)" in section
-    assert "This AFM uses per-row attention: fixing each pair&#x27;s weight at its mean raises rmse" in section
+    assert "On the 1,500 test rows, this AFM uses per-row attention: fixing each pair&#x27;s weight at its mean raises rmse" in section
     assert "Attention as different as TV" in section
     assert section.count('class="plotly-graph-div"') == 3
 
@@ -90,7 +90,7 @@ def test_cli_report(tmp_path, capsys):
     summary = json.loads(captured.out.strip().splitlines()[-1])
     assert summary["figures"] == 7 and summary["split"] == "valid" and out.stat().st_size == summary["bytes"]
     page = out.read_text()
-    assert "Which pairs matter" in page and "no per-row attention to test" in page and "This AFM" not in page
+    assert "Which pairs matter" in page and "no per-row attention to test" in page and "this AFM" not in page
     three = tmp_path / "three.libfm"
     three.write_text("".join(f"{i % 2} {i % 4}:1 {4 + i % 3}:1 {7 + i % 2}:1\n" for i in range(60)))
     code = main(["report", "--checkpoint", str(sample_checkpoint_path("fm")), "--data", str(three), "--out",

@@ -155,31 +155,39 @@ class AttentionBaselines:
     pair_names: list[str]
     rows: int
     tolerance: float  # relative: "as well" means within this fraction of the per-row metric
+    split_name: str = ""  # which rows were scored ("test", "valid", ...): every verdict says so
 
     def frame(self) -> pd.DataFrame:
         """One line per variant, one column per metric."""
         names = ["per-row attention", "uniform attention 1/P", "frozen mean attention (FwFM)"]
         return pd.DataFrame([{"attention": n, **m} for n, m in zip(names, (self.per_row, self.uniform, self.frozen))])
 
+    @property
+    def rows_label(self) -> str:
+        """The rows every number here comes from, as a sentence says it: "the 1,500 test rows"."""
+        return f"the {self.rows:,} {self.split_name + ' ' if self.split_name else ''}rows"
+
     def verdict(self) -> str:
-        """One sentence: does this AFM use its attention per row?"""
-        m = self.metric
+        """One sentence: does this AFM use its attention per row? It names the rows it was scored on,
+        so that two verdicts on different rows are not read as one contradicting the other."""
+        m, where = self.metric, f"On {self.rows_label}, this AFM"
         learned, uniform, frozen = self.per_row[m], self.uniform[m], self.frozen[m]
         bar = learned + self.tolerance * abs(learned)  # "as well": within the tolerance of per-row
         if uniform <= bar:
-            return (f"This AFM does not use its attention: with every weight 1/P its {m} is {uniform:.4f} against "
+            return (f"{where} does not use its attention: with every weight 1/P its {m} is {uniform:.4f} against "
                     f"{learned:.4f}, so the attention weights carry nothing its predictions need.")
         if frozen <= bar:
-            return (f"This AFM does not use per-row attention: a fixed weight per pair (an FwFM) does as well "
+            return (f"{where} does not use per-row attention: a fixed weight per pair (an FwFM) does as well "
                     f"({m} {frozen:.4f} against {learned:.4f}), so read its attention as one weight per pair.")
         rise = (frozen - learned) / abs(learned) if learned else float("inf")
-        return (f"This AFM uses per-row attention: fixing each pair's weight at its mean raises {m} from "
+        return (f"{where} uses per-row attention: fixing each pair's weight at its mean raises {m} from "
                 f"{learned:.4f} to {frozen:.4f} ({rise:+.1%}; uniform 1/P: {uniform:.4f}).")
 
 
 def attention_baselines(model: AFM, split: Split, reference_split: Split, schema: FieldSchema | None = None,
                         task: str = "regression", label_range: tuple[float, float] | None = None,
-                        tolerance: float = 0.01, batch_size: int | None = None) -> AttentionBaselines:
+                        tolerance: float = 0.01, batch_size: int | None = None,
+                        split_name: str = "") -> AttentionBaselines:
     """Per-row, uniform (1/P) and frozen (mean over `reference_split`, the training rows) attention
     of one AFM, scored on `split` by `evaluate_predictions` (regression RMSE clipped to
     `label_range`, by default the reference labels' range as `Dataset.label_range`; binary AUC,
@@ -210,7 +218,7 @@ def attention_baselines(model: AFM, split: Split, reference_split: Split, schema
         raise DataError("split", str(exc)) from None
     names = schema.pair_names() if schema is not None else [f"pair {p}" for p in range(model.config.num_pairs)]
     return AttentionBaselines(task, VERDICT_METRIC[task], scores["per_row"], scores["uniform"], scores["frozen"],
-                              frozen_weights.numpy(), names, len(split), float(tolerance))
+                              frozen_weights.numpy(), names, len(split), float(tolerance), split_name)
 
 
 @dataclass

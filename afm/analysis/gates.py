@@ -283,14 +283,16 @@ def rows_by_values(split: Split, schema: FieldSchema, field_name: str, value_ids
     return {schema.value_name(int(i)): column == i for i in value_ids}
 
 
-def gate_sentence(line: pd.Series) -> str:
-    """One sentence on one line of `gate_table`, for the user."""
+def gate_sentence(line: pd.Series, explained: str = "the explained rows") -> str:
+    """One sentence on one line of `gate_table`, for the user; the label strength is measured on
+    the training rows, the model's on `explained` ("256 test rows"), and the sentence says so."""
     text = f"The {line['pair']} interaction changes with {line['gate']}"
     if np.isfinite(line["data_strength"]):
-        text += f" in the labels (spread {line['data_strength']:.3g} in label units)"
+        text += f" in the training labels (spread {line['data_strength']:.3g} in label units)"
     if line["values"]:
         text += f", {line['values']}"
     text += ": a fixed weight per pair (FM, FwFM) averages this away, only a per-row weight can follow it"
     if np.isfinite(line["attention_spread"]):
-        text += f"; this model's attention to the pair moves by {line['attention_spread']:.3g} across {line['gate']}"
+        text += (f"; on {explained}, this model's attention to the pair moves by {line['attention_spread']:.3g} "
+                 f"across {line['gate']}")
     return text + "."

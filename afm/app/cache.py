@@ -115,7 +115,7 @@ def top_pairs(run: Run, dataset: Dataset, split: str, top: int, min_support: int
 def pair_explanation(run: Run, dataset: Dataset, split: str, rows: int, coalitions: str) -> PairExplanation:
     """Every pair view of one run on a seeded sample of `rows` rows of one split (read-only, shared)."""
     return explain_pairs(run.model, dataset.splits[split], dataset.schema, dataset.train, rows=rows,
-                         coalitions=coalitions, label_gates=label_gates(dataset))
+                         coalitions=coalitions, label_gates=label_gates(dataset), split_name=split)
 
 
 @st.cache_resource(show_spinner="Finding where a third field changes a pair's effect…", max_entries=8,
@@ -128,5 +128,5 @@ def label_gates(dataset: Dataset) -> GateResult:
 @st.cache_resource(show_spinner="Testing whether attention explains…", max_entries=16, hash_funcs=BY_CONTENT)
 def attention_checks(run: Run, dataset: Dataset, split: str, rows: int, coalitions: str) -> AttentionChecks:
     explanation = pair_explanation(run, dataset, split, rows, coalitions)
-    return check_attention(run.model, explanation, dataset.valid, dataset.train, run.task,
+    return check_attention(run.model, explanation, dataset.splits[split], dataset.train, run.task,
                            run.label_range or dataset.label_range)

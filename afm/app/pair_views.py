@@ -145,7 +145,7 @@ def attention_checks_section(run: Run, dataset: Dataset, split: str, result: Pai
         st.caption("FM and FwFM weigh each pair the same in every row: there is no per-row attention to test.")
         return
     st.markdown("**Does the model need per-row attention?** The same AFM with every weight 1/P, and with each "
-                "pair's mean training attention as a fixed weight (an FwFM), on the validation rows.")
+                f"pair's mean training attention as a fixed weight (an FwFM), on {checks.baselines.rows_label}.")
     st.dataframe(checks.baselines.frame().round(4), hide_index=True)
     st.markdown(checks.baselines.verdict())
     st.plotly_chart(adversarial_figure(checks.adversarial.max_tv, checks.adversarial.epsilon),
