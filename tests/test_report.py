@@ -156,3 +156,20 @@ def test_the_pairs_section_says_what_it_cannot_compute(tmp_path):
     page = build_report(checkpoint, dataset)
     section = page[page.index("<h2>Which pairs matter</h2>"):]
     assert "Not computed: exact Shapley values need 2^F model evaluations per row; 17 fields" in section
+
+
+def test_the_app_and_the_report_give_one_verdict_on_the_same_rows(sample_report):
+    """The Attention page with every widget at its default and the report of the same model say the
+    same sentences, word for word, on the same (test) rows: the attention verdict and the gate."""
+    import html
+
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=180)
+    at.switch_page("pages/attention.py").run()
+    assert not at.exception
+    said = [m.value for m in at.markdown if "this AFM" in m.value or m.value.startswith("The user x item")]
+    assert len(said) == 2, said  # the verdict and the strongest gate
+    page = sample_report[0].read_text()
+    for sentence in said:
+        assert "test rows" in sentence and html.escape(sentence) in page, sentence
