@@ -31,7 +31,10 @@ names = st.multiselect("Runs", list(runs), default=on_this_data or list(runs),
                        help="At first, the runs on the current dataset.")
 picked = {name: runs[name] for name in names}
 has_binary = any(run.task == "binary" for run in picked.values())
-metric = st.radio("Metric", ["rmse", "auc", "logloss"] if has_binary else ["rmse"], horizontal=True)
+# The task's own metric first: AUC where every run picked is a binary one, RMSE where any is regression.
+metrics = (["auc", "logloss", "rmse"] if all(run.task == "binary" for run in picked.values()) else
+           ["rmse", "auc", "logloss"]) if has_binary else ["rmse"]
+metric = st.radio("Metric", metrics, horizontal=True)
 left, right = st.columns([3, 1])
 splits = left.multiselect("Splits", ["train", "valid", "test"], default=["train", "valid", "test"])
 log_y = right.checkbox("Log scale", value=False, help="Spreads out the late epochs, where the runs differ.")

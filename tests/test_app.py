@@ -420,6 +420,9 @@ def test_an_uploaded_csv_with_two_valued_labels_is_proposed_the_binary_task(nega
     assert any(f"with 1 as the positive class and {negative} as the negative" in c.value for c in at.caption)
     job = train_and_collect(at)
     assert job.run.task == "binary" and "valid_auc" in job.run.best
+    at.switch_page("pages/curves.py").run()  # the binary run is the one on this data: Curves opens on AUC
+    no_errors(at)
+    assert [r for r in at.radio if r.label == "Metric"][0].value == "auc"
 
 
 @pytest.mark.parametrize("negative, positive", [("no", "yes"), ("False", "True"), ("cat", "dog")])
