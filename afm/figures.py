@@ -341,7 +341,28 @@ def adversarial_figure(max_tv: np.ndarray, epsilon: float) -> go.Figure:
     return figure
 
 
+@readable
+def erasure_figure(curves) -> go.Figure:
+    """Erasure curves (`afm.analysis.erasure.ErasureCurves`): against k, the pairs erased from each
+    row in a measure's order, the mean |ŷ_k - ŷ_0| (left) and the task's metric (right, when the
+    rows had labels); random orders dashed. A faithful measure's curves rise fastest."""
+    frame, metric = curves.frame(), curves.metric is not None
+    figure = make_subplots(rows=1, cols=2 if metric else 1, subplot_titles=(
+        "prediction moved: mean |ŷ_k − ŷ_0|", f"{curves.metric_name} with the top k pairs erased")[:1 + metric])
+    for n, (measure, part) in enumerate(frame.groupby("measure", sort=False)):
+        random = measure == "random"
+        area = "" if random else f" (area {curves.area[measure]:+.2f})"
+        line = dict(color="#7f7f7f" if random else px_color(n), dash="dash" if random else "solid")
+        for col, column in enumerate(("change", "metric")[:1 + metric], start=1):
+            figure.add_trace(go.Scatter(x=part["k"], y=part[column], mode="lines", name=measure + area, line=line,
+                                        legendgroup=measure, showlegend=col == 1), row=1, col=col)
+    figure.update_xaxes(title_text="pairs erased per row, most important first (k)")
+    figure.update_layout(height=360, margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.25))
+    return figure
+
+
 def px_color(n: int) -> str:
     """The n-th colour of Plotly's default sequence."""
     palette = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3")
     return palette[n % len(palette)]
+

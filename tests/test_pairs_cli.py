@@ -65,6 +65,28 @@ def test_pairs_writes_one_line_per_pair_and_a_json_summary(capsys, tmp_path, mod
     if coalitions == "absent":
         assert "ignored" in stderr  # --background means nothing here, and it says so
     assert not list(tmp_path.glob(".*.part"))
+    check_beyond_pairs(summary, table, model)
+
+
+def check_beyond_pairs(summary: dict, table: pd.DataFrame, model: str) -> None:
+    """Issue #28, items 2-4: erasure areas per measure, effects of three fields (marked in the CSV)
+    and the share of the prediction no pair carries: exactly 0 for FM and FwFM."""
+    measures = ["|contribution|", "|Shapley interaction|", "|Shapley-Taylor|"]
+    assert list(summary["erasure"]) == (["attention"] if model == "afm" else []) + measures
+    assert list(summary["erasure_metric"]) == list(summary["erasure"])
+    assert all(np.isfinite(value) for value in [*summary["erasure"].values(), *summary["erasure_metric"].values()])
+    assert summary["erasure"]["|contribution|"] > 0  # better than erasing pairs at random (sample: 0.47-0.82)
+    marked = table["part_of_effect"].astype("string").fillna("")
+    if model == "afm":
+        assert summary["non_pairwise_share"] > 0
+        effect = summary["effects"][0]  # the sample's planted gate: user x item only on phones
+        assert effect["effect"] == "user x item x device" and effect["fields"] == ["user", "item", "device"]
+        assert (effect["gated_pair"], effect["gate"]) == ("user x item", "device") and effect["strength"] > 0
+        assert effect["pairs"] == ["user x item", "user x device", "item x device"]
+        assert effect["description"].startswith("user x item x device: one effect, seen as user x item (gated by")
+        assert set(table["pair"][marked == "user x item x device"]) == set(effect["pairs"])
+    else:
+        assert summary["non_pairwise_share"] == 0 and summary["effects"] == [] and (marked == "").all()
 
 
 def test_fm_shapley_taylor_terms_are_its_pair_terms_under_absent_coalitions(capsys, tmp_path):
@@ -163,4 +185,6 @@ def test_a_two_field_model_has_one_pair_and_no_order_to_compare(capsys, tmp_path
     assert code == 0, stderr
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["pairs"] == 1 and summary["rows"] == 120 and summary["agreement"] is None
+    assert summary["erasure"] == {} == summary["erasure_metric"] and summary["effects"] == []
+    assert summary["non_pairwise_share"] == 0  # two fields: no coalition of three
     assert list(pd.read_csv(tmp_path / "pairs.csv")["pair"]) == ["city x plan"]

@@ -5,7 +5,10 @@ Per pair: the model's attention (a_ij; 1 for FM, r_fg for FwFM) and its spread, 
 absolute contribution a_ij·pᵀ(e_i⊙e_j), the exact Shapley interaction index (SII) and the
 Shapley-Taylor pair term (the pair's share of ŷ: a row's terms and main effects sum to it), under
 the coalition semantics chosen (afm.analysis.shapley); and the field that most changes the pair's
-effect, from the labels (model-free) and from the model's SII (afm.analysis.gates).
+effect, from the labels (model-free) and from the model's SII (afm.analysis.gates); whether the
+pair is part of an effect of three fields, and how much of the prediction no pair carries
+(afm.analysis.higher_order); and, on request, erasure curves of each measure (`erasure_of`,
+afm.analysis.erasure).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pandas as pd
 import torch
 
 from afm.analysis.attention import decompose_split, summarize_pairs
+from afm.analysis.erasure import RANDOM_ORDERS, ErasureCurves, erasure_curves, pair_measures
 from afm.analysis.faithfulness import (
     AdversarialAttention,
     AttentionBaselines,
@@ -36,6 +40,7 @@ from afm.analysis.gates import (
     model_gates,
     strongest_gate,
 )
+from afm.analysis.higher_order import HigherOrder, HigherOrderCollector, effect_of_pairs, three_field_effects
 from afm.analysis.shapley import MAX_FIELDS, SEMANTICS, PairShapley, background_rows, pair_shapley, pair_summary
 from afm.data import FieldSchema, Split
 from afm.errors import ConfigError
@@ -48,7 +53,7 @@ GATE_SUPPORT = 20  # rows a value of a gating field needs before its spread coun
 # The columns of `afm pairs` and of the page's ranked table, in order.
 PAIR_COLUMNS = ("pair", "attention_mean", "attention_std", "contribution_mean", "contribution_abs_mean",
                 "shapley_mean", "shapley_abs_mean", "taylor_mean", "taylor_abs_mean", "gate", "gate_strength",
-                "gate_model_strength", "gate_values")
+                "gate_model_strength", "gate_values", "part_of_effect")
 
 
 @dataclass
@@ -64,6 +69,14 @@ class PairExplanation:
     background: int  # background rows used (0 under "absent")
     seconds: float  # time to compute it all
     schema: FieldSchema = field(repr=False, default=None)
+    higher_order: HigherOrder | None = field(repr=False, default=None)  # Möbius terms by order, triples' terms
+    effects: pd.DataFrame | None = None  # higher_order.three_field_effects: triples that act as one effect
+
+    @property
+    def non_pairwise_share(self) -> float | None:
+        """The share of the prediction's variance over the explained rows that no order-2
+        explanation carries (afm.analysis.higher_order): 0 for FM and FwFM."""
+        return None if self.higher_order is None else self.higher_order.non_pairwise_share()
 
     @property
     def strongest_gate(self) -> GateChoice | None:
@@ -112,11 +125,28 @@ def explain_pairs(model: PairwiseModel, split: Split, schema: FieldSchema, train
     drawn = None
     if coalitions == "background":
         drawn = tuple(t.to(device) for t in background_rows(train, background, seed))
-    shapley = pair_shapley(model, ids, values, coalitions, drawn)
+    collector = HigherOrderCollector(schema.num_fields)  # fed by the same tables as the Shapley values
+    shapley = pair_shapley(model, ids, values, coalitions, drawn, on_mobius=collector)
     gates = _gates(split, label_gates or label_gates_of(train, schema), schema, picked, terms, shapley)
-    table = _pair_table(terms, shapley, schema, gates)
+    higher = collector.result(coalitions)
+    effects = three_field_effects(higher, shapley.pair_interaction.abs().mean(0).numpy(), schema, gates)
+    table = _pair_table(terms, shapley, schema, gates, effect_of_pairs(effects, schema))
     return PairExplanation(picked, terms, shapley, table, gates, coalitions,
-                           background if coalitions == "background" else 0, time.perf_counter() - started, schema)
+                           background if coalitions == "background" else 0, time.perf_counter() - started, schema,
+                           higher_order=higher, effects=effects)
+
+
+def erasure_of(model: PairwiseModel, explanation: PairExplanation, split: Split, task: str = "regression",
+               random_orders: int = RANDOM_ORDERS, seed: int = 0) -> ErasureCurves:
+    """Erasure curves (afm.analysis.erasure) of the explained rows of `split` (the split
+    `explanation` was made from), for every measure the explanation has, against their labels."""
+    device = next(model.parameters()).device
+    picked = explanation.rows
+    ids = torch.from_numpy(np.asarray(split.feature_ids[picked], dtype=np.int64)).to(device)  # (R, F)
+    values = torch.from_numpy(np.asarray(split.feature_values[picked], dtype=np.float32)).to(device)  # (R, F)
+    measures = pair_measures(model, explanation.terms, explanation.shapley.pair_interaction,
+                             explanation.shapley.pair_terms)
+    return erasure_curves(model, ids, values, measures, np.asarray(split.labels[picked]), task, random_orders, seed)
 
 
 def label_gates_of(train: Split, schema: FieldSchema) -> GateResult:
@@ -136,8 +166,8 @@ def _gates(split: Split, from_labels: GateResult, schema: FieldSchema, picked: n
     return gate_table(from_labels, from_model, from_attention)
 
 
-def _pair_table(terms: PredictionTerms, shapley: PairShapley, schema: FieldSchema,
-                gates: pd.DataFrame) -> pd.DataFrame:
+def _pair_table(terms: PredictionTerms, shapley: PairShapley, schema: FieldSchema, gates: pd.DataFrame,
+                effects: list[str]) -> pd.DataFrame:
     frame = summarize_pairs(terms, schema).frame()
     exact = pair_summary(shapley, schema)
     frame["shapley_mean"], frame["shapley_abs_mean"] = exact["sii_mean"], exact["sii_abs_mean"]
@@ -147,6 +177,7 @@ def _pair_table(terms: PredictionTerms, shapley: PairShapley, schema: FieldSchem
     frame["gate_strength"] = frame["pair"].map(first["data_strength"])
     frame["gate_model_strength"] = frame["pair"].map(first["model_strength"])
     frame["gate_values"] = frame["pair"].map(first["values"])
+    frame["part_of_effect"] = effects  # pair_names order, as summarize_pairs'
     frame = frame.sort_values("shapley_abs_mean", ascending=False, kind="stable").reset_index(drop=True)
     return frame[list(PAIR_COLUMNS)]
 

@@ -28,6 +28,9 @@ From the Möbius transform m of v (v(S) = sum_{T ⊆ S} m(T)), in shapiq's names
   "SII"   pair_interaction  I_ij   = sum_{T ⊇ ij} m(T) / (|T| - 1)   (Grabisch-Roubens 1999); not efficient
   "STII"  main_terms, pair_terms: Shapley-Taylor of order 2 (Sundararajan et al. 2020): main m({i}) =
           v({i}) - v(∅), pair sum_{T ⊇ ij} m(T) / C(|T|, 2); v(∅) + mains + pairs = v(N), the prediction.
+Other reductions of the same tables (afm.analysis.higher_order) use `coalition_tables`,
+`mobius_transform` and `superset_sums`, or `pair_shapley(on_mobius=...)`; `pair_subset_values` removes
+single pairs the way "absent" removes a field's (afm.analysis.erasure).
 """
 
 from __future__ import annotations
@@ -191,17 +194,23 @@ def _coalition_masks(fields: int, combos: int, start: int, stop: int, device) ->
 
 def _attention_pool(parts: _Parts, columns: torch.Tensor) -> torch.Tensor:
     """(N, c) sum_p softmax_S(score)_p value_p of AFM over each coalition's pairs, as two matrix
-    products: exp(score - the row's largest) summed with and without the values. A coalition whose
-    scores all lie so far below the row's largest that the sum underflows is recomputed exactly."""
+    products: exp(score - the row's largest) summed with and without the values. `columns` is
+    (c, K P), shared by the rows, or (N, c, K P), each row's own. A coalition whose scores all lie
+    so far below the row's largest that the sum underflows is recomputed exactly."""
     shift = parts.scores.amax(1, keepdim=True)  # (N, 1)
     weights = torch.exp(parts.scores - shift)  # (N, K P) in (0, 1]
-    total = weights @ columns.T  # (N, c)
+    if columns.ndim == 2:
+        total, weighted = weights @ columns.T, (weights * parts.values) @ columns.T  # (N, c) each
+    else:
+        total = torch.einsum("nq,ncq->nc", weights, columns)  # (N, c)
+        weighted = torch.einsum("nq,ncq->nc", weights * parts.values, columns)  # (N, c)
     # A coalition without pairs has 0 / 0: clamped, it pools 0.
-    pooled = (weights * parts.values) @ columns.T / total.clamp_min(torch.finfo(total.dtype).tiny)  # (N, c)
-    low = (total < UNDERFLOW) & (columns.sum(1) > 0)  # (N, c)
+    pooled = weighted / total.clamp_min(torch.finfo(total.dtype).tiny)  # (N, c)
+    low = (total < UNDERFLOW) & (columns.sum(-1) > 0)  # (N, c)
     if bool(low.any()):
         row, coalition = low.nonzero(as_tuple=True)  # (L,) each
-        scores = parts.scores[row].masked_fill(columns[coalition] == 0, float("-inf"))  # (L, K P)
+        kept = columns[coalition] if columns.ndim == 2 else columns[row, coalition]  # (L, K P)
+        scores = parts.scores[row].masked_fill(kept == 0, float("-inf"))  # (L, K P)
         pooled[row, coalition] = (torch.softmax(scores, 1) * parts.values[row]).sum(1)  # (L,)
     return pooled
 
@@ -274,7 +283,45 @@ def coalition_values(model: PairwiseModel, ids, values, coalitions: str = "absen
     return torch.cat([table.cpu() for table in _tables(model, ids, values, coalitions, background, batch_rows)])
 
 
-def _mobius(table: torch.Tensor, fields: int) -> torch.Tensor:
+def coalition_tables(model: PairwiseModel, ids, values, coalitions: str = "absent", background=None,
+                     batch_rows: int | None = None):
+    """The rows of `coalition_values` a batch at a time: yields (r, C) float64 tables (on the model's
+    device) of consecutive rows, so a reduction over rows never holds all R x 2^F values at once."""
+    yield from _tables(model, ids, values, coalitions, background, batch_rows)
+
+
+KEPT_BUDGET = 4_000_000  # float64 entries of one (rows, subsets, pairs) block of `pair_subset_values`: 32 MB
+
+
+def pair_subset_values(model: PairwiseModel, ids, values, keep) -> torch.Tensor:
+    """(R, M) float64 on the CPU: each row's output with only the pairs keep[r, m] ((R, M, P),
+    bool, pair_index order) in it and every first-order term. A pair left out is absent as under
+    coalitions="absent": out of the sum and, for AFM, out of the softmax (the kept pairs' attention
+    renormalised over them alone). All pairs kept: the prediction; none: w0 + first order."""
+    if not isinstance(model, (FM, FwFM, AFM)):
+        raise ConfigError(f"pair subsets are defined here for FM, FwFM and AFM, not {type(model).__name__}")
+    ids, values = _rows(model, ids, values, "rows to erase pairs of")
+    keep = torch.as_tensor(keep)
+    expected = (ids.shape[0], model.config.num_pairs)
+    if keep.ndim != 3 or (keep.shape[0], keep.shape[2]) != expected or keep.dtype != torch.bool:
+        raise ConfigError(f"keep must be a boolean (rows, subsets, pairs) = ({expected[0]}, M, {expected[1]}) "
+                          f"mask, got {keep.dtype} {tuple(keep.shape)}")
+    step = max(1, KEPT_BUDGET // max(1, keep.shape[1] * keep.shape[2]))
+    out = []
+    with torch.no_grad():
+        for start in range(0, ids.shape[0], step):
+            chunk = slice(start, start + step)
+            parts = _parts(model, ids[chunk], values[chunk], None)
+            columns = keep[chunk].to(parts.values.device, torch.float64)  # (r, M, P)
+            base = parts.bias + parts.first_in.sum(1, keepdim=True)  # (r, 1)
+            if parts.scores is None:
+                out.append((base + torch.einsum("rp,rmp->rm", parts.values, columns)).cpu())  # (r, M)
+            else:
+                out.append((base + _attention_pool(parts, columns)).cpu())  # (r, M)
+    return torch.cat(out)
+
+
+def mobius_transform(table: torch.Tensor, fields: int) -> torch.Tensor:
     """m with v(S) = sum_{T ⊆ S} m(T), in place over each bit in turn: (R, C) -> (R, C)."""
     for f in range(fields):
         view = table.view(table.shape[0], -1, 2, 1 << f)  # (R, C / 2^(f+1), 2, 2^f): bit f of c on dim 2
@@ -282,7 +329,7 @@ def _mobius(table: torch.Tensor, fields: int) -> torch.Tensor:
     return table
 
 
-def _superset_sums(table: torch.Tensor, fields: int) -> torch.Tensor:
+def superset_sums(table: torch.Tensor, fields: int) -> torch.Tensor:
     """s(S) = sum_{T ⊇ S} table(T), in place: (R, C) -> (R, C)."""
     for f in range(fields):
         view = table.view(table.shape[0], -1, 2, 1 << f)  # (R, C / 2^(f+1), 2, 2^f)
@@ -290,19 +337,22 @@ def _superset_sums(table: torch.Tensor, fields: int) -> torch.Tensor:
     return table
 
 
-def _indices(table: torch.Tensor, fields: int) -> dict[str, torch.Tensor]:
-    """Shapley values, SII and Shapley-Taylor terms of a (R, C) float64 table (module docstring)."""
+def _indices(table: torch.Tensor, fields: int, on_mobius=None) -> dict[str, torch.Tensor]:
+    """Shapley values, SII and Shapley-Taylor terms of a (R, C) float64 table (module docstring);
+    `on_mobius` is called with its Möbius transform (R, C) on the way."""
     codes = torch.arange(1 << fields, device=table.device)  # (C,)
     size = ((codes[:, None] >> torch.arange(fields, device=table.device)) & 1).sum(1).double()  # (C,) |T|
     singles = 1 << torch.arange(fields, device=table.device)  # (F,) the coalition {i}
     left, right = torch.triu_indices(fields, fields, offset=1, device=table.device)  # (P,)
     doubles = singles[left] | singles[right]  # (P,) the coalition {i, j}
     empty, full = table[:, 0].clone(), table[:, -1].clone()  # (R,)
-    moebius = _mobius(table, fields)  # (R, C)
+    moebius = mobius_transform(table, fields)  # (R, C)
+    if on_mobius is not None:
+        on_mobius(moebius)
     pairs = size >= 2  # (C,)
 
     def lifted(weight: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
-        return _superset_sums(moebius * weight, fields)[:, at]  # (R, |at|)
+        return superset_sums(moebius * weight, fields)[:, at]  # (R, |at|)
 
     return {"prediction": full, "empty": empty, "main_terms": moebius[:, singles],  # (R, F)
             "field_shapley": lifted(torch.where(size > 0, 1 / size.clamp_min(1), 0.0), singles),  # (R, F)
@@ -311,14 +361,16 @@ def _indices(table: torch.Tensor, fields: int) -> dict[str, torch.Tensor]:
 
 
 def pair_shapley(model: PairwiseModel, ids, values, coalitions: str = "absent", background=None,
-                 batch_rows: int | None = None) -> PairShapley:
+                 batch_rows: int | None = None, on_mobius=None) -> PairShapley:
     """Exact Shapley values of every field and SII and Shapley-Taylor values of every pair, for
     each of R rows (ids and values (R, F)) of an FM, FwFM or AFM over at most MAX_FIELDS fields.
     Explains the raw output (a logit for binary tasks). `background`: (ids, values) of B rows
-    (`background_rows`), for coalitions="background"; `batch_rows` as in `coalition_values`."""
+    (`background_rows`), for coalitions="background"; `batch_rows` as in `coalition_values`.
+    `on_mobius`: called with the (r, C) Möbius transform of each batch of rows, in order, to read
+    (not change) what else the same tables give (afm.analysis.higher_order), with no second pass."""
     parts: dict[str, list[torch.Tensor]] = {}
     for table in _tables(model, ids, values, coalitions, background, batch_rows):
-        for name, tensor in _indices(table, model.config.num_fields).items():
+        for name, tensor in _indices(table, model.config.num_fields, on_mobius).items():
             parts.setdefault(name, []).append(tensor.cpu())
     count = 0 if background is None else int(torch.as_tensor(background[0]).shape[0])
     return PairShapley(coalitions, count, **{name: torch.cat(tensors) for name, tensors in parts.items()})

@@ -3,8 +3,11 @@
 One line per field pair (the columns of afm.analysis.pairs.PAIR_COLUMNS), most important by mean
 |Shapley interaction index| first, from exact Shapley values of a seeded sample of rows of one
 split. The table goes to `--out` atomically; the JSON summary line says how many rows were
-explained and how, how long it took, the strongest gate and, for an AFM, whether it uses its
-attention per row (the baselines verdict).
+explained and how, how long it took, the strongest gate, for an AFM whether it uses its
+attention per row (the baselines verdict), the erasure areas of each measure (`erasure`: of the
+prediction's change, `erasure_metric`: of the task's metric; 0 = random order), the effects of
+three fields (`effects`, also the CSV's `part_of_effect`) and the share of the prediction's
+variance no pair carries (`non_pairwise_share`).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def add_commands(commands) -> dict:
 
 
 def command_pairs(args) -> dict:
-    from afm.analysis.pairs import check_attention, explain_pairs
+    from afm.analysis.pairs import check_attention, erasure_of, explain_pairs
     from afm.cli.arguments import read_checkpoint
     from afm.errors import ConfigError
     from afm.files import check_not_an_input, write_atomic
@@ -65,6 +68,7 @@ def command_pairs(args) -> dict:
     if checkpoint.model_config.num_pairs >= 2:
         checks = check_attention(checkpoint.model, explanation, rows, dataset.train, checkpoint.task,
                                  checkpoint.label_range or dataset.label_range)
+    erasure = erasure_of(checkpoint.model, explanation, rows, checkpoint.task, seed=args.seed) if checks else None
     table = explanation.table.to_csv(index=False, lineterminator="\n")
     write_atomic(args.out, table.encode("utf-8"), lambda problem: ConfigError(f"{args.out}: {problem}"))
     for warning in warnings:  # after the work: an error is the one line printed
@@ -79,4 +83,21 @@ def command_pairs(args) -> dict:
             "strongest_pair": explanation.table["pair"].iloc[0], "strongest_gate": explanation.gate_sentence(),
             "agreement": checks.agreement_sentence(checkpoint.model_config.model) if checks else None,
             "verdict": checks.baselines.verdict() if checks and checks.baselines is not None else None,
-            "device": str(device)}
+            "device": str(device), **beyond_pairs(explanation, erasure)}
+
+
+def beyond_pairs(explanation, erasure) -> dict:
+    """The JSON keys `erasure`, `erasure_metric` (measure -> normalised area; {} with one pair, no
+    order to compare), `effects` (one object per effect of three fields) and `non_pairwise_share`."""
+    from afm.analysis.higher_order import describe_effect
+
+    def rounded(areas: dict | None) -> dict:
+        return {name: round(value, 4) for name, value in (areas or {}).items()}
+
+    effects = [{"effect": line["effect"], "fields": line["fields"], "pairs": line["pairs"],
+                "strength": round(line["strength"], 4), "gated_pair": line["gated_pair"], "gate": line["gate"],
+                "gate_strength": round(line["gate_strength"], 4), "description": describe_effect(line)}
+               for _, line in explanation.effects.iterrows()]
+    return {"erasure": rounded(erasure.area if erasure else None),
+            "erasure_metric": rounded(erasure.metric_area if erasure else None), "effects": effects,
+            "non_pairwise_share": round(explanation.non_pairwise_share, 6)}
