@@ -366,3 +366,17 @@ def px_color(n: int) -> str:
     palette = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3")
     return palette[n % len(palette)]
 
+
+@readable
+def rank_range_figure(ranges: pd.DataFrame, measure: str, top: int = 15) -> go.Figure:
+    """Each pair's best and worst rank across seeds under one measure (`SeedStability.rank_ranges`),
+    the pairs with the best worst rank on top: a short bar is a rank another seed keeps."""
+    low, high = ranges[f"{measure}_rank_min"], ranges[f"{measure}_rank_max"]
+    shown = ranges.assign(low=low, high=high).sort_values(["high", "low"]).head(top).iloc[::-1]
+    figure = go.Figure(go.Bar(x=shown["high"] - shown["low"] + 0.8, base=shown["low"] - 0.4, y=shown["pair"],
+                              orientation="h", marker_color=px_color(0),
+                              hovertemplate="%{y}: ranks %{customdata[0]} to %{customdata[1]}<extra></extra>",
+                              customdata=shown[["low", "high"]].to_numpy()))
+    figure.update_layout(title=f"Rank of each pair across seeds, by {measure} (1 = most important)",
+                         xaxis_title="rank", height=max(300, 26 * len(shown) + 120), margin=dict(l=10))
+    return figure

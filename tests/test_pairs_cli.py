@@ -59,7 +59,7 @@ def test_pairs_writes_one_line_per_pair_and_a_json_summary(capsys, tmp_path, mod
     assert summary["strongest_gate"].startswith("The ") and " changes with " in summary["strongest_gate"]
     assert "Kendall tau" in summary["agreement"]
     if model == "afm":
-        assert summary["verdict"].startswith("This AFM ")
+        assert summary["verdict"].startswith("On the ") and " test rows, this AFM " in summary["verdict"]
     else:
         assert summary["verdict"] is None
     if coalitions == "absent":

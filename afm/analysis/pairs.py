@@ -69,6 +69,7 @@ class PairExplanation:
     background: int  # background rows used (0 under "absent")
     seconds: float  # time to compute it all
     schema: FieldSchema = field(repr=False, default=None)
+    split_name: str = ""  # the split the rows were drawn from ("test", ...), for every sentence to name
     higher_order: HigherOrder | None = field(repr=False, default=None)  # Möbius terms by order, triples' terms
     effects: pd.DataFrame | None = None  # higher_order.three_field_effects: triples that act as one effect
 
@@ -88,11 +89,16 @@ class PairExplanation:
         how = (f"fields outside a coalition take values from {self.background} background rows of the "
                "training split" if self.coalitions == "background" else
                "fields outside a coalition are absent (their pairs leave AFM's softmax)")
-        return (f"Exact Shapley values of {len(self.rows):,} rows ({how}); computed in {self.seconds:.2f} s.")
+        return (f"Exact Shapley values of {self.rows_label} ({how}); computed in {self.seconds:.2f} s.")
+
+    @property
+    def rows_label(self) -> str:
+        """The explained rows as a sentence names them: "256 test rows"."""
+        return f"{len(self.rows):,} {self.split_name + ' ' if self.split_name else ''}rows"
 
     def gate_sentence(self) -> str | None:
         """The sentence on the strongest (pair, gate) line; None when no gate could be measured."""
-        return gate_sentence(self.gates.iloc[0]) if len(self.gates) else None
+        return gate_sentence(self.gates.iloc[0], self.rows_label) if len(self.gates) else None
 
 
 def sample_rows(split: Split, count: int, seed: int = 0) -> np.ndarray:
@@ -106,11 +112,12 @@ def sample_rows(split: Split, count: int, seed: int = 0) -> np.ndarray:
 
 def explain_pairs(model: PairwiseModel, split: Split, schema: FieldSchema, train: Split, *,
                   rows: int = DEFAULT_ROWS, coalitions: str = "absent", background: int = DEFAULT_BACKGROUND,
-                  seed: int = 0, label_gates: GateResult | None = None) -> PairExplanation:
+                  seed: int = 0, label_gates: GateResult | None = None, split_name: str = "") -> PairExplanation:
     """Explain `rows` sampled rows of `split`. `train`, the training split, gives the background
     rows ("background") and the data gates (labels only, no model: the most rows, so the most
     value cells with enough support). `label_gates`: `label_gates(train, schema)` when the caller
-    keeps it (it depends on the data alone, and is most of the cost: 1.4 of 1.5 s on Frappe)."""
+    keeps it (it depends on the data alone, and is most of the cost: 1.4 of 1.5 s on Frappe).
+    `split_name`: which split `split` is, named in every sentence the explanation gives."""
     if coalitions not in SEMANTICS:
         raise ConfigError(f"coalitions must be one of {SEMANTICS}, got {coalitions!r}")
     if schema.num_fields > MAX_FIELDS:
@@ -133,7 +140,7 @@ def explain_pairs(model: PairwiseModel, split: Split, schema: FieldSchema, train
     table = _pair_table(terms, shapley, schema, gates, effect_of_pairs(effects, schema))
     return PairExplanation(picked, terms, shapley, table, gates, coalitions,
                            background if coalitions == "background" else 0, time.perf_counter() - started, schema,
-                           higher_order=higher, effects=effects)
+                           split_name, higher_order=higher, effects=effects)
 
 
 def erasure_of(model: PairwiseModel, explanation: PairExplanation, split: Split, task: str = "regression",
@@ -208,7 +215,8 @@ def check_attention(model: PairwiseModel, explanation: PairExplanation, split: S
         return AttentionChecks(agreement, None, None)
     low, high = label_range or (float(train.labels.min()), float(train.labels.max()))
     epsilon = epsilon if epsilon is not None else (0.05 if task == "binary" else 0.01 * max(high - low, 1e-12))
-    baselines = attention_baselines(model, split, train, explanation.schema, task=task, label_range=label_range)
+    baselines = attention_baselines(model, split, train, explanation.schema, task=task, label_range=label_range,
+                                    split_name=explanation.split_name)
     return AttentionChecks(agreement, baselines, adversarial_attention_of(explanation.terms, epsilon))
 
 

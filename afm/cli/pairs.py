@@ -63,7 +63,7 @@ def command_pairs(args) -> dict:
         raise ConfigError("this is a binary-task model and the data's labels are not two classes")
     explanation = explain_pairs(checkpoint.model, rows, dataset.schema, dataset.train, rows=args.rows,
                                 coalitions=args.coalitions, background=args.background or DEFAULT_BACKGROUND,
-                                seed=args.seed)
+                                seed=args.seed, split_name=args.split)
     checks = None  # one pair (two fields): no order of pairs to compare
     if checkpoint.model_config.num_pairs >= 2:
         checks = check_attention(checkpoint.model, explanation, rows, dataset.train, checkpoint.task,
