@@ -55,7 +55,8 @@ def test_train_prints_the_json_contract_and_saves_a_checkpoint(tmp_path, capsys)
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "--data", "sample", "--out", "x.safetensors", "--k", "0"], "embedding_dim (--k) must be a whole number in 1.."),
+    (["train", "--data", "sample", "--out", "x.safetensors", "--k", "0"],
+     "embedding_dim (--k) must be a whole number in 1.."),
     (["train", "--data", "sample", "--out", "x.safetensors", "--dropout", "0.5,2"], "numbers in [0, 1)"),
     (["train", "--data", "sample", "--out", "x.safetensors", "--model", "nfm"], "invalid choice"),
     (["train", "--data", "nowhere", "--out", "x.safetensors"], "not a dataset name"),
@@ -65,7 +66,8 @@ def test_train_prints_the_json_contract_and_saves_a_checkpoint(tmp_path, capsys)
     (["train", "--data", "sample", "--model", "fm", "--dropout", "0.1,0.2", "--out", "x.safetensors"],
      "dropout_attention (--dropout-attention) applies to AFM only"),
     # Seeds outside numpy's range are refused, not wrapped (2**32 trained as 0) or crashed on.
-    (["train", "--data", "sample", "--out", "x.safetensors", "--seed", "4294967296"], "seed (--seed) must be a whole number in 0..4294967295"),
+    (["train", "--data", "sample", "--out", "x.safetensors", "--seed", "4294967296"],
+     "seed (--seed) must be a whole number in 0..4294967295"),
     (["train", "--data", "sample", "--out", "x.safetensors", "--seed", "18446744073709551616"], "in 0..4294967295"),
     (["info", "--data", "sample", "--split-seed", "-1"], "a seed in"),
     (["synthesize", "ml-tag", "--dest", "x", "--seed", "-1"], "a seed in"),

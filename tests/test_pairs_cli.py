@@ -188,3 +188,29 @@ def test_a_two_field_model_has_one_pair_and_no_order_to_compare(capsys, tmp_path
     assert summary["erasure"] == {} == summary["erasure_metric"] and summary["effects"] == []
     assert summary["non_pairwise_share"] == 0  # two fields: no coalition of three
     assert list(pd.read_csv(tmp_path / "pairs.csv")["pair"]) == ["city x plan"]
+
+
+def test_seeds_retrain_the_recipe_and_compare_the_rankings(capsys, tmp_path):
+    """`--seeds 2` on a short FwFM recipe (2 epochs, saved here): the JSON's `stability` per measure
+    and the CSV's rank ranges, which hold each seed's rank (the checkpoint's own among them)."""
+    from afm.data import load_dataset
+    from afm.fitting import fit_recipe
+    from afm.recipe import preset
+
+    short = tmp_path / "short.safetensors"
+    save_checkpoint(short, fit_recipe(preset("quick", "fwfm", epochs=2), load_dataset("sample")).checkpoint)
+    out = tmp_path / "pairs.csv"
+    code, stdout, stderr = run(capsys, "pairs", "--checkpoint", str(short), "--data", "sample", "--out", str(out),
+                               "--rows", "64", "--seeds", "2")
+    assert code == 0, stderr
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert set(summary["stability"]) == {"attention", "contribution", "shapley", "taylor"}
+    for measure in summary["stability"].values():
+        assert -1 <= measure["kendall_tau"] <= 1 and 0 <= measure["top3_overlap"] <= 1
+    assert summary["stability_seeds"] == [0, 1] and len(summary["stability_verdicts"]) == 4
+    table = pd.read_csv(out)
+    assert tuple(table.columns[:len(PAIR_COLUMNS)]) == PAIR_COLUMNS
+    own = table["shapley_abs_mean"].rank(ascending=False, method="first")  # the checkpoint's own ranking
+    assert ((table["shapley_rank_min"] <= own) & (own <= table["shapley_rank_max"])).all()
+    code, _, stderr = run(capsys, *pairs_args("fm", out, "--seeds", "1"))
+    assert code == 2 and "2..20" in stderr and len(stderr.strip().splitlines()) == 1

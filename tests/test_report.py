@@ -54,7 +54,8 @@ def test_the_report_says_which_pairs_matter_and_whether_attention_explains(sampl
     assert section.count("<td>user x item</td>") == 1 and section.count("<tr>") >= 10 + 3  # 10 pairs, 3 baselines
     assert "The user x item interaction changes with device" in section  # the planted gate, found
     assert "Kendall tau" in section and "frozen mean attention (FwFM)" in section
-    assert "On the 1,500 test rows, this AFM uses per-row attention: fixing each pair&#x27;s weight at its mean raises rmse" in section
+    assert ("On the 1,500 test rows, this AFM uses per-row attention: fixing each pair&#x27;s weight at its mean "
+            "raises rmse") in section
     assert "Attention as different as TV" in section
     assert section.count('class="plotly-graph-div"') == 3
 

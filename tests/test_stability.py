@@ -141,3 +141,12 @@ def test_the_attention_page_checks_stability_as_one_job():
     assert len(verdicts) == len(job.stability.ranks) == 4  # attention, contribution, shapley, taylor
     titles = [json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "") for c in at.get("plotly_chart")]
     assert any(title.startswith("Rank of each pair across seeds") for title in titles), titles
+
+
+def test_a_top_that_holds_over_a_noisy_tail_is_said_so():
+    """Three pairs far above the rest in every seed, the rest shuffled: a low tau, but the top holds."""
+    rng = np.random.default_rng(0)
+    scores = np.stack([np.concatenate([[30.0, 20.0, 10.0], rng.permutation(12) / 12]) for _ in range(3)])
+    result = seed_stability(tables_of(scores, [f"p{i}" for i in range(15)]), [0, 1, 2])
+    assert result.top3_overlap["shapley"] == 1.0 and result.kendall_tau["shapley"] < 0.7
+    assert "its top pairs hold" in result.verdict("shapley")

@@ -21,6 +21,7 @@ MEASURES = {"attention": "attention_mean", "contribution": "contribution_abs_mea
             "shapley": "shapley_abs_mean", "taylor": "taylor_abs_mean"}
 TOP = 3
 STABLE_TAU, SHAKY_TAU = 0.7, 0.4  # mean tau at or above: stable; below SHAKY_TAU: unstable
+TOP_HOLDS = 2 / 3  # two seeds share at least 2 of their top 3: the top holds, whatever the order below
 
 
 @dataclass
@@ -55,8 +56,10 @@ class SeedStability:
             return facts + ": the measure is the same for every pair, so there is no ranking to compare."
         if tau >= STABLE_TAU:
             return facts + ": stable, another seed would rank the pairs much the same."
+        if shared >= TOP_HOLDS:
+            return facts + ": its top pairs hold, the order below them is the seed's; read the top, not the rest."
         if tau >= SHAKY_TAU:
-            return facts + ": read its top pairs, not the order below them, which another seed would change."
+            return facts + ": the broad order holds but the top pairs change with the seed; read it as a hint."
         return facts + ": unstable, this ranking is mostly the seed's, not the data's."
 
     def verdicts(self) -> list[str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 import time
 
-from afm.cli.arguments import data_arguments, load_data, positive_int, seed
+from afm.cli.arguments import data_arguments, load_data, number, positive_int, seed
 
 COALITIONS = ("absent", "background")  # afm.analysis.shapley.SEMANTICS (not imported: parsing stays torch-free)
 DEFAULT_ROWS = 256  # afm.analysis.pairs.DEFAULT_ROWS
@@ -37,6 +37,10 @@ def add_commands(commands) -> dict:
     pairs.add_argument("--background", type=positive_int, default=None, metavar="B",
                        help=f"background rows under --coalitions background (default {DEFAULT_BACKGROUND})")
     pairs.add_argument("--seed", type=seed, default=0, help="seed of the rows and background drawn")
+    pairs.add_argument("--seeds", type=number(int, lambda v: 2 <= v <= 20, "a whole number in 2..20"), default=None,
+                       metavar="N",
+                       help="also retrain the checkpoint's recipe on this data with N - 1 other seeds and say how "
+                            "alike the N rankings are (JSON `stability`; CSV <measure>_rank_min/_rank_max); 2..20")
     pairs.add_argument("--device", default="auto", help="auto, cpu or cuda")
     pairs.add_argument("--out", required=True, metavar="PAIRS.csv", help="the table, one line per field pair")
     return {"pairs": command_pairs}
@@ -69,7 +73,11 @@ def command_pairs(args) -> dict:
         checks = check_attention(checkpoint.model, explanation, rows, dataset.train, checkpoint.task,
                                  checkpoint.label_range or dataset.label_range)
     erasure = erasure_of(checkpoint.model, explanation, rows, checkpoint.task, seed=args.seed) if checks else None
-    table = explanation.table.to_csv(index=False, lineterminator="\n")
+    table, stability = explanation.table, None
+    if args.seeds is not None:
+        stability = seeds_compared(checkpoint, dataset, explanation, rows, args)
+        table = table.merge(stability.rank_ranges(), on="pair", how="left")
+    table = table.to_csv(index=False, lineterminator="\n")
     write_atomic(args.out, table.encode("utf-8"), lambda problem: ConfigError(f"{args.out}: {problem}"))
     for warning in warnings:  # after the work: an error is the one line printed
         print(f"afm: warning: {warning}", file=sys.stderr)
@@ -83,7 +91,27 @@ def command_pairs(args) -> dict:
             "strongest_pair": explanation.table["pair"].iloc[0], "strongest_gate": explanation.gate_sentence(),
             "agreement": checks.agreement_sentence(checkpoint.model_config.model) if checks else None,
             "verdict": checks.baselines.verdict() if checks and checks.baselines is not None else None,
-            "device": str(device), **beyond_pairs(explanation, erasure)}
+            "device": str(device), **beyond_pairs(explanation, erasure),
+            **({"stability": stability.summary(), "stability_verdicts": stability.verdicts(),
+                "stability_seeds": stability.seeds} if stability is not None else {})}
+
+
+def seeds_compared(checkpoint, dataset, explanation, rows, args):
+    """The checkpoint and `--seeds - 1` retrainings of its recipe, each explained on the same rows
+    as the checkpoint was, their rankings compared (afm.analysis.stability)."""
+    from afm.analysis.pairs import explain_pairs, label_gates_of
+    from afm.analysis.stability import seed_stability
+    from afm.fitting import refit_seeds
+
+    print(f"afm pairs: training {args.seeds - 1} more model(s) with the recipe of {args.checkpoint} and other "
+          "seeds", file=sys.stderr)
+    models = refit_seeds(checkpoint, dataset, args.seeds)
+    gates = label_gates_of(dataset.train, dataset.schema)  # the data's alone: once for every seed
+    tables = [explanation.table] + [
+        explain_pairs(model, rows, dataset.schema, dataset.train, rows=args.rows, coalitions=args.coalitions,
+                      background=args.background or DEFAULT_BACKGROUND, seed=args.seed, label_gates=gates).table
+        for _, model in models[1:]]
+    return seed_stability(tables, [seed for seed, _ in models])
 
 
 def beyond_pairs(explanation, erasure) -> dict:
