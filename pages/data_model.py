@@ -30,16 +30,12 @@ if source in ("frappe", "ml-tag"):
     st.text_input("Data directory (holds frappe/ or ml-tag/)", key="data_dir", persist_state="session",
                   help="Get the data with `python -m afm download frappe --dest data`. Licensed for research use only.")
 elif source == "upload":
-    uploaded = st.file_uploader("A CSV with a header row, or a libfm file (`label id:value ...`)",
-                                type=["csv", "libfm", "txt"])
-    if uploaded is None:
-        st.session_state.upload = None  # removed (or never given): forget it, and its errors
+    upload = uploads.upload_in_use()
+    if upload is None:
         st.info("Upload a file to use it.")
         state.end_page(show_job=False)
-    uploads.keep_upload(uploaded)
-    if uploaded.name.lower().endswith(".csv"):
-        st.text_input("Label column (empty: label/target/y/rating/click, else the last column)", key="label_column",
-                      persist_state="session")
+    if upload[1].lower().endswith(".csv") and not uploads.label_picked(upload[0]):
+        state.end_page(show_job=False)
 
 dataset = state.load_current()
 if dataset is None:

@@ -188,10 +188,15 @@ def test_the_fast_preset_trains_the_fm_then_the_afm_from_it_on_one_click():
     assert runs[afm_job.name].train_config["init_from"] == fm_job.name
 
 
-def upload(at: AppTest, name: str, content: bytes) -> AppTest:
-    """Pick "Upload a file" and upload `content` as `name`, as a user does."""
+def upload(at: AppTest, name: str, content: bytes, label: str | None = "score") -> AppTest:
+    """Pick "Upload a file" and upload `content` as `name`, as a user does; where no column is
+    named like a label, pick `label` in the box that asks (planted_csv's label is "score"), or the
+    last column when the file has no `label`."""
     at.radio(key="dataset_source").set_value("upload").run()
     at.file_uploader[0].upload(name, content).run()
+    asks = [s for s in at.selectbox if s.key == "label_column" and s.value is None]
+    if asks and label is not None:
+        asks[0].set_value(label if label in asks[0].options else asks[0].options[-1]).run()
     return at
 
 
@@ -361,7 +366,7 @@ def test_an_uploaded_csv_trains_with_every_widget_at_its_default(seed):
     """The user's first CSV: upload it, change nothing, press Train."""
     at = upload(app().run(), "mine.csv", planted_csv(seed))
     no_errors(at)
-    assert at.text_input(key="label_column").value == ""  # empty: the reader picks the label column
+    assert at.selectbox(key="label_column").value == "score"  # picked in the box that asked for it
     assert at.metric[0].value == "280"  # 70 % of 400 rows
     kinds = [d.value for d in at.dataframe if "kind" in d.value.columns]  # how each column was read
     assert kinds and set(kinds[0]["kind"]) <= {"categorical", "numeric"} and len(kinds[0]) >= 3
@@ -525,3 +530,42 @@ def test_any_uploaded_file_is_read_or_refused_in_one_line_naming_the_users_file(
     event("refused" if at.error else "read")
     if not at.error:
         assert [m.label for m in at.metric][:3] == ["train rows", "valid rows", "test rows"]
+
+
+def practitioner_csv(label: str = "clicked") -> bytes:
+    """A click log as a practitioner's: the label in the middle, a numeric column last."""
+    rng = np.random.default_rng(11)
+    frame = pd.DataFrame({f"f{n}": rng.integers(0, 4, 300).astype(str) for n in range(3)})
+    frame[label] = np.where(frame["f0"] == frame["f1"], "yes", "no")
+    frame["f3"] = rng.integers(0, 4, 300).astype(str)
+    frame["price"] = rng.gamma(2.0, 5.0, 300).round(2)
+    return frame.to_csv(index=False).encode()
+
+
+def test_the_label_is_found_by_name_never_the_last_column():
+    at = upload(app().run(), "clicks.csv", practitioner_csv())
+    no_errors(at)
+    assert [s for s in at.selectbox if s.key == "label_column"][0].value == "clicked"
+    assert [r for r in at.radio if r.label == "Task"][0].value == "binary"
+
+
+def test_an_upload_without_a_named_label_waits_for_the_user_to_pick_it():
+    at = upload(app().run(), "mine.csv", practitioner_csv(label="bought"), label=None)
+    no_errors(at)
+    label = [s for s in at.selectbox if s.key == "label_column"][0]
+    assert label.value is None and any("Which column should the model predict?" in i.value for i in at.info)
+    assert not at.metric  # nothing loaded: the last column (price) is not taken in silence
+    label.set_value("bought").run()
+    no_errors(at)
+    assert at.metric[0].label == "train rows" and [r for r in at.radio if r.label == "Task"][0].value == "binary"
+
+
+def test_an_upload_stays_the_data_across_pages():
+    at = upload(app().run(), "clicks.csv", practitioner_csv())
+    rows = at.metric[0].value
+    at.switch_page("pages/curves.py").run()
+    at.switch_page("pages/data_model.py").run()
+    no_errors(at)
+    assert at.session_state["upload"][1] == "clicks.csv" and at.metric[0].value == rows
+    assert any("Using **clicks.csv**, uploaded earlier" in c.value for c in at.caption)
+    assert [s for s in at.selectbox if s.key == "label_column"][0].value == "clicked"

@@ -74,6 +74,8 @@ def dataset_spec() -> str | None:
     if source != "upload":
         return source
     upload = st.session_state.get("upload")
+    if upload and upload[1].lower().endswith(".csv") and not st.session_state.get("label_column"):
+        return None  # a CSV whose label is not picked yet: nothing to load, never its last column in silence
     return upload[0] if upload else None
 
 

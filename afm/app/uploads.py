@@ -87,3 +87,47 @@ def keep_upload(uploaded) -> None:
     if kept is None or kept[1] != uploaded.name or st.session_state.get("upload_id") != uploaded.file_id:
         st.session_state.upload = save_upload(uploaded)
         st.session_state.upload_id = uploaded.file_id
+
+
+def forget_if_removed() -> None:
+    """The uploader's on_change: the user removed the file (x), so the session forgets it. Coming
+    back to the page makes a new, empty uploader without calling this: the upload is kept."""
+    if st.session_state.get("upload_file") is None:
+        st.session_state.upload = None
+
+
+def upload_in_use() -> tuple[str, str] | None:
+    """The session's upload, (server path, the user's name): the file in the uploader when there
+    is one, else the one given earlier in the session (kept across pages until replaced or removed)."""
+    uploaded = st.file_uploader("A CSV with a header row, or a libfm file (`label id:value ...`)",
+                                type=["csv", "libfm", "txt"], key="upload_file", on_change=forget_if_removed)
+    if uploaded is not None:
+        keep_upload(uploaded)
+    elif st.session_state.get("upload") is not None:
+        st.caption(f"Using **{st.session_state.upload[1]}**, uploaded earlier in this session; upload another file "
+                   "to replace it.")
+    return st.session_state.get("upload")
+
+
+def label_picked(path: str) -> bool:
+    """The label column of an uploaded CSV, chosen from its header: the column named like a label
+    (label, target, clicked, ...) at first, else none until the user picks one; never the last
+    column in silence. False while none is picked."""
+    from afm.app.state import user_message
+    from afm.data.tabular import csv_columns, label_by_name
+    from afm.errors import AFMError
+
+    try:
+        columns = csv_columns(path)
+    except AFMError as exc:  # said with the name the user gave the file, not the server's path
+        st.error(user_message(exc))
+        return False
+    if st.session_state.get("label_column") not in columns:
+        st.session_state.label_column = label_by_name(columns)  # None: the user picks
+    picked = st.selectbox("Label column: what the model predicts", columns, key="label_column",
+                          placeholder="Pick the column to predict", persist_state="session",
+                          help="Found by its name (label, target, y, rating, click, clicked, converted, ...) when "
+                               "one says so; every other column is a feature.")
+    if picked is None:
+        st.info("Which column should the model predict? No column is named like a label; pick it above.")
+    return picked is not None

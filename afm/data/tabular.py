@@ -42,14 +42,17 @@ import pandas as pd
 from afm.data.schema import DEFAULT_MIN_COUNT, ColumnEncoding, CsvEncoding, FieldSchema
 from afm.data.schema import describe_columns as describe_columns  # read from here by the app
 from afm.data.splits import Dataset, Split, split_indices
-from afm.data.text import beyond_float32, float32_problem, read_csv_text
+from afm.data.text import beyond_float32, float32_problem, read_csv_file, read_csv_text
 from afm.errors import DataError, quote
 from afm.files import read_regular_file
 from afm.limits import MAX_FEATURES, MAX_FIELDS, MAX_TEXT_FILE_BYTES
 
 UNKNOWN = "<unknown>"
 MISSING = "<missing>"  # an empty cell in a categorical column is a value of its own
-LABEL_COLUMN_NAMES = ("label", "target", "y", "rating", "click")
+# Column names that say "the label", any case, first match wins: the label of an upload is found by
+# name, and where none is named the app asks (the command line takes the last column, and says so).
+LABEL_COLUMN_NAMES = ("label", "target", "y", "rating", "click", "clicked", "clicks", "converted", "conversion",
+                      "purchased", "outcome", "response")
 MIN_ROWS = 10
 # pandas' default missing-value spellings (read_csv's na_values), which numeric columns honour.
 NA_SPELLINGS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
@@ -341,12 +344,19 @@ def read_table(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     return read_csv_text(raw, path)
 
 
+def label_by_name(columns) -> str | None:
+    """The column whose name says it is the label (LABEL_COLUMN_NAMES, any case), or None."""
+    lowered = {str(c).strip().lower(): c for c in reversed(list(columns))}  # the first of equal names wins
+    return next((lowered[name] for name in LABEL_COLUMN_NAMES if name in lowered), None)
+
+
+def csv_columns(path: str | os.PathLike) -> list[str]:
+    """The header of a CSV file, as the reader names its columns (a DataError when unreadable)."""
+    return [str(c) for c in read_csv_file(Path(path), nrows=0, dtype=str).columns]
+
+
 def guess_label_column(frame: pd.DataFrame) -> str:
-    lowered = {str(c).lower(): c for c in frame.columns}
-    for name in LABEL_COLUMN_NAMES:
-        if name in lowered:
-            return lowered[name]
-    return frame.columns[-1]
+    return label_by_name(frame.columns) or frame.columns[-1]
 
 
 def labels_of(frame: pd.DataFrame, label: str, source: object, lines: np.ndarray,
@@ -387,7 +397,8 @@ def frame_text(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     marker = "_afm_row_"  # a column that is never empty, so no row reads as a blank line
     while marker in {str(c) for c in frame.columns}:
         marker = f"_{marker}_"
-    raw = frame.reset_index(drop=True).to_csv(index_label=marker, lineterminator="\n").encode("utf-8")
+    # \r\n: the writer quotes a cell holding either character, which would otherwise end its row
+    raw = frame.reset_index(drop=True).to_csv(index_label=marker, lineterminator="\r\n").encode("utf-8")
     cells, _ = read_csv_text(raw, FRAME_SOURCE)
     return cells.drop(columns=marker), np.arange(len(cells))
 
@@ -402,7 +413,11 @@ def table_dataset(frame: pd.DataFrame, lines: np.ndarray, source: object, name: 
     encoder = TabularEncoder.of(schema, source) if schema is not None else None
     if schema is not None and encoder is None:
         raise DataError(source, "the model was trained on libfm data, not on a CSV; give it libfm rows")
+    guessed = not label and encoder is None and label_by_name(frame.columns) is None
     label = label or (encoder.label if encoder else None) or guess_label_column(frame)
+    if guessed:
+        notes.append(f"The label is the last column, {label!r}: no column is named like a label "
+                     f"({', '.join(LABEL_COLUMN_NAMES[:6])}, ...); give the label column to choose another.")
     if label not in frame.columns:
         raise DataError(source, f"no label column {label!r}; columns are {[str(c) for c in frame.columns][:20]}",
                         line=1)
