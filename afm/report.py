@@ -28,13 +28,16 @@ from plotly.offline import get_plotlyjs
 
 from afm.analysis.attention import decompose_split, pair_matrix, summarize_pairs, top_feature_pairs
 from afm.analysis.coupling import coupling_summary
-from afm.analysis.pairs import AttentionChecks, PairExplanation, check_attention, explain_pairs
+from afm.analysis.erasure import ErasureCurves
+from afm.analysis.higher_order import describe_effect, non_pairwise_sentence
+from afm.analysis.pairs import AttentionChecks, PairExplanation, check_attention, erasure_of, explain_pairs
 from afm.checkpoint import Checkpoint
 from afm.data import REGISTRY, Dataset, load_dataset
 from afm.errors import AFMError, ConfigError
 from afm.figures import (
     adversarial_figure,
     attention_heatmap,
+    erasure_figure,
     field_pair_heatmap,
     field_pair_heatmaps,
     learning_curves,
@@ -238,7 +241,17 @@ def _pairs_section(checkpoint: Checkpoint, dataset: Dataset, split: str) -> str:
                                  checkpoint.label_range or dataset.label_range)
     except AFMError as exc:
         return "".join(parts) + f"<p class='note'>Not computed: {_text(exc)}</p>"
-    return "".join(parts) + _attention_checks(checks, checkpoint.model_config.model, explanation)
+    return "".join(parts) + _attention_checks(checks, checkpoint.model_config.model, explanation) + _trust(
+        erasure_of(model, explanation, rows, checkpoint.task), explanation)
+
+
+def _trust(curves: ErasureCurves, explanation: PairExplanation) -> str:
+    """Can I trust this pair? The same sentences and erasure curves as the Attention page."""
+    effects = [f"<p><b>{_text(describe_effect(line))}.</b> Its pairs are parts of one effect, not effects of their "
+               "own.</p>" for _, line in explanation.effects.iterrows()]
+    return "".join(["<h3>Can I trust this pair?</h3>", *effects, "<p class='note'>"
+                    + _text(non_pairwise_sentence(explanation.non_pairwise_share, explanation.coalitions)) + "</p>",
+                    _figure(erasure_figure(curves)), f"<p>{_text(curves.meaning())}</p>"])
 
 
 def _attention_checks(checks: AttentionChecks, model_name: str, explanation: PairExplanation) -> str:

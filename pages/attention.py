@@ -64,6 +64,8 @@ if gates and by == gates[0]:
 if result is not None:
     st.subheader("Is attention an explanation here?")
     pair_views.attention_checks_section(run, dataset, split, result, coalitions)
+    st.subheader("Can I trust this pair?")
+    pair_views.trust_section(run, dataset, split, result, coalitions)
     with st.expander("Would this ranking survive another seed?"):
         seed_check.stability_section(run, dataset, split, len(result.rows), coalitions)
 

@@ -54,8 +54,12 @@ def test_attention_page():
     at.switch_page("pages/attention.py").run()
     no_errors(at)
     # Heatmap, ground truth, phone rows vs laptop rows, rank agreement, adversarial attention, top pairs,
-    # both waterfalls (the model's terms and the exact Shapley-Taylor parts), what-if.
-    assert len(charts(at)) == 10
+    # erasure curves, both waterfalls (the model's terms and the exact Shapley-Taylor parts), what-if.
+    assert len(charts(at)) == 11
+    # Can I trust this pair? The planted gate is one effect of three fields; erasure says which order matters.
+    assert any(m.value.startswith("**user x item x device: one effect, seen as user x item (gated by device)")
+               for m in at.markdown), [m.value for m in at.markdown]
+    assert any(c.value.startswith("Erasing each row's pairs in the order of") for c in at.caption)
     assert any("Ground truth" in m.value and "only where device is phone" in m.value and "2 of 2 recovered"
                in m.value for m in at.markdown), [m.value for m in at.markdown]
     assert any(c.value.startswith("Exact Shapley values of 256 test rows") for c in at.caption)

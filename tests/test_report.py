@@ -34,8 +34,8 @@ def sample_report(tmp_path_factory) -> tuple[Path, dict]:
 def test_the_report_holds_the_model_card_and_every_analysis(sample_report):
     path, summary = sample_report
     page = path.read_text()
-    # curves, attention, spread, contribution, top pairs, Shapley, rank agreement, adversarial, 2 coupling
-    assert summary["figures"] == 10
+    # curves, attention, spread, contribution, top pairs, Shapley, rank agreement, adversarial, erasure, 2 coupling
+    assert summary["figures"] == 11
     for heading in ("Model card", "Metrics", "Curves", "Attention", "Spread of the pair weight", "Signed contribution",
                     "Top pairs", "Which pairs matter", "Gradient coupling"):
         assert heading in page, heading
@@ -43,7 +43,8 @@ def test_the_report_holds_the_model_card_and_every_analysis(sample_report):
     assert "user=user_" in page and "device=phone" in page  # feature-value pairs are named
     # plotly.js is inside, once, and nothing is fetched from anywhere.
     assert page.count("<script type='text/javascript'>") == 1 and "<script src" not in page.lower()
-    assert page.count('class="plotly-graph-div"') == 10
+    assert page.count('class="plotly-graph-div"') == 11
+    assert "user x item x device: one effect, seen as user x item (gated by device)" in page
 
 
 def test_the_report_says_which_pairs_matter_and_whether_attention_explains(sample_report):
@@ -57,7 +58,8 @@ def test_the_report_says_which_pairs_matter_and_whether_attention_explains(sampl
     assert ("On the 1,500 test rows, this AFM uses per-row attention: fixing each pair&#x27;s weight at its mean "
             "raises rmse") in section
     assert "Attention as different as TV" in section
-    assert section.count('class="plotly-graph-div"') == 3
+    assert "Can I trust this pair?" in section and "Erasing each row&#x27;s pairs in the order of" in section
+    assert section.count('class="plotly-graph-div"') == 4  # Shapley, rank agreement, adversarial, erasure
 
 
 def test_hostile_names_are_escaped(tmp_path):
@@ -89,9 +91,10 @@ def test_cli_report(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     summary = json.loads(captured.out.strip().splitlines()[-1])
-    assert summary["figures"] == 7 and summary["split"] == "valid" and out.stat().st_size == summary["bytes"]
+    assert summary["figures"] == 8 and summary["split"] == "valid" and out.stat().st_size == summary["bytes"]
     page = out.read_text()
     assert "Which pairs matter" in page and "no per-row attention to test" in page and "this AFM" not in page
+    assert "All of this model&#x27;s prediction is carried by pairs" in page  # an FM: nothing beyond pairs
     three = tmp_path / "three.libfm"
     three.write_text("".join(f"{i % 2} {i % 4}:1 {4 + i % 3}:1 {7 + i % 2}:1\n" for i in range(60)))
     code = main(["report", "--checkpoint", str(sample_checkpoint_path("fm")), "--data", str(three), "--out",

@@ -165,3 +165,17 @@ def effect_of_pairs(effects: pd.DataFrame, schema: FieldSchema) -> list[str]:
         for pair in pairs:
             part.setdefault(pair, name)
     return [part.get(pair, "") for pair in schema.pair_names()]
+
+
+def non_pairwise_sentence(share: float, coalitions: str) -> str:
+    """One sentence on `HigherOrder.non_pairwise_share()` for the user, under `coalitions`."""
+    if share < 1e-9:
+        return ("All of this model's prediction is carried by pairs: its terms of three fields and more are 0 "
+                "(an FM or FwFM is a sum of pairs), so the pair rankings are the whole story.")
+    if share <= 1:
+        return (f"{share:.0%} of the prediction's variance over these rows is carried by no pair (terms of three "
+                f"fields and more, from the attention's softmax): the pair rankings tell the rest.")
+    hint = " Background coalitions give the share that applies to typical rows." if coalitions == "absent" else ""
+    return (f"This model is not a sum of pairs here: its terms of three fields and more have {share:,.0f} times the "
+            "prediction's variance and cancel its pair terms (a pair alone in the softmax takes all the "
+            f"attention).{hint}")

@@ -12,8 +12,16 @@ from pathlib import Path
 import streamlit as st
 
 from afm.analysis.attention import PairSummary, decompose_split, summarize_pairs, top_feature_pairs
+from afm.analysis.erasure import ErasureCurves
 from afm.analysis.gates import GateResult
-from afm.analysis.pairs import AttentionChecks, PairExplanation, check_attention, explain_pairs, label_gates_of
+from afm.analysis.pairs import (
+    AttentionChecks,
+    PairExplanation,
+    check_attention,
+    erasure_of,
+    explain_pairs,
+    label_gates_of,
+)
 from afm.app.jobs import Run
 from afm.checkpoint import Checkpoint, load_checkpoint
 from afm.data import Dataset, FieldSchema
@@ -130,3 +138,9 @@ def attention_checks(run: Run, dataset: Dataset, split: str, rows: int, coalitio
     explanation = pair_explanation(run, dataset, split, rows, coalitions)
     return check_attention(run.model, explanation, dataset.splits[split], dataset.train, run.task,
                            run.label_range or dataset.label_range)
+
+
+@st.cache_resource(show_spinner="Erasing pairs in each measure's order…", max_entries=16, hash_funcs=BY_CONTENT)
+def erasure(run: Run, dataset: Dataset, split: str, rows: int, coalitions: str) -> ErasureCurves:
+    explanation = pair_explanation(run, dataset, split, rows, coalitions)
+    return erasure_of(run.model, explanation, dataset.splits[split], run.task)

@@ -10,6 +10,7 @@ import torch
 
 from afm.analysis.attention import rows_by_value, summarize_pairs
 from afm.analysis.gates import rows_by_values
+from afm.analysis.higher_order import describe_effect, non_pairwise_sentence
 from afm.analysis.pairs import DEFAULT_BACKGROUND, DEFAULT_ROWS, PairExplanation, shapley_row_terms
 from afm.analysis.shapley import MAX_FIELDS, background_rows, pair_shapley, pair_summary
 from afm.app import cache, state
@@ -19,6 +20,7 @@ from afm.figures import (
     adversarial_figure,
     attention_heatmap,
     decomposition_figure,
+    erasure_figure,
     pair_value_heatmap,
     rank_agreement_figure,
 )
@@ -170,3 +172,17 @@ def shapley_waterfall(run: Run, dataset: Dataset, split: str, row: int, coalitio
     st.caption(f"Under {coalitions} coalitions: what is predicted with no field known, v(∅) = "
                f"{float(result.empty[0]):+.4f}, plus what each field adds alone, plus each pair's Shapley-Taylor "
                f"share = {parts['value'].sum():+.5f}, the prediction.")
+
+
+def trust_section(run: Run, dataset: Dataset, split: str, result: PairExplanation, coalitions: str) -> None:
+    """Can I trust this pair? Effects of three fields, the part no pair carries, erasure curves."""
+    for _, line in result.effects.iterrows():
+        st.markdown(f"**{describe_effect(line)}.** Its pairs are parts of one effect, not effects of their own.")
+    if result.effects.empty:
+        st.caption("No three fields act as one effect here: each ranked pair can be read on its own.")
+    st.caption(non_pairwise_sentence(result.non_pairwise_share, coalitions))
+    if run.model_config.num_pairs < 2:
+        return
+    curves = cache.erasure(run, dataset, split, len(result.rows), coalitions)
+    st.plotly_chart(erasure_figure(curves), config=state.PLOTLY_CONFIG)
+    st.caption(curves.meaning())
