@@ -192,6 +192,8 @@ class TrainedModel:
         Shapley interactions of `rows` sampled rows, the gates, and for more than one pair the
         checks of attention. Rows: `split` of the data fitted on (default), or every row of `data`
         (with its labels, which the gates and checks compare against)."""
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+            raise ConfigError(f"seed must be a whole number in 0..{2**32 - 1}, got {seed!r}")
         dataset = self._rows_dataset(data)
         if data is None:
             explained, reference, where = dataset.rows(split), dataset.train, f"{split} rows of {dataset.name}"

@@ -36,6 +36,7 @@ from afm.metrics import evaluate_predictions
 from afm.models import ModelConfig, PairwiseModel, build_model
 from afm.recipe import Recipe
 from afm.train import TASKS, TrainResult
+from afm.training_plan import resolve_device
 
 FORMAT = "afm-checkpoint"
 FORMAT_VERSION = 2  # 2: outcome and trained_on apart from the settings; 1 is still read
@@ -248,6 +249,7 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
 def load_checkpoint(source: str | os.PathLike | bytes, device: str | torch.device = "cpu",
                     name: str | None = None) -> Checkpoint:
     """Load from a path or from bytes (an upload). Raises CheckpointError with the reason."""
+    device = device if isinstance(device, torch.device) else resolve_device(device)
     if isinstance(source, (bytes, bytearray)):
         label = name or "uploaded checkpoint"
         data = bytes(source)

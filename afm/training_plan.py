@@ -8,13 +8,14 @@ queued, so that a training that cannot run says so before it waits in line."""
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 
 import torch
 
 from afm.batches import is_memory_mapped, window_rows
 from afm.data import Dataset, Split
-from afm.errors import ConfigError, DataError
+from afm.errors import ConfigError, DataError, quote
 from afm.limits import MEMORY_FRACTION, available_memory_bytes
 from afm.models import MODEL_CLASSES, ModelConfig, PairwiseModel, parameter_count
 
@@ -88,10 +89,18 @@ class TrainConfig:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device `name` (auto, cpu, cuda or cuda:N) stands for here; anything else, or a GPU
+    this machine lacks, is a ConfigError."""
+    if not isinstance(name, str) or not (name in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:[0-9]{1,4}", name)):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {quote(name)}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("device cuda was asked for, but PyTorch sees no CUDA GPU here; use --device cpu")
+    count = torch.cuda.device_count() if name.startswith("cuda:") else 0
+    if name.startswith("cuda:") and int(name[5:]) >= count:
+        raise ConfigError(f"device {name} was asked for, but PyTorch sees {count} CUDA GPU(s) here, cuda:0 to "
+                          f"cuda:{count - 1}")
     return torch.device(name)
 
 

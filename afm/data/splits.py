@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from afm.data.schema import FieldSchema, describe_columns
-from afm.errors import DataError
+from afm.errors import ConfigError, DataError, quote
 
 if TYPE_CHECKING:
     import torch
@@ -69,6 +69,8 @@ class Split:
 
 def split_indices(num_rows: int, seed: int, fractions=(0.7, 0.2, 0.1)) -> dict[str, np.ndarray]:
     """Seeded 70/20/10 split for data that comes without published splits."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"the split's seed must be a whole number >= 0, got {seed!r}")
     permutation = np.random.default_rng(seed).permutation(num_rows)
     n_train = int(round(fractions[0] * num_rows))
     n_valid = int(round(fractions[1] * num_rows))
@@ -133,6 +135,8 @@ class Dataset:
     def check_rows(self, split: str) -> None:
         """Rows to score must exist: an empty choice (a one-row file's test split) is an error that
         says how the rows were split, not a score of nothing."""
+        if not isinstance(split, str) or (split != "all" and split not in self.splits):
+            raise ConfigError(f"split must be one of {', '.join(SPLITS)} or all, got {quote(split)}")
         count = sum(len(s) for s in self.splits.values()) if split == "all" else len(self.splits[split])
         if not count:
             counts = ", ".join(f"{name} {len(self.splits[name]):,}" for name in SPLITS)
