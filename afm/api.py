@@ -266,7 +266,7 @@ class Explanation:
 
     def heatmap(self, measure: str = "shapley_abs_mean") -> go.Figure:
         """Field x field heatmap of one column of `pairs` (default: mean |Shapley interaction|)."""
-        if measure not in self.explanation.table or measure in ("pair", "gate", "gate_values"):
+        if measure not in self.explanation.table or measure in ("pair", "gate", "gate_values", "part_of_effect"):
             raise ConfigError(f"measure must be a number column of pairs: {list(self.explanation.table.columns[1:])}")
         names = list(self.explanation.schema.field_names)
         return pair_value_heatmap(self.explanation.table, names, measure,
