@@ -25,6 +25,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
+from afm.analysis.answer import answer_sentences, reference_sentence
 from afm.analysis.attention import row_decomposition
 from afm.analysis.pairs import DEFAULT_ROWS, AttentionChecks, PairExplanation, check_attention, explain_pairs
 from afm.analysis.reference import gradient_boosting_reference
@@ -38,7 +39,7 @@ from afm.errors import ConfigError, DataError, UnseenValuesWarning
 from afm.figures import decomposition_figure, gate_strengths_figure, pair_value_heatmap
 from afm.fitting import fit_recipe
 from afm.inference import outputs
-from afm.metrics import SELECTION_METRIC, sigmoid
+from afm.metrics import sigmoid
 from afm.predict import UnseenCells, unseen_warnings
 from afm.recipe import Recipe
 from afm.recipe import preset as preset_recipe
@@ -243,26 +244,11 @@ class Explanation:
         return " ".join(self.sentences())
 
     def sentences(self) -> list[str]:
-        table = self.explanation.table
-        top = list(table["pair"].head(3))
-        measures = {"|contribution|": "contribution_abs_mean", **({"attention": "attention_mean"}
-                                                                 if self.model == "afm" else {})}
-        firsts = {name: table.sort_values(column, ascending=False, kind="stable")["pair"].iloc[0]
-                  for name, column in measures.items()}
-        others = [f"{name} puts {pair} first" for name, pair in firsts.items() if pair != top[0]]
-        said = [f"On {len(self.explanation.rows):,} {self.where}, the pairs that matter most (mean |Shapley "
-                f"interaction|) are {', '.join(top)}" + (
-                    f"; {' and '.join(others)}." if others else f"; every measure puts {top[0]} first.")]
-        gate = self.explanation.gate_sentence()
-        if gate:
-            said.append(gate)
-        if self.checks is not None:
-            said.append(self.checks.agreement_sentence(self.model))
-            if self.checks.baselines is not None:
-                said.append(self.checks.baselines.verdict())
+        """The answer as a list (afm.analysis.answer): what the Attention page opens on."""
+        reference = None
         if self.reference is not None:
-            said.append(_reference_sentence(self.reference, self.task))
-        return said
+            reference = reference_sentence(self.reference, self.reference["model"], self.task)
+        return answer_sentences(self.explanation, self.checks, self.model, reference)
 
     def heatmap(self, measure: str = "shapley_abs_mean") -> go.Figure:
         """Field x field heatmap of one column of `pairs` (default: mean |Shapley interaction|)."""
@@ -288,13 +274,3 @@ class Explanation:
         return decomposition_figure(table, float(terms.prediction[index]))
 
 
-def _reference_sentence(reference: dict, task: str) -> str:
-    metric, lower_is_better = SELECTION_METRIC[task]
-    ours, theirs = reference["model"].get(metric), reference.get(f"test_{metric}")
-    if ours is None or theirs is None:
-        return "No reference score could be computed on these rows."
-    better = ours < theirs if lower_is_better else ours > theirs
-    gap = abs(ours - theirs)
-    return (f"On the test rows the model's {metric.upper()} is {ours:.4f}, gradient boosting's on the same split "
-            f"{theirs:.4f}: the model is {'better' if better else 'worse'} by {gap:.4f}"
-            + ("." if better or gap < 0.005 else "; read its explanation as that of a weaker model."))

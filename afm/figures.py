@@ -348,7 +348,7 @@ def erasure_figure(curves) -> go.Figure:
     rows had labels); random orders dashed. A faithful measure's curves rise fastest."""
     frame, metric = curves.frame(), curves.metric is not None
     figure = make_subplots(rows=1, cols=2 if metric else 1, subplot_titles=(
-        "prediction moved: mean |ŷ_k − ŷ_0|", f"{curves.metric_name} with the top k pairs erased")[:1 + metric])
+        "prediction moved, |ŷ_k − ŷ_0|", f"{curves.metric_name.upper()} of ŷ_k")[:1 + metric])  # short: 800 px
     for n, (measure, part) in enumerate(frame.groupby("measure", sort=False)):
         random = measure == "random"
         area = "" if random else f" (area {curves.area[measure]:+.2f})"
@@ -356,8 +356,9 @@ def erasure_figure(curves) -> go.Figure:
         for col, column in enumerate(("change", "metric")[:1 + metric], start=1):
             figure.add_trace(go.Scatter(x=part["k"], y=part[column], mode="lines", name=measure + area, line=line,
                                         legendgroup=measure, showlegend=col == 1), row=1, col=col)
-    figure.update_xaxes(title_text="pairs erased per row, most important first (k)")
-    figure.update_layout(height=360, margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.25))
+    figure.update_xaxes(title_text="top pairs erased per row (k)")
+    figure.update_layout(height=420, margin=dict(l=10, r=10, t=50, b=10),
+                         legend=dict(orientation="h", yanchor="top", y=-0.3))  # below the axis titles
     return figure
 
 

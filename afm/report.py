@@ -26,11 +26,13 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from afm.analysis.answer import answer_sentences, reference_sentence
 from afm.analysis.attention import decompose_split, pair_matrix, summarize_pairs, top_feature_pairs
 from afm.analysis.coupling import coupling_summary
 from afm.analysis.erasure import ErasureCurves
 from afm.analysis.higher_order import describe_effect, non_pairwise_sentence
 from afm.analysis.pairs import AttentionChecks, PairExplanation, check_attention, erasure_of, explain_pairs
+from afm.analysis.reference import gradient_boosting_reference
 from afm.checkpoint import Checkpoint
 from afm.data import REGISTRY, Dataset, load_dataset
 from afm.errors import AFMError, ConfigError
@@ -241,8 +243,21 @@ def _pairs_section(checkpoint: Checkpoint, dataset: Dataset, split: str) -> str:
                                  checkpoint.label_range or dataset.label_range)
     except AFMError as exc:
         return "".join(parts) + f"<p class='note'>Not computed: {_text(exc)}</p>"
+    parts.insert(1, _in_short(checkpoint, dataset, split, explanation, checks))
     return "".join(parts) + _attention_checks(checks, checkpoint.model_config.model, explanation) + _trust(
         erasure_of(model, explanation, rows, checkpoint.task), explanation)
+
+
+def _in_short(checkpoint: Checkpoint, dataset: Dataset, split: str, explanation: PairExplanation,
+              checks: AttentionChecks) -> str:
+    """The answer first, the sentences the Attention page opens on for the same rows, with the
+    gradient-boosting reference on the test split."""
+    reference = None
+    if split == "test" and len(dataset.test):
+        reference = reference_sentence(gradient_boosting_reference(dataset, checkpoint.task),
+                                       checkpoint.evaluate(dataset, "test"), checkpoint.task)
+    said = answer_sentences(explanation, checks, checkpoint.model_config.model, reference)
+    return "<h3>In short</h3><ul>" + "".join(f"<li>{_text(sentence)}</li>" for sentence in said) + "</ul>"
 
 
 def _trust(curves: ErasureCurves, explanation: PairExplanation) -> str:

@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from afm.analysis.reference import gradient_boosting_reference
 from afm.app import cache, state
 from afm.app.jobs import epoch_zero_note, histories_frame, runs_table
-from afm.data import Dataset
 from afm.figures import learning_curves
-
-REFERENCE_ROWS = 300_000  # above this many training rows the reference waits to be asked for (it takes a while)
-
-
-@st.cache_data(show_spinner="Fitting the gradient-boosting reference…", max_entries=8, hash_funcs=cache.BY_CONTENT)
-def reference_score(dataset: Dataset, task: str) -> dict:
-    """scikit-learn's gradient boosting on this dataset's train split (one fit per dataset and task)."""
-    return gradient_boosting_reference(dataset, task)
-
 
 state.init_state()
 st.title("Curves")
@@ -45,10 +34,10 @@ if metric == "rmse" and any(run.trained_on.name == "frappe" for run in picked.va
     references = {"paper FM 0.3385": 0.3385, "paper AFM 0.3102": 0.3102}
 here = [run for run in picked.values() if run.trained_on.name == getattr(current, "name", None)]
 reference = None
-if here and st.checkbox("Gradient-boosting reference", value=len(current.train) <= REFERENCE_ROWS,
+if here and st.checkbox("Gradient-boosting reference", value=len(current.train) <= cache.REFERENCE_ROWS,
                         help="scikit-learn's HistGradientBoosting on the same training rows: how good a model of "
                              "this data the explained one is."):
-    reference = reference_score(current, here[0].task)
+    reference = cache.reference(current, here[0].task)
     references.update({f"gradient boosting (scikit-learn) {split}": reference[f"{split}_{metric}"]
                        for split in ("valid", "test") if reference.get(f"{split}_{metric}") is not None})
 figure = learning_curves({name: run.history for name, run in picked.items()}, metric, tuple(splits), references,

@@ -163,17 +163,19 @@ def test_the_pairs_section_says_what_it_cannot_compute(tmp_path):
 
 
 def test_the_app_and_the_report_give_one_verdict_on_the_same_rows(sample_report):
-    """The Attention page with every widget at its default and the report of the same model say the
-    same sentences, word for word, on the same (test) rows: the attention verdict and the gate."""
+    """The Attention page with every widget at its default opens on its answer ("In short"), and
+    the report of the same model says the same sentences, word for word, on the same (test) rows:
+    the top pairs, the effect, the gate, the attention verdict and the gradient-boosting reference."""
     import html
 
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=180)
     at.switch_page("pages/attention.py").run()
-    assert not at.exception
-    said = [m.value for m in at.markdown if "this AFM" in m.value or m.value.startswith("The user x item")]
-    assert len(said) == 2, said  # the verdict and the strongest gate
+    assert not at.exception and at.subheader[0].value == "In short"
+    answer = [m.value for m in at.markdown if m.value.startswith("- On 256 test rows")][0]
+    said = [line[2:] for line in answer.splitlines()]
+    assert len(said) == 5 and "this AFM" in said[3] and "gradient boosting" in said[4], said
     page = sample_report[0].read_text()
     for sentence in said:
-        assert "test rows" in sentence and html.escape(sentence) in page, sentence
+        assert "test rows" in sentence and f"<li>{html.escape(sentence)}</li>" in page, sentence

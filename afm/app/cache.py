@@ -22,6 +22,7 @@ from afm.analysis.pairs import (
     explain_pairs,
     label_gates_of,
 )
+from afm.analysis.reference import gradient_boosting_reference
 from afm.app.jobs import Run
 from afm.checkpoint import Checkpoint, load_checkpoint
 from afm.data import Dataset, FieldSchema
@@ -144,3 +145,18 @@ def attention_checks(run: Run, dataset: Dataset, split: str, rows: int, coalitio
 def erasure(run: Run, dataset: Dataset, split: str, rows: int, coalitions: str) -> ErasureCurves:
     explanation = pair_explanation(run, dataset, split, rows, coalitions)
     return erasure_of(run.model, explanation, dataset.splits[split], run.task)
+
+
+REFERENCE_ROWS = 300_000  # above this many training rows the reference waits to be asked for (it takes a while)
+
+
+@st.cache_data(show_spinner="Fitting the gradient-boosting reference…", max_entries=8, hash_funcs=BY_CONTENT)
+def reference(dataset: Dataset, task: str) -> dict:
+    """scikit-learn's gradient boosting on this dataset's train split (one fit per dataset and task,
+    for every session): the score a model worth explaining should reach (afm.analysis.reference)."""
+    return gradient_boosting_reference(dataset, task)
+
+
+@st.cache_data(show_spinner="Scoring the model…", max_entries=16, hash_funcs=BY_CONTENT)
+def model_metrics(run: Run, dataset: Dataset, split: str) -> dict:
+    return run.evaluate(dataset, split, next(run.model.parameters()).device)

@@ -8,6 +8,7 @@ import numpy as np
 import streamlit as st
 import torch
 
+from afm.analysis.answer import answer_sentences, reference_sentence
 from afm.analysis.attention import rows_by_value, summarize_pairs
 from afm.analysis.gates import rows_by_values
 from afm.analysis.higher_order import describe_effect, non_pairwise_sentence
@@ -70,9 +71,10 @@ def heatmap(view: str, summary, result: PairExplanation | None, names: list[str]
         table = pair_summary(result.shapley, result.schema, rows=mask[result.rows]).rename(
             columns={summary_column: table_column})
     explained = len(result.rows) if mask is None else int(mask[result.rows].sum())
-    figure = pair_value_heatmap(table, names, table_column,
-                                f"{title} over {explained:,} {rows_label + ' ' if rows_label else ''}explained rows",
-                                colorbar, diverging)
+    where = f"{explained:,} {rows_label + ' ' if rows_label else ''}explained rows"
+    # Beside each other (one per value of a field) the panels are narrow: the rows on a line of their own.
+    figure = pair_value_heatmap(table, names, table_column, f"{title}<br>over {where}" if rows_label else
+                                f"{title} over {where}", colorbar, diverging)
     if zmax is not None:
         figure.update_traces(zmax=zmax, zmin=-zmax if diverging else 0)
     return figure
@@ -186,3 +188,20 @@ def trust_section(run: Run, dataset: Dataset, split: str, result: PairExplanatio
     curves = cache.erasure(run, dataset, split, len(result.rows), coalitions)
     st.plotly_chart(erasure_figure(curves), config=state.PLOTLY_CONFIG)
     st.caption(curves.meaning())
+
+
+def in_short(run: Run, dataset: Dataset, split: str, result: PairExplanation | None, coalitions: str) -> None:
+    """The answer first, in a few sentences (afm.analysis.answer): what the report and
+    `Explanation.summary()` say too, on the same rows."""
+    if result is None:
+        st.markdown("This data has more fields than exact Shapley values allow; the heatmap and the tabs below "
+                    "show attention and contributions.")
+        return
+    checks = cache.attention_checks(run, dataset, split, len(result.rows), coalitions) \
+        if run.model_config.num_pairs >= 2 else None
+    reference = None
+    if split == "test" and len(dataset.test) and len(dataset.train) <= cache.REFERENCE_ROWS:
+        reference = reference_sentence(cache.reference(dataset, run.task), cache.model_metrics(run, dataset, "test"),
+                                       run.task)
+    st.markdown("\n".join(f"- {sentence}" for sentence in answer_sentences(result, checks, run.model_config.model,
+                                                                             reference)))
