@@ -119,7 +119,8 @@ def test_gate_table_and_the_strongest_gate():
     first = masks[planted.schema.value_name(planted.value)]
     assert first.sum() == (planted.split.feature_ids[:, planted.gate] == planted.value).sum()
     sentence = gate_sentence(table.loc[0])
-    assert sentence.startswith(f"The {choice.pair} interaction changes with {choice.gate} in the labels")
+    assert sentence.startswith(f"The {choice.pair} interaction changes with {choice.gate} in the training labels")
+    assert "on the explained rows, this model's attention" in sentence  # every number says which rows
     assert "attention to the pair moves" in sentence
     assert strongest_gate(table.iloc[0:0], planted.schema) is None
 
