@@ -85,6 +85,10 @@ class Recipe:
     l2_attention: float = setting(None, "L2 on attention W", "L2 on AFM's attention weights W, the authors' "
                                   "lamda_attention (AFM only; paper 16)", low=0.0, high=1e6,
                                   search=("float", 0.0001, 100.0, True), step=1.0)
+    l2_embedding: float = setting(0.0, "L2 on embeddings", "L2 on the embeddings v_i and first-order weights w_i "
+                                  "of the features each batch touches, summed like the loss (BARS' embedding "
+                                  "regularizer times the batch size; 0: off, as the paper)", low=0.0, high=1e6,
+                                  search=("float", 0.001, 100.0, True), step=0.1)
     task: str = setting("regression", "Task", "regression: squared loss, RMSE (the paper); binary: log loss, AUC, "
                         "for labels of two classes", choices=TASKS, app="the page's Task choice, proposed from "
                         "the labels")
@@ -177,7 +181,8 @@ class Recipe:
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(task=self.task, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                           optimizer=self.optimizer, l2_attention=self.l2_attention, patience=self.patience,
+                           optimizer=self.optimizer, l2_attention=self.l2_attention,
+                           l2_embedding=self.l2_embedding, patience=self.patience,
                            seed=self.seed, device=self.device, deterministic=self.deterministic,
                            sparse_embeddings=self.sparse_embeddings, compile=self.compile,
                            distinct_pairs=self.distinct_pairs, stream=self.stream)

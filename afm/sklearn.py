@@ -72,7 +72,7 @@ class _AFMEstimator(BaseEstimator):
 
     Parameters (None: the preset's value; see `afm.Recipe` for each setting's meaning and range):
     embedding_dim, attention_dim (AFM), dropout_attention (AFM), dropout_pooled, optimizer, lr,
-    batch_size, epochs, patience, l2_attention (AFM), seed, device, pretrain (AFM),
+    batch_size, epochs, patience, l2_attention (AFM), l2_embedding, seed, device, pretrain (AFM),
     deterministic, compile, distinct_pairs, stream, sparse_embeddings; `preset`: "quick" (the
     default), "paper", "fast" or None (the Recipe's defaults); `validation_fraction`: the share of
     rows held out for early stopping (at least one row; the model kept is the best epoch on them).
@@ -87,7 +87,8 @@ class _AFMEstimator(BaseEstimator):
     _task = "regression"
 
     def __init__(self, *, embedding_dim=None, attention_dim=None, dropout_attention=None, dropout_pooled=None,
-                 optimizer=None, lr=None, batch_size=None, epochs=None, patience=None, l2_attention=None, seed=None,
+                 optimizer=None, lr=None, batch_size=None, epochs=None, patience=None, l2_attention=None,
+                 l2_embedding=None, seed=None,
                  device=None, pretrain=None, deterministic=None, compile=None, distinct_pairs=None, stream=None,
                  sparse_embeddings=None, preset="quick", validation_fraction=0.2):
         self.embedding_dim = embedding_dim
@@ -100,6 +101,7 @@ class _AFMEstimator(BaseEstimator):
         self.epochs = epochs
         self.patience = patience
         self.l2_attention = l2_attention
+        self.l2_embedding = l2_embedding
         self.seed = seed
         self.device = device
         self.pretrain = pretrain

@@ -7,7 +7,10 @@ The objective per batch is the authors' (their TF code): 1/2 * sum_b (y_b - ŷ_b
 1/2 * l2_attention * ||W||^2 on AFM's attention matrix. It is a sum over the batch, not a mean,
 so `l2_attention` means exactly what their `lamda_attention` means; Adagrad and Adam are
 invariant to the loss scale, so learning rates carry over too. The binary task sums
-binary cross-entropy on logits instead.
+binary cross-entropy on logits instead. `l2_embedding` adds 1/2 * l2_embedding * (||v_i||^2 + w_i^2)
+for each feature i the batch touches (once, however many rows hold it), as the authors' FM code and
+BARS regularize embeddings: features a batch does not touch are left alone, so a step stays sparse.
+Under torchrun it is scaled like the data term (a feature in two processes' halves counts twice).
 """
 
 from __future__ import annotations
@@ -123,11 +126,16 @@ def data_loss(predictions: torch.Tensor, targets: torch.Tensor, task: str) -> to
 
 
 def batch_objective(model: PairwiseModel, predictions: torch.Tensor, targets: torch.Tensor,
-                    config: TrainConfig, data_weight: float = 1.0) -> torch.Tensor:
+                    config: TrainConfig, data_weight: float = 1.0, ids: torch.Tensor | None = None) -> torch.Tensor:
     """The authors' per-batch objective (see the module docstring). `data_weight` scales the
     data term alone: N under DDP, whose gradient average over N processes then gives the sum
-    over the global batch plus the regularizer's gradient once (afm.distributed)."""
+    over the global batch plus the regularizer's gradient once (afm.distributed). `ids`: the
+    batch's feature ids (B, F), whose rows `l2_embedding` regularizes."""
     loss = data_loss(predictions, targets, config.task)
+    if config.l2_embedding > 0 and ids is not None:
+        touched = torch.unique(ids)  # (U,) each feature of the batch once
+        penalty = model.embedding(touched).square().sum() + model.linear(touched).square().sum()
+        loss = loss + 0.5 * config.l2_embedding * penalty
     if data_weight != 1.0:
         loss = data_weight * loss
     if config.l2_attention > 0:
@@ -210,7 +218,7 @@ class _Trainer:
         squared_error_sum = torch.zeros((), device=self.path.device)
         for batch, (ids, values, targets) in enumerate(self.batches.epoch(), start=1):
             predictions = self.forward(ids, values, self.path.distinct_pairs)  # (B,)
-            loss = batch_objective(model, predictions, targets, config, data_weight=world)
+            loss = batch_objective(model, predictions, targets, config, data_weight=world, ids=ids)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

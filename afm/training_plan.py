@@ -36,6 +36,7 @@ class TrainConfig:
     lr: float = 0.015  # authors' Frappe AFM value (issue #7 of their repository)
     optimizer: str = "adagrad"  # the paper's; "adam" also offered
     l2_attention: float = 0.0  # λ on AFM's attention W, the authors' lamda_attention
+    l2_embedding: float = 0.0  # λ on the embeddings and first-order weights of the rows a batch touches
     patience: int = 5  # stop after this many epochs without a better validation metric
     seed: int = 0  # model init, batch order and dropout masks
     device: str = "auto"  # "auto" picks cuda when present
@@ -69,6 +70,8 @@ class TrainConfig:
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
             (isinstance(self.l2_attention, (int, float)) and self.l2_attention >= 0
              and math.isfinite(self.l2_attention), "l2_attention must be >= 0"),
+            (isinstance(self.l2_embedding, (int, float)) and self.l2_embedding >= 0
+             and math.isfinite(self.l2_embedding), "l2_embedding must be >= 0"),
             (isinstance(self.patience, int) and self.patience >= 1, "patience must be >= 1"),
             (isinstance(self.seed, int) and 0 <= self.seed < 2**32, "seed must be in 0..4294967295"),
             (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),

@@ -9,6 +9,8 @@ parameters are named as the fields; the sampler is Optuna's TPESampler(seed=seed
 - dropout_pooled (on the pooled pair vector): uniform in [0, 0.7]; for AFM also
   dropout_attention (on the attention weights a_ij): uniform in [0, 0.5];
 - l2_attention (AFM: L2 on attention's W, lamda_attention): log-uniform in [0.0001, 100];
+- l2_embedding (every model: L2 on the embeddings and first-order weights a batch touches, the
+  regularizer BARS trains every FM-family model with): log-uniform in [0.001, 100];
 - batch_size: from {128, 256, 512, 1024, 4096};
 - pretrain (AFM only): whether to start from an FM, the authors' recipe: an FM with the same k,
   lr, batch size and pooled dropout (afm.recipe.pretraining) is trained first and the AFM starts

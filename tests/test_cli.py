@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from afm.checkpoint import load_checkpoint
@@ -231,3 +233,30 @@ def test_train_says_when_no_epoch_beat_the_starting_model(tmp_path, capsys):
     assert code == 0 and summary["untrained"] is True and summary["best_epoch"] == 0, (code, stderr)
     assert "afm train: warning: no epoch did better than the starting model" in stderr
     assert out.exists()
+
+
+def test_train_and_tune_print_the_gradient_boosting_reference_on_the_same_split(capsys, tmp_path):
+    """The summary line carries the score a model worth explaining should reach: the reference
+    fitted on the same training rows and scored on the same test rows (afm.analysis.reference)."""
+    from afm.analysis.reference import gradient_boosting_reference
+    from afm.data import load_csv
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({f"f{n}": rng.integers(0, 5, 600).astype(str) for n in range(4)})
+    frame["clicked"] = np.where((frame["f0"] == frame["f1"]) | (rng.random(600) < 0.2), "yes", "no")
+    data = tmp_path / "clicks.csv"
+    frame.to_csv(data, index=False)
+    expected = gradient_boosting_reference(load_csv(data), "binary")
+    code, out, err = run(capsys, "train", "--data", str(data), "--model", "fwfm", "--preset", "quick", "--task",
+                         "binary", "--epochs", "2", "--out", str(tmp_path / "m.safetensors"), "--quiet")
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["reference_test_auc"] == pytest.approx(expected["test_auc"], abs=1e-6)
+    assert summary["reference_test_logloss"] == pytest.approx(expected["test_logloss"], abs=1e-6)
+    code, out, err = run(capsys, "tune", "--data", str(data), "--model", "fm", "--task", "binary", "--trials", "1",
+                         "--epochs", "1", "--out", str(tmp_path / "t.safetensors"), "--quiet")
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["reference_test_auc"] == summary["reference_test_auc"]
+    code, out, _ = run(capsys, "train", "--data", "sample", "--model", "fm", "--epochs", "1", "--no-reference",
+                       "--out", str(tmp_path / "s.safetensors"), "--quiet")
+    assert code == 0 and not any(key.startswith("reference_") for key in json.loads(out.strip().splitlines()[-1]))

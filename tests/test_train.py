@@ -311,3 +311,31 @@ def test_presets_build_valid_configs():
         for model, recipe in models.items():
             assert recipe.model == model and recipe.preset == name
             assert recipe.model_config(schema).model == model and recipe.train_config().epochs == recipe.epochs
+
+
+def test_l2_embedding_regularizes_the_rows_a_batch_touches_once():
+    """The objective's embedding term against a brute-force sum over the distinct features of the
+    batch (a feature in many rows counts once), and its gradient lands on those rows only."""
+    from afm.train import batch_objective, data_loss
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(model="fwfm", num_features=30, num_fields=3, embedding_dim=4), seed=0)
+    with torch.no_grad():
+        model.linear.weight.normal_()
+    ids = torch.tensor([[0, 10, 20], [0, 11, 20], [1, 11, 25]])  # (B, F): 0, 11 and 20 repeat
+    values, targets = torch.ones(3, 3), torch.tensor([1.0, 0.0, 2.0])
+    predictions = model(ids, values)
+    config = TrainConfig(l2_embedding=0.3)
+    touched = sorted({int(i) for i in ids.flatten()})
+    brute = sum(float(model.embedding.weight[i].square().sum() + model.linear.weight[i].square().sum())
+                for i in touched)
+    loss = batch_objective(model, predictions, targets, config, ids=ids)
+    expected = float(data_loss(predictions, targets, "regression")) + 0.5 * 0.3 * brute
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    model.zero_grad()
+    batch_objective(model, model(ids, values), targets, TrainConfig(l2_embedding=5.0), ids=ids).backward()
+    untouched = [i for i in range(30) if i not in touched]
+    assert model.embedding.weight.grad[untouched].abs().sum() == 0  # features the batch does not hold: no pull
+    assert model.embedding.weight.grad[touched].abs().sum(1).min() > 0
+    assert float(batch_objective(model, predictions, targets, TrainConfig(), ids=ids)) == pytest.approx(
+        float(data_loss(predictions, targets, "regression")))  # 0: off, the paper's objective

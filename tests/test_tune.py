@@ -51,10 +51,11 @@ SMALL = ("--data", "sample", "--model", "afm", "--k", "8", "--epochs", "3")  # s
 def test_the_search_space_per_model(model):
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     params = suggest(study.ask(), model)
-    expected = {"lr", "embedding_dim", "dropout_pooled", "batch_size"} | (
+    expected = {"lr", "embedding_dim", "dropout_pooled", "batch_size", "l2_embedding"} | (
         {"attention_dim", "dropout_attention", "l2_attention", "pretrain"} if model == "afm" else set())
     assert set(params) == expected
     assert 0.005 <= params["lr"] <= 0.5 and params["embedding_dim"] in SIZES and params["batch_size"] in BATCH_SIZES
+    assert 0.001 <= params["l2_embedding"] <= 100
     fixed = suggest(study.ask(), model, frozenset({"embedding_dim", "attention_dim"}))
     assert "embedding_dim" not in fixed and "attention_dim" not in fixed  # a fixed k (and t) is not searched
     Recipe.of(model=model, **params)  # every searched value is a valid setting
@@ -170,7 +171,7 @@ def test_tune_runs_three_trials_in_under_a_minute_and_saves_its_study(tmp_path, 
         assert {"number", "params", "value", "state", "intermediate_values", "seconds"} <= set(trial)
         assert trial["state"] in ("COMPLETE", "PRUNED", "FAIL")
     assert set(study["distributions"]) == {"lr", "dropout_pooled", "dropout_attention", "l2_attention",
-                                           "batch_size", "pretrain"}
+                                           "l2_embedding", "batch_size", "pretrain"}
     # The checkpoint is the best trial's model: its valid RMSE is the study's best value.
     checkpoint = load_checkpoint(out)
     dataset = load_dataset("sample")

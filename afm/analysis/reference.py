@@ -94,3 +94,15 @@ def gradient_boosting_reference(dataset: Dataset, task: str = "regression") -> d
         result.update({f"{name}_{key}": value for key, value in metrics.items()})
     result["seconds"] = round(time.perf_counter() - started, 3)
     return result
+
+
+def reference_keys(dataset: Dataset, task: str) -> dict:
+    """The reference as `afm train` and `afm tune` print it beside the model's own scores:
+    `reference_test_auc` and `reference_test_logloss` (binary) or `reference_test_rmse`, on the
+    same test rows; {} when the data has no test rows."""
+    if not len(dataset.test):
+        return {}
+    scores = gradient_boosting_reference(dataset, task)
+    names = ("auc", "logloss") if task == "binary" else ("rmse",)
+    return {f"reference_test_{name}": round(scores[f"test_{name}"], 6) for name in names
+            if scores.get(f"test_{name}") is not None}

@@ -149,3 +149,10 @@ def recipe_from(args):
     if model != "afm" and "dropout_attention" in given and not given["dropout_attention"]:
         given.pop("dropout_attention")  # `--dropout 0,B` on an FM: nothing set on attention
     return preset(None if args.preset == "none" else args.preset, model, **given)
+
+
+def reference_argument(sub) -> None:
+    """`--no-reference`: skip the gradient-boosting reference in the summary line (it is fitted on
+    the same training rows and scored on the same test rows: seconds on most data)."""
+    sub.add_argument("--no-reference", dest="reference", action="store_false",
+                     help="leave the gradient-boosting reference (reference_test_*) out of the summary line")

@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from afm.cli.arguments import data_arguments, load_data, recipe_arguments, recipe_from
+from afm.cli.arguments import data_arguments, load_data, recipe_arguments, recipe_from, reference_argument
 from afm.errors import ConfigError
 
 
@@ -20,6 +20,7 @@ def add_commands(commands) -> dict:
     recipe_arguments(train)
     train.add_argument("--out", required=True, metavar="CKPT", help="checkpoint path (.safetensors)")
     train.add_argument("--quiet", action="store_true", help="no per-epoch progress on stderr")
+    reference_argument(train)
 
     return {"train": command_train}
 
@@ -155,6 +156,10 @@ def _train(args, recipe, group) -> dict | None:
                "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                "stop_reason": str(result.stop_reason), "untrained": result.untrained}
     summary.update({key: value for key, value in result.best.items() if key.startswith(("valid_", "test_"))})
+    if args.reference and not result.untrained:  # the score a model worth explaining should reach, same rows
+        from afm.analysis.reference import reference_keys
+
+        summary.update(reference_keys(dataset, recipe.task))
     summary.update({"seconds": round(result.seconds, 3), "samples_per_second": round(result.samples_per_second, 1),
                     "device": result.device, "compiled": result.compiled, "world_size": result.world_size,
                     "streamed": result.streamed, "distinct_pairs": result.distinct_pairs, "checkpoint": str(out)})

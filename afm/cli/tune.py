@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from afm.cli.arguments import data_arguments, load_data, positive_float, positive_int, seed
+from afm.cli.arguments import data_arguments, load_data, positive_float, positive_int, reference_argument, seed
 from afm.cli.train import _FirstInterruptStops
 from afm.errors import ConfigError
 
@@ -34,6 +34,7 @@ def add_commands(commands) -> dict:
     tune.add_argument("--out", required=True, metavar="CKPT",
                       help="the best trial's checkpoint (.safetensors); the study goes to CKPT.study.json")
     tune.add_argument("--quiet", action="store_true", help="no per-trial progress on stderr")
+    reference_argument(tune)
     return {"tune": command_tune}
 
 
@@ -116,6 +117,10 @@ def command_tune(args) -> dict:
                **{key: value for key, value in best.items() if key.startswith(("valid_", "test_"))},
                "best_params": tuned.best_params, "seconds": tuned.summary["seconds"],
                "stop_reason": tuned.stop_reason, "checkpoint": str(out), "study": str(study_file)}
+    if args.reference:  # the score a model worth explaining should reach, on the same test rows
+        from afm.analysis.reference import reference_keys
+
+        summary.update(reference_keys(dataset, args.task))
     if tuned.stop_reason == "stopped":
         print(f"afm tune: stopped ({interrupt.signal_name}); the best trial so far was saved to {out}", file=sys.stderr)
     return summary
