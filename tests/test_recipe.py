@@ -22,7 +22,8 @@ from afm.tune import SEARCHED, searched
 from tests.conftest import cli
 
 FIELDS = {spec.name for spec in fields(Recipe)}
-NOT_RECIPE_FLAGS = {"data", "data_dir", "label", "split_seed", "out", "quiet", "command", "preset", "dropout"}
+NOT_RECIPE_FLAGS = {"data", "data_dir", "label", "split_seed", "out", "quiet", "command", "preset", "dropout",
+                    "reference"}
 
 
 def train_args(*argv):
