@@ -329,6 +329,9 @@ def _tuning_progress(job: TuningJob, snapshot: dict) -> None:
         st.dataframe(trials_table(snapshot["trial_records"]), hide_index=True, placeholder="")
 
 
+MIN_TRIALS_FOR_IMPORTANCE = 5  # fewer finished trials: the importances say nothing (#27)
+
+
 def study_panel() -> None:
     """The active run's study when it was tuned in this session: Optuna's optimisation history and
     parameter importances, every trial, and the commands that train its recipe again."""
@@ -341,11 +344,18 @@ def study_panel() -> None:
     study, records = studies[run.name]
     st.subheader(f"Tuning study of {run.name}")
     st.plotly_chart(views.plot_optimization_history(study), config=state.PLOTLY_CONFIG, key=f"study_{run.name}")
-    try:
-        importances = views.plot_param_importances(study)
-    except (ValueError, RuntimeError) as exc:  # too few finished trials, or none that differ
-        st.caption(f"No parameter importances yet: {exc}")
+    finished = sum(trial.state.name == "COMPLETE" for trial in study.trials)
+    if finished < MIN_TRIALS_FOR_IMPORTANCE:  # with one trial every parameter reads as equally important
+        st.caption(f"Parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} finished trials to say "
+                   f"anything; this study finished {finished}. Give it more minutes to see which settings matter.")
+        importances = None
     else:
+        try:
+            importances = views.plot_param_importances(study)
+        except (ValueError, RuntimeError) as exc:  # none that differ
+            st.caption(f"No parameter importances yet: {exc}")
+            importances = None
+    if importances is not None:
         st.plotly_chart(importances, config=state.PLOTLY_CONFIG, key=f"importances_{run.name}")
     st.dataframe(trials_table(records), hide_index=True, placeholder="")
     st.caption("The best trial's recipe, as `afm train` commands (its model is the run itself, not retrained):")
