@@ -281,3 +281,17 @@ def test_the_reports_figures_show_every_field_name_and_tick(browser, tmp_path, w
     names = tab.evaluate("() => [...document.querySelectorAll('.js-plotly-plot .ytick text')].map(t => t.textContent)")
     assert {"user", "item", "device"} <= set(names)
     tab.context.close()
+
+
+def test_no_request_leaves_the_machine(server, browser):
+    """Every request a fresh session makes while opening each page goes to the app's own server:
+    no font, icon or script from elsewhere (the favicon came from fonts.gstatic.com)."""
+    tab = new_tab(browser, 1400, 1400)
+    requested: list[str] = []
+    tab.on("request", lambda request: requested.append(request.url))
+    for slug, title in PAGES:
+        open_page(tab, server, slug, title)
+        wait_until_idle(tab)
+    elsewhere = [url for url in requested if not url.startswith((server, "data:", "blob:"))]
+    assert requested and elsewhere == [], elsewhere
+    tab.context.close()
