@@ -109,3 +109,14 @@ def cli(capsys, *argv) -> tuple[int, str, str]:
         code = exc.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+@pytest.fixture
+def one_thread():
+    """Training on one thread: small models on a shared 2-core machine run several times faster so."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -36,15 +36,6 @@ from tests.test_shapley import random_model, random_rows
 MODELS = ("fm", "fwfm", "afm")
 
 
-@pytest.fixture
-def one_thread():
-    """Training on one thread: small models on a shared 2-core machine run several times faster so."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def by_hand(model: PairwiseModel, ids, values, kept: list[int]) -> float:
     """One row's output with only the pairs `kept`, from the weights: AFM's softmax over them alone."""
     embedded = model.embedding.weight[ids] * values[:, None]  # (F, k)

@@ -34,6 +34,7 @@ from afm.data import load_dataset
 from afm.data.tabular import read_table
 from afm.errors import MAX_MESSAGE_CHARS, AFMError
 from afm.sklearn import AFMClassifier, AFMRegressor, FMClassifier, FMRegressor, FwFMClassifier, FwFMRegressor
+from tests.test_cli_contract import mutate
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_AFM = ROOT / "sample_data" / "sample" / "sample_afm.safetensors"
@@ -311,21 +312,6 @@ def libfm_text(draw) -> str:
     lines = [" ".join([label.format(rng.normal())] + [f"{f * 5 + int(rng.integers(0, 5))}:{draw(value)}"
                                                        for f in range(fields)]) for _ in range(rows)]
     return "\n".join(lines) + "\n"
-
-
-def mutate(draw, data: bytes) -> bytes:
-    """Leave it, or flip, insert, delete or truncate a few bytes."""
-    how = draw(st.sampled_from(["keep"] * 6 + ["flip", "insert", "truncate", "delete"]))
-    if how == "keep" or not data:
-        return data
-    position = draw(st.integers(0, len(data) - 1))
-    if how == "flip":
-        return data[:position] + bytes([data[position] ^ draw(st.integers(1, 255))]) + data[position + 1:]
-    if how == "insert":
-        return data[:position] + draw(st.binary(min_size=1, max_size=8)) + data[position:]
-    if how == "delete":
-        return data[:position] + data[position + draw(st.integers(1, 16)):]
-    return data[:position]
 
 
 @st.composite

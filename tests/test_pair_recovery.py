@@ -9,7 +9,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
 from afm.analysis.gates import data_gates, gate_table, strongest_gate
 from afm.analysis.pairs import explain_pairs
@@ -65,15 +64,6 @@ def test_the_truth_makes_the_labels(seed):
     assert (choice.pair, choice.gate) == (truth.gated, truth.gate)
     assert list(choice.values.values())[0] == truth.gate_value_id
     assert table.loc[0, "data_strength"] > 1.4 * table.loc[1, "data_strength"]
-
-
-@pytest.fixture
-def one_thread():
-    """Training on one thread: small models on a shared 2-core machine run several times faster so."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.slow

@@ -14,7 +14,11 @@ import numpy as np
 import pandas as pd
 
 from afm.analysis.faithfulness import kendall_tau_b, top_overlap
+from afm.analysis.gates import GateResult
+from afm.analysis.pairs import explain_pairs, label_gates_of
+from afm.data import Dataset, Split
 from afm.errors import ConfigError
+from afm.models import PairwiseModel
 
 # measure -> the ranked table's column it ranks by (larger = more important)
 MEASURES = {"attention": "attention_mean", "contribution": "contribution_abs_mean",
@@ -103,3 +107,17 @@ def seed_stability(tables: list[pd.DataFrame], seeds: list[int]) -> SeedStabilit
         taus[measure] = float(np.nanmean(tau)) if np.isfinite(tau).any() else float("nan")
         overlaps[measure] = float(top_overlap(scores[left], scores[right], TOP).mean())
     return SeedStability(list(seeds), pairs, ranks, taus, overlaps)
+
+
+def compare_seeds(models: list[tuple[int, PairwiseModel]], split: Split, dataset: Dataset, *, rows: int,
+                  coalitions: str, background: int, seed: int = 0, split_name: str = "",
+                  first: pd.DataFrame | None = None, label_gates: GateResult | None = None) -> SeedStability:
+    """Explain each (seed, model) on the same sampled rows of `split` and compare their rankings
+    (`afm pairs --seeds` and the Attention page's check). `first`: the first model's ranked table
+    when it is already made; `label_gates`: the data's gate table, made once here otherwise."""
+    gates = label_gates or label_gates_of(dataset.train, dataset.schema)
+    tables = [first] if first is not None else []
+    tables += [explain_pairs(model, split, dataset.schema, dataset.train, rows=rows, coalitions=coalitions,
+                             background=background, seed=seed, label_gates=gates, split_name=split_name).table
+               for _, model in models[len(tables):]]
+    return seed_stability(tables, [number for number, _ in models])

@@ -28,6 +28,7 @@ from afm.checkpoint import Checkpoint, load_checkpoint
 from afm.data import Dataset, FieldSchema
 from afm.data.arrays import MappedDataset
 from afm.data.bounded import LoadAbandoned, load_bounded
+from afm.data.tabular import csv_columns
 from afm.errors import AFMError
 from afm.models import PredictionTerms
 
@@ -160,3 +161,9 @@ def reference(dataset: Dataset, task: str) -> dict:
 @st.cache_data(show_spinner="Scoring the model…", max_entries=16, hash_funcs=BY_CONTENT)
 def model_metrics(run: Run, dataset: Dataset, split: str) -> dict:
     return run.evaluate(dataset, split, next(run.model.parameters()).device)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def csv_header(path: str, stamp: float) -> list[str]:
+    """An uploaded CSV's column names (`stamp`: its modification time, so a new file reads afresh)."""
+    return csv_columns(path)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from afm.analysis.pairs import explain_pairs
-from afm.analysis.stability import MEASURES, SeedStability, seed_stability
+from afm.analysis.pairs import DEFAULT_BACKGROUND
+from afm.analysis.stability import MEASURES, SeedStability, compare_seeds
 from afm.app import cache, state
 from afm.app.jobs import Run, TrainingJob
 from afm.data import Dataset
@@ -46,11 +46,9 @@ class StabilityJob(TrainingJob):
         if self._stop.is_set():
             self._finish("stopped")
             return
-        rows, gates = self.dataset.splits[self.split], cache.label_gates(self.dataset)
-        tables = [explain_pairs(model, rows, self.dataset.schema, self.dataset.train, rows=self.rows,
-                                coalitions=self.coalitions, label_gates=gates, split_name=self.split).table
-                  for _, model in models]
-        self.stability = seed_stability(tables, [seed for seed, _ in models])
+        self.stability = compare_seeds(models, self.dataset.splits[self.split], self.dataset, rows=self.rows,
+                                       coalitions=self.coalitions, background=DEFAULT_BACKGROUND,
+                                       split_name=self.split, label_gates=cache.label_gates(self.dataset))
         self._finish("done")
 
 

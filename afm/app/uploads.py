@@ -113,12 +113,13 @@ def label_picked(path: str) -> bool:
     """The label column of an uploaded CSV, chosen from its header: the column named like a label
     (label, target, clicked, ...) at first, else none until the user picks one; never the last
     column in silence. False while none is picked."""
+    from afm.app.cache import csv_header, file_stamp
     from afm.app.state import user_message
-    from afm.data.tabular import csv_columns, label_by_name
+    from afm.data.tabular import label_by_name
     from afm.errors import AFMError
 
     try:
-        columns = csv_columns(path)
+        columns = csv_header(path, file_stamp(path))  # read once per file, not on every rerun
     except AFMError as exc:  # said with the name the user gave the file, not the server's path
         st.error(user_message(exc))
         return False

@@ -99,19 +99,15 @@ def command_pairs(args) -> dict:
 def seeds_compared(checkpoint, dataset, explanation, rows, args):
     """The checkpoint and `--seeds - 1` retrainings of its recipe, each explained on the same rows
     as the checkpoint was, their rankings compared (afm.analysis.stability)."""
-    from afm.analysis.pairs import explain_pairs, label_gates_of
-    from afm.analysis.stability import seed_stability
+    from afm.analysis.stability import compare_seeds
     from afm.fitting import refit_seeds
 
     print(f"afm pairs: training {args.seeds - 1} more model(s) with the recipe of {args.checkpoint} and other "
           "seeds", file=sys.stderr)
     models = refit_seeds(checkpoint, dataset, args.seeds)
-    gates = label_gates_of(dataset.train, dataset.schema)  # the data's alone: once for every seed
-    tables = [explanation.table] + [
-        explain_pairs(model, rows, dataset.schema, dataset.train, rows=args.rows, coalitions=args.coalitions,
-                      background=args.background or DEFAULT_BACKGROUND, seed=args.seed, label_gates=gates).table
-        for _, model in models[1:]]
-    return seed_stability(tables, [seed for seed, _ in models])
+    return compare_seeds(models, rows, dataset, rows=args.rows, coalitions=args.coalitions,
+                         background=args.background or DEFAULT_BACKGROUND, seed=args.seed, split_name=args.split,
+                         first=explanation.table)
 
 
 def beyond_pairs(explanation, erasure) -> dict:
