@@ -73,9 +73,10 @@ class Recipe:
     dropout_pooled: float = setting(None, "Dropout on the pooled vector", "dropout on the pooled pair vector, "
                                     "1 - the authors' keep (paper: AFM 0.2, FM 0.5)", low=0.0, high=1.0,
                                     below_high=True, search=("float", 0.0, 0.7, False), step=0.05)
-    optimizer: str = setting("adagrad", "Optimizer", "the paper's Adagrad, or Adam", choices=OPTIMIZERS)
+    optimizer: str = setting("adagrad", "Optimizer", "the paper's Adagrad, or Adam", choices=OPTIMIZERS,
+                             search=("categorical", OPTIMIZERS))
     lr: float = setting(None, "Learning rate", "step size (paper: AFM 0.015, FM 0.05)", low=0.0, high=100.0,
-                        above_low=True, below_high=True, search=("float", 0.005, 0.5, True), step=0.001)
+                        above_low=True, below_high=True, search=("float", 0.0005, 0.5, True), step=0.001)
     batch_size: int = setting(128, "Batch size", "rows per step (paper: 128 on Frappe)", low=1, high=1_000_000,
                               search=("categorical", (128, 256, 512, 1024, 4096)))
     epochs: int = setting(100, "Epochs (at most)", "upper bound; early stopping usually ends sooner", low=0,

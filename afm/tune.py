@@ -3,7 +3,9 @@ scored on the validation split, the best kept as the tuned model (`afm tune`, th
 
 The search space is the Recipe's fields whose metadata says how to search them (afm.recipe; the
 parameters are named as the fields; the sampler is Optuna's TPESampler(seed=seed)):
-- lr: log-uniform in [0.005, 0.5] (Adagrad, the paper's optimizer; the presets use 0.015-0.2);
+- optimizer: Adagrad (the paper's) or Adam (BARS'); lr: log-uniform in [0.0005, 0.5], which holds
+  both optimizers' rates (Adam's near 1e-3, Adagrad's presets 0.015-0.2; the multivariate TPE
+  models the two together);
 - embedding_dim (k) and, for AFM, attention_dim (t): each from {8, 16, 32, 64, 128, 256},
   unless `k` is given, which fixes both (e.g. the paper's k = t = 256);
 - dropout_pooled (on the pooled pair vector): uniform in [0, 0.7]; for AFM also
@@ -125,7 +127,7 @@ def start_params(name: str, base: Recipe, fixed: set[str] | frozenset = frozense
         value = getattr(values, field_name)
         if field_name == "pretrain":
             value = value or name == "paper"
-        elif how[0] == "categorical" and not isinstance(value, bool):
+        elif how[0] == "categorical" and not isinstance(value, (bool, str)):
             value = min(how[1], key=lambda choice, value=value: abs(math.log(choice / value)))
         exact[field_name] = value
     point = {key: min(max(value, SEARCHED[key][1]), SEARCHED[key][2]) if SEARCHED[key][0] == "float" else value

@@ -66,6 +66,27 @@ def test_early_stopping_and_callbacks(tiny_dataset):
     assert recorder.batches == result.epochs_run * int(np.ceil(len(tiny_dataset.train) / 16))
 
 
+def test_binary_early_stopping_follows_validation_auc_not_logloss_or_rmse(monkeypatch):
+    data = random_dataset(num_rows=300)
+    for split in data.splits.values():
+        split.labels[:] = (split.labels > np.median(split.labels)).astype(np.float32)
+    # Scripted validation scores: log loss and RMSE are best at epoch 1, AUC at epoch 3.
+    aucs = [0.5, 0.60, 0.70, 0.72, 0.71, 0.71, 0.71, 0.71, 0.71]
+    losses = [0.70, 0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70, 0.75]
+    calls = []
+
+    def scripted(model, split, task, label_range, batch_size):
+        epoch = len(calls) // 2  # valid, then test, per evaluation
+        calls.append(epoch)
+        return {"auc": aucs[epoch], "logloss": losses[epoch], "rmse": losses[epoch] / 2}
+
+    monkeypatch.setattr("afm.train.evaluate_split", scripted)
+    result = train_model(build(data, name="fm"), data, TrainConfig(task="binary", epochs=8, lr=0.01, batch_size=64,
+                                                                   patience=2))
+    assert result.best_epoch == 3 and result.best["valid_auc"] == 0.72
+    assert result.stop_reason == "early_stopping" and result.epochs_run == 5  # 2 epochs without a better AUC
+
+
 def test_stop_request_keeps_the_best_full_epoch(tiny_dataset):
     calls = {"n": 0}
 

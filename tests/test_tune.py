@@ -51,14 +51,23 @@ SMALL = ("--data", "sample", "--model", "afm", "--k", "8", "--epochs", "3")  # s
 def test_the_search_space_per_model(model):
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     params = suggest(study.ask(), model)
-    expected = {"lr", "embedding_dim", "dropout_pooled", "batch_size", "l2_embedding"} | (
+    expected = {"lr", "embedding_dim", "dropout_pooled", "batch_size", "l2_embedding", "optimizer"} | (
         {"attention_dim", "dropout_attention", "l2_attention", "pretrain"} if model == "afm" else set())
     assert set(params) == expected
-    assert 0.005 <= params["lr"] <= 0.5 and params["embedding_dim"] in SIZES and params["batch_size"] in BATCH_SIZES
+    assert 0.0005 <= params["lr"] <= 0.5 and params["embedding_dim"] in SIZES and params["batch_size"] in BATCH_SIZES
     assert 0.001 <= params["l2_embedding"] <= 100
     fixed = suggest(study.ask(), model, frozenset({"embedding_dim", "attention_dim"}))
     assert "embedding_dim" not in fixed and "attention_dim" not in fixed  # a fixed k (and t) is not searched
     Recipe.of(model=model, **params)  # every searched value is a valid setting
+
+
+def test_the_study_searches_adam_beside_adagrad():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = [suggest(study.ask(), "fm") for _ in range(40)]
+    assert {params["optimizer"] for params in drawn} == {"adagrad", "adam"}
+    lrs = [params["lr"] for params in drawn]
+    assert min(lrs) < 0.005 < max(lrs)  # Adam's rates (1e-3 and so) lie in the range, below Adagrad's
+    assert trial_recipe(drawn[0], base_recipe("fm")[0]).train_config().optimizer == drawn[0]["optimizer"]
 
 
 def test_the_recorded_command_rebuilds_a_pretrained_recipe():
