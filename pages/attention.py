@@ -16,12 +16,13 @@ from afm.figures import decomposition_figure, planted_heatmap, top_pairs_figure
 from afm.paths import sample_dir
 from afm.samples.planted import planted_pairs
 
-run, dataset = state.require_run_and_data()
+dataset = state.require_data()
 st.title("Attention")
-model_name = run.model_config.model
 left, right = st.columns([2, 3])
 with left:
-    state.run_picker("Model", key="attention_run")
+    run = state.page_run(dataset, "Model", key="attention_run")
+dataset = state.require_fit(run, dataset)
+model_name = run.model_config.model
 split = right.radio("Rows from", ["test", "valid", "train"], horizontal=True,
                     format_func=lambda s: f"{s} ({len(dataset.splits[s]):,} rows)")
 with st.expander("How the exact Shapley values are computed: rows explained, coalitions"):

@@ -20,11 +20,9 @@ st.caption("Pick the data, then train FM, FwFM or AFM on it, or load a saved che
            "The other pages inspect the *active* model.")
 
 # ----------------------------------------------------------------------------- data
-DATASET_CHOICES = {"sample": "Bundled sample (synthetic)", "frappe": "Frappe", "ml-tag": "MovieLens tag (ml-tag)",
-           "upload": "Upload a file"}
 for key in ("dataset_source", "data_dir", "label_column"):  # first visit: start from the defaults
     st.session_state.setdefault(key, state.setting(key))
-source = st.radio("Dataset", list(DATASET_CHOICES), format_func=DATASET_CHOICES.get, key="dataset_source",
+source = st.radio("Dataset", list(state.DATASET_CHOICES), format_func=state.DATASET_CHOICES.get, key="dataset_source",
                   horizontal=True, persist_state="session")
 if source in ("frappe", "ml-tag"):
     st.text_input("Data directory (holds frappe/ or ml-tag/)", key="data_dir", persist_state="session",

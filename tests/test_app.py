@@ -82,12 +82,74 @@ def test_attention_page():
 
 
 def test_attention_page_on_an_fm_says_there_is_no_per_row_attention_to_test():
+    """#27: the page's model is the page's own choice; it becomes the active one on a click."""
     at = app()
     at.switch_page("pages/attention.py").run()
+    assert at.selectbox(key="attention_run").value == "sample AFM"  # opens on the active model
+    assert not [b for b in at.button if b.label == "Make it the active model"]
     at.selectbox(key="attention_run").set_value("sample FM").run()
     no_errors(at)
-    assert at.session_state["active_run"] == "sample FM"
+    assert at.session_state["active_run"] == "sample AFM"  # picking here changes nothing elsewhere
     assert any("there is no per-row attention to test" in c.value for c in at.caption)
+    at.switch_page("pages/data_model.py").run()
+    assert at.selectbox(key="picker_active_run").value == "sample AFM"
+    at.switch_page("pages/attention.py").run()
+    at.selectbox(key="attention_run").set_value("sample FM").run()
+    [b for b in at.button if b.label == "Make it the active model"][0].click().run()
+    no_errors(at)
+    assert at.session_state["active_run"] == "sample FM"
+    assert not [b for b in at.button if b.label == "Make it the active model"]
+    at.switch_page("pages/data_model.py").run()
+    assert at.selectbox(key="picker_active_run").value == "sample FM"
+
+
+def switch_button(at: AppTest, source: str):
+    return [b for b in at.button if b.label == f"Switch the data to {source}"]
+
+
+def test_a_model_that_cannot_score_the_data_says_why_and_offers_its_own():
+    """#27: the sample-fixed models on the sample: a sentence why and their own data in one click,
+    on the Attention page (a page's choice), the Data page's active model and a loaded checkpoint."""
+    why = ("was trained on sample-fixed, whose fields have the same names as sample's but other values (167 "
+           "features there, 115 here), and its embeddings belong to those values.")
+    at = app()
+    at.switch_page("pages/attention.py").run()
+    at.selectbox(key="attention_run").set_value("sample-fixed AFM").run()
+    no_errors(at)
+    assert at.selectbox(key="attention_run").value == "sample-fixed AFM"  # no snapping back
+    assert [w.value for w in at.warning] == [f"**sample-fixed AFM** cannot score this dataset: it {why}"]
+    switch_button(at, "sample-fixed")[0].click().run()
+    no_errors(at)
+    assert at.session_state["dataset_source"] == "sample-fixed"
+    assert at.selectbox(key="attention_run").value == "sample-fixed AFM" and not at.warning
+    assert len(charts(at)) >= 3 and not switch_button(at, "sample-fixed")
+    at.switch_page("pages/data_model.py").run()
+    no_errors(at)
+    assert at.radio(key="dataset_source").value == "sample-fixed" and at.metric[2].value == "1,500"
+    # The Data page's own picker makes a model active; on data it cannot score it stays, and says why.
+    at.radio(key="dataset_source").set_value("sample").run()
+    at.selectbox(key="picker_active_run").set_value("sample-fixed FM").run()
+    no_errors(at)
+    assert at.session_state["active_run"] == "sample-fixed FM" and not at.info
+    assert [w.value for w in at.warning] == [f"The active model cannot score this dataset: **sample-fixed FM** {why}"]
+    switch_button(at, "sample-fixed")[0].click().run()
+    no_errors(at)
+    assert at.session_state["active_run"] == "sample-fixed FM" and not at.warning
+    # A loaded checkpoint of the other sample: loaded, active, why it cannot score, its data offered.
+    at.radio(key="dataset_source").set_value("sample").run()
+    assert at.session_state["active_run"] == "sample AFM"  # data changed: a model that fits takes over
+    [s for s in at.selectbox if s.label.startswith("…or one saved")][0].set_value(
+        "sample_data/sample-fixed/sample-fixed_afm.safetensors").run()
+    [b for b in at.button if b.label == "Load checkpoint"][0].click().run()
+    no_errors(at)
+    name = at.session_state["active_run"]
+    assert name.startswith("AFM from sample_data/sample-fixed")
+    assert [s.value for s in at.success][-1].startswith("Loaded sample_data/sample-fixed/sample-fixed_afm.safetensors; "
+                                                        "it is now the active model (it cannot score this dataset")
+    assert len(at.warning) == 1 and why in at.warning[0].value
+    switch_button(at, "sample-fixed")[0].click().run()
+    no_errors(at)
+    assert at.session_state["active_run"] == name and not at.warning
 
 
 def test_coupling_page_computes_only_the_open_tab_and_verifies_against_autograd():
@@ -227,7 +289,7 @@ def test_model_that_does_not_fit_the_data_is_explained(page):
     at = upload(app().run(), "three.libfm", rows.encode())
     at.switch_page(page).run()
     assert not at.exception
-    messages = [e.value for e in at.error] + [i.value for i in at.info]
+    messages = [e.value for e in at.error] + [i.value for i in at.info] + [w.value for w in at.warning]
     assert any("fields" in m or "fits this dataset" in m for m in messages), messages
 
 

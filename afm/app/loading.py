@@ -25,7 +25,8 @@ def saved_checkpoints() -> dict[str, Path]:
 
 
 def load_run(uploaded, picked: str, saved: dict[str, Path], dataset: Dataset) -> None:
-    """Make the uploaded checkpoint (else the picked saved one) the active run; say what is wrong."""
+    """Make the uploaded checkpoint (else the picked saved one) the active run; say what is wrong
+    (why it cannot score this data is said, with its own data offered, under the session's models)."""
     try:
         if uploaded is not None:
             data = uploaded.getvalue()
@@ -43,12 +44,12 @@ def load_run(uploaded, picked: str, saved: dict[str, Path], dataset: Dataset) ->
                        "they load unchecked.")
         seen = state.dataset_for(run, dataset)
         problem = state.fit_problem(run, seen)
-        if problem:
-            st.warning(f"It cannot score the current dataset: {problem}")
-        else:
+        if not problem:
             for warning in run.check_fits(seen):
                 st.warning(warning)
-        state.add_run(run)
-        st.success(f"Loaded {label}; it is now the active model.")
+        state.add_run(run)  # the active model now, kept as it is on this data (the user chose it)
+        st.success(f"Loaded {label}; it is now the active model"
+                   + (" (it cannot score this dataset: why, and its own data, under *Models in this session*)."
+                      if problem else "."))
     except AFMError as exc:
         st.error(f"Cannot use this checkpoint: {exc}")

@@ -19,6 +19,8 @@ PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png",
 # Widget values that outlive the page that draws them (the widgets use persist_state="session");
 # until the Data & model page first draws them, these defaults hold.
 PERSISTENT_DEFAULTS = {"dataset_source": "sample", "data_dir": None, "label_column": ""}
+DATASET_CHOICES = {"sample": "Bundled sample (synthetic)", "sample-fixed": "Fixed-pairs sample (synthetic)",
+                   "frappe": "Frappe", "ml-tag": "MovieLens tag (ml-tag)", "upload": "Upload a file"}
 
 
 def end_page(show_job: bool = True) -> None:
@@ -154,7 +156,15 @@ def add_run(run: Run, make_active: bool = True) -> None:
     run.name = name
     st.session_state.runs[name] = run
     if make_active:
-        st.session_state.active_run = name
+        choose_active(name)
+
+
+def choose_active(name: str) -> None:
+    """The user made `name` the active run: it stays active on this data even when it cannot score
+    it (it says why, and offers its own data), where a run that was active before data changed
+    gives way to one that fits (`fitting_active_run`)."""
+    st.session_state.active_run = name
+    st.session_state.active_chosen = (name, dataset_spec())
 
 
 def active_run() -> Run | None:
@@ -163,54 +173,107 @@ def active_run() -> Run | None:
 
 
 def fitting_active_run(dataset: Dataset) -> tuple[Run | None, str | None]:
-    """The active run if it can score `dataset`; else it switches to a run that can (one trained
-    on this very data first, AFM first) and says so; else (active run, why it cannot)."""
+    """The active run if it can score `dataset`, or if the user chose it on this data (then with
+    why it cannot: the choice is forgotten once the data changes); else it switches to a run that
+    can (one trained on this very data first, AFM first) and says so; else (active run, why it
+    cannot)."""
     run = active_run()
     problem = fit_problem(run, dataset_for(run, dataset)) if run else None
-    if run is None or problem is None:
-        return run, None
+    chosen_on = st.session_state.get("active_chosen")
+    if chosen_on and chosen_on[1] != dataset_spec():
+        st.session_state.active_chosen = None  # a choice holds for the data it was made on
+    if run is None or problem is None or st.session_state.get("active_chosen") == (run.name, dataset_spec()):
+        return run, problem
     fitting = [r for r in st.session_state.runs.values() if fit_problem(r, dataset_for(r, dataset)) is None]
     if not fitting:
         return run, problem
     chosen = min(fitting, key=lambda r: (r.trained_on.fingerprint != dataset.fingerprint,
                                          r.model_config.model != "afm"))
     st.session_state.active_run = chosen.name
-    st.info(f"Showing **{chosen.name}**: the active model {run.name!r} cannot score {dataset.name!r} ({problem}).")
+    st.info(f"The active model is now **{chosen.name}**: {run.name!r} cannot score {dataset.name!r} ({problem}).")
     return chosen, None
 
 
-def require_run_and_data() -> tuple[Run, Dataset]:
-    """The active run and the current dataset as that run sees it, or a message and a stop."""
+def require_data() -> Dataset:
+    """The current dataset, or a message and a stop."""
     init_state()
     dataset = load_current()
     if dataset is None:
         if dataset_spec() is None:
             st.info("No data yet: upload a file on the **Data & model** page.")
         end_page()
-    run, problem = fitting_active_run(dataset)
-    if run is None:
+    return dataset
+
+
+def page_run(dataset: Dataset, label: str, key: str) -> Run:
+    """A model for this page alone: it opens on the active model (one that fits when the active
+    one gives way) and picking another leaves the active model as it is, unless the button
+    under the box says otherwise (#27). Stops with a message when there is no model."""
+    active, _ = fitting_active_run(dataset)
+    if active is None:
         st.info("No model yet: train or load one on the **Data & model** page.")
         end_page()
+    names = list(st.session_state.runs)
+    picked = st.selectbox(label, names, index=names.index(active.name), key=key,
+                          format_func=lambda n: f"{n} (active)" if n == active.name else n)
+    if picked != active.name:
+        st.button("Make it the active model", on_click=choose_active, args=(picked,), key=f"{key}_make_active",
+                  help=f"The other pages show the active model, now {active.name}.")
+    return st.session_state.runs[picked]
+
+
+def require_fit(run: Run, dataset: Dataset, active: bool = False) -> Dataset:
+    """The dataset as `run` sees it, or why the run cannot score it (with its own data offered)
+    and a stop."""
+    seen = dataset_for(run, dataset)
+    problem = fit_problem(run, seen)
     if problem:
-        st.error(f"The active model does not fit the data: {problem}. Train one on the **Data & model** page.")
+        unfit_notice(run, seen, problem, active)
+        st.caption("Or pick another model, or train one on this data on the **Data & model** page.")
         end_page()
-    return run, dataset_for(run, dataset)
+    return seen
+
+
+def unfit_reason(run: Run, dataset: Dataset, problem: str, subject: str = "it") -> str:
+    """Why `run` cannot score `dataset`, as one sentence a user can act on."""
+    own = run.trained_on.name or "other data"
+    ours, theirs = list(run.schema.field_names), list(dataset.schema.field_names)
+    if ours != theirs:
+        shown = lambda names: ", ".join(names[:10]) + (", …" if len(names) > 10 else "")  # noqa: E731
+        return f"{subject} was trained on {own}, whose fields ({shown(ours)}) are not this data's ({shown(theirs)})"
+    if run.model_config.num_features != dataset.schema.num_features or "feature ids" in problem:
+        return (f"{subject} was trained on {own}, whose fields have the same names as {dataset.name}'s but other "
+                f"values ({run.model_config.num_features:,} features there, {dataset.schema.num_features:,} here), "
+                "and its embeddings belong to those values")
+    return f"{subject} was trained on {own}: {problem}"
+
+
+def unfit_notice(run: Run, dataset: Dataset, problem: str, active: bool = False) -> None:
+    """Say why the run cannot score the data and, when its own data is one the app can switch to,
+    offer that switch in one click."""
+    who, subject = ("The active model", f"**{run.name}**") if active else (f"**{run.name}**", "it")
+    st.warning(f"{who} cannot score this dataset: {unfit_reason(run, dataset, problem, subject)}.")
+    own = run.trained_on.name
+    uploaded = (run.trained_on.location or "").startswith("uploaded file")
+    if own in DATASET_CHOICES and own != "upload" and not uploaded and own != setting("dataset_source"):
+        st.button(f"Switch the data to {own}", on_click=switch_data, args=(own,), key=f"switch_data_{run.name}",
+                  type="primary", help=f"Makes {own!r} the session's dataset on every page.")
+
+
+def switch_data(source: str) -> None:
+    st.session_state.dataset_source = source
 
 
 def run_picker(label: str = "Model", key: str = "picker_active_run") -> None:
     """Choose the active run. `active_run` is the one source of truth: the widget is synced from
-    it before drawing (the pickers on several pages share it) and writes back on change."""
+    it before drawing and writes back on change; the choice holds on this data (`choose_active`)."""
     names = list(st.session_state.runs)
     if not names:
         return
     if st.session_state.active_run not in names:
         st.session_state.active_run = names[0]
     st.session_state[key] = st.session_state.active_run
-
-    def chosen() -> None:
-        st.session_state.active_run = st.session_state[key]
-
-    st.selectbox(label, names, key=key, on_change=chosen)
+    st.selectbox(label, names, key=key, on_change=lambda: choose_active(st.session_state[key]))
 
 
 def sidebar_status(container, show_job: bool = True) -> None:

@@ -384,4 +384,4 @@ def say_unfit(problem: str | None, dataset: Dataset) -> None:
         st.caption(f"The active model cannot score this dataset ({problem}); {job.name}, training on it now, "
                    "takes its place when it finishes.")
     else:
-        st.warning(f"The active model cannot score this dataset: {problem}.")
+        state.unfit_notice(state.active_run(), dataset, problem, active=True)
