@@ -7,9 +7,13 @@ returns a `TrainedModel` (`predict`, `explain`, `evaluate`, `save`); `afm.load(p
 every mistake a user can make, in one line. scikit-learn estimators: `afm.sklearn`.
 """
 
-from afm.api import Explanation, TrainedModel, fit, load
-from afm.errors import AFMError
-from afm.recipe import PRESETS as presets
-from afm.recipe import Recipe
+from afm.cores import set_openmp_defaults
+
+set_openmp_defaults()  # before torch loads OpenMP: idle workers sleep, never spin (afm.cores)
+
+from afm.api import Explanation  # noqa: E402, TrainedModel, fit, load
+from afm.errors import AFMError  # noqa: E402
+from afm.recipe import PRESETS as presets  # noqa: E402
+from afm.recipe import Recipe  # noqa: E402
 
 __all__ = ["AFMError", "Explanation", "Recipe", "TrainedModel", "fit", "load", "presets"]

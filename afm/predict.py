@@ -6,7 +6,9 @@ order, chunk by chunk (`afm.data.stream`): a file larger than memory streams thr
 output grows in a temporary file beside OUT that replaces OUT only when every row is written
 (`afm.files.write_atomic`), so a failed run never leaves half a table.
 
-Output columns: `row` (0-based, in file order), `label` when the file has labels, `prediction`
+Output columns: `row` (0-based, in file order), a CSV's own columns as written (all but its label
+column; with `keep_inputs=False` none; one named like an output column is written `input_<name>`),
+`label` when the file has labels, `prediction`
 (the model's raw score), `probability` for a binary-task model, and with `explain=N` the N pair
 terms largest in size: `pair_r` (feature values, 'user=u1 x item=i2'), `contribution_r` (the
 signed term a_ij·pᵀ(e_i⊙e_j), a share of the prediction) and `attention_r` (a_ij). With
@@ -24,6 +26,7 @@ numbers where the model learned codes) is an error unless `allow_unseen`.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,8 +60,9 @@ Progress = Callable[[int, int, int], None]  # (rows scored, bytes read, file siz
 def predict_file(checkpoint: Checkpoint | str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike,
                  explain: int = 0, label: str | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                  progress: Progress | None = None, explain_by: str = "contribution",
-                 allow_unseen: bool = False) -> dict:
-    """Score every row of `data` (a CSV or libfm file; labels optional) into the CSV `out`.
+                 allow_unseen: bool = False, keep_inputs: bool = True) -> dict:
+    """Score every row of `data` (a CSV or libfm file; labels optional) into the CSV `out`, after
+    the file's own columns unless not `keep_inputs` (a CSV's; a libfm row has none by name).
     Returns a summary: rows, whether the file had labels, `unseen_cells` ({field: cells scored as
     unknown}, fields with any; `unseen_warnings` words them), seconds, rows per second, ...
     A field none of whose cells was seen in training is an error (nothing is written) unless
@@ -83,7 +87,7 @@ def predict_file(checkpoint: Checkpoint | str | os.PathLike, data: str | os.Path
         with open(fd, "w", encoding="utf-8", newline="", closefd=False) as handle:
             for chunk in iter_rows(data, checkpoint.schema, label=label, chunk_rows=chunk_rows):
                 unseen.add(chunk.feature_ids)
-                table = score_chunk(checkpoint, chunk, explain, explain_by)
+                table = score_chunk(checkpoint, chunk, explain, explain_by, keep_inputs)
                 # float32 columns are written in their shortest form that reads back as the same number
                 table.to_csv(handle, header=counts["rows"] == 0, index=False, lineterminator="\n")
                 counts["rows"] += len(chunk)
@@ -168,12 +172,31 @@ def _check_explain_by(checkpoint: Checkpoint, explain: int, explain_by: str) -> 
                           "--explain-by contribution")
 
 
+OUTPUT_NAME = re.compile(r"row|label|prediction|probability|(?:pair|contribution|attention|shapley)_\d+")
+
+
+def input_names(columns: list[str]) -> list[str]:
+    """The names a CSV's own columns are written under: their own, or `input_<name>` for one named
+    like an output column (a column called `prediction` must not pass for the model's)."""
+    taken, names = set(columns), []
+    for column in columns:
+        name = column
+        while OUTPUT_NAME.fullmatch(name) or (name != column and name in taken):
+            name = f"input_{name}"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
 def score_chunk(checkpoint: Checkpoint, chunk: RowChunk, explain: int = 0,
-                explain_by: str = "contribution") -> pd.DataFrame:
+                explain_by: str = "contribution", keep_inputs: bool = False) -> pd.DataFrame:
     """The output table of one chunk (see the module docstring for its columns)."""
     model = checkpoint.model
     device = next(model.parameters()).device
     table = pd.DataFrame({"row": np.arange(chunk.start, chunk.start + len(chunk), dtype=np.int64)})
+    if keep_inputs and chunk.inputs is not None:
+        inputs = chunk.inputs.reset_index(drop=True)
+        table = pd.concat([table, inputs.set_axis(input_names(list(inputs.columns)), axis=1)], axis=1)
     if chunk.labels is not None:
         table["label"] = chunk.labels
     if explain:

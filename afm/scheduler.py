@@ -1,7 +1,8 @@
 """Training jobs on a shared server (a class on one machine): a queue in front of a few slots.
 
 - As many jobs run at once as the policy's slots (default: the machine's cores); the torch
-  threads of the cores are split between the running jobs, re-split as jobs come and go.
+  threads of the cores are split between the running jobs and the pages' analyses (one
+  afm.cores.CoreBudget for the server), re-split as they come and go.
 - A queued job knows its position and an estimated wait (from the running jobs' measured
   epochs); stopping it in the queue takes effect at once.
 - A job whose page stopped asking about it (a closed tab) for `abandon_seconds` is stopped.
@@ -19,13 +20,14 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
+from afm.cores import CoreBudget, available_cores
 from afm.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class ServerPolicy:
     slots: int  # jobs that train at the same time
-    cores: int  # torch threads shared among the running jobs
+    cores: int  # torch threads shared among the running jobs and the pages' analyses
     max_epochs: int | None = None  # per job, on a shared server
     max_minutes: float | None = None  # per job
     abandon_seconds: float = 60.0  # stop a job nobody has looked at for this long
@@ -34,7 +36,7 @@ class ServerPolicy:
     def from_env(cls) -> ServerPolicy:
         """AFM_TRAINING_SLOTS, AFM_TRAINING_THREADS, AFM_JOB_MAX_EPOCHS, AFM_JOB_MAX_MINUTES,
         AFM_JOB_ABANDON_SECONDS; unset means the default (slots = threads = the cores, no caps, 60 s)."""
-        cores = _env_number("AFM_TRAINING_THREADS", int) or len(os.sched_getaffinity(0))
+        cores = _env_number("AFM_TRAINING_THREADS", int) or available_cores()
         return cls(slots=_env_number("AFM_TRAINING_SLOTS", int) or cores, cores=cores,
                    max_epochs=_env_number("AFM_JOB_MAX_EPOCHS", int),
                    max_minutes=_env_number("AFM_JOB_MAX_MINUTES", float),
@@ -72,8 +74,9 @@ class SchedulableJob(Protocol):
 
 
 class TrainingScheduler:
-    def __init__(self, policy: ServerPolicy, watch_every: float = 2.0):
+    def __init__(self, policy: ServerPolicy, watch_every: float = 2.0, budget: CoreBudget | None = None):
         self.policy = policy
+        self.budget = budget or CoreBudget(policy.cores)  # every CPU computation of the server takes its share
         self._lock = threading.Lock()
         self._queue: list[SchedulableJob] = []
         self._running: list[SchedulableJob] = []
@@ -141,10 +144,8 @@ class TrainingScheduler:
 
     # ------------------------------------------------------------------ what a page shows
     def threads_for(self, job: SchedulableJob) -> int:
-        """This job's share of the cores, given how many jobs run now."""
-        with self._lock:
-            running = max(1, len(self._running))
-        return max(1, self.policy.cores // running)
+        """A running job's share of the cores, given how many computations (jobs, analyses) run now."""
+        return self.budget.share()
 
     def counts(self) -> tuple[int, int]:
         with self._lock:

@@ -25,14 +25,19 @@ uploaded = st.file_uploader("Rows to score: a CSV with the model's columns (the 
 pairs = run.model_config.num_pairs
 explain = st.number_input("Explain each row by its largest pair terms (0: scores only)", 0, min(pairs, 50),
                           min(3, pairs), key="predict_explain")
+drop = st.checkbox("Leave out the file's own columns (the scored CSV then holds the row number, label and scores)",
+                   key="predict_drop_inputs", help="By default each scored row keeps the CSV's columns, as written, "
+                                                   "before its prediction and explanation.")
 if uploaded is not None and st.button("Score the rows", type="primary"):
     try:
-        st.session_state.predict_result = sharing.score_upload(run, uploaded, int(explain), st.progress(0.0))
+        st.session_state.predict_result = sharing.score_upload(run, uploaded, int(explain), st.progress(0.0),
+                                                               keep_inputs=not drop)
     except AFMError as exc:
         st.session_state.predict_result = None
         st.error(f"Cannot score these rows: {exc}")
 result = st.session_state.get("predict_result")
-if result is not None and uploaded is not None and (result.run_key, result.upload_id) == (run.key, uploaded.file_id):
+if result is not None and uploaded is not None and (result.run_key, result.upload_id, result.keep_inputs) == (
+        run.key, uploaded.file_id, not drop):
     st.success(f"{result.summary['rows']:,} rows scored in {result.summary['seconds']:.1f} s.")
     st.dataframe(result.preview, hide_index=True)
     st.download_button("Download the scored rows (CSV)", data=result.path.read_bytes, file_name=result.download_name,

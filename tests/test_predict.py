@@ -13,7 +13,7 @@ import torch
 import afm.data.stream as stream
 from afm.analysis.explain import largest_pair_terms, value_labels
 from afm.analysis.shapley import pair_shapley
-from afm.checkpoint import Checkpoint, TrainedOn, load_checkpoint
+from afm.checkpoint import Checkpoint, TrainedOn, load_checkpoint, save_checkpoint
 from afm.cli import main
 from afm.data import FieldSchema, load_csv, load_dataset
 from afm.data.stream import iter_rows
@@ -168,10 +168,42 @@ def test_binary_models_add_the_probability(tmp_path):
     path = tmp_path / "rows.csv"
     write_csv_rows(path, 40)
     checkpoint = random_checkpoint(load_csv(path, min_count=1), task="binary")
-    predict_file(checkpoint, path, tmp_path / "out.csv")
+    predict_file(checkpoint, path, tmp_path / "out.csv", keep_inputs=False)
     table = pd.read_csv(tmp_path / "out.csv")
     assert list(table.columns) == ["row", "label", "prediction", "probability"]
     np.testing.assert_allclose(table["probability"], 1 / (1 + np.exp(-table["prediction"])), rtol=1e-5)
+
+
+def test_a_scored_csv_keeps_its_own_columns_as_written_unless_dropped(tmp_path, capsys):
+    """#27: the scored rows keep the file's columns (all but the label), cell for cell as the file
+    writes them, before the scores; one named like an output column is written input_<name>."""
+    frame = write_csv_rows(tmp_path / "train.csv", 60)
+    checkpoint = random_checkpoint(load_csv(tmp_path / "train.csv", min_count=1), task="binary")
+    rows = frame.assign(prediction="theirs", row=range(100, 160))
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    predict_file(checkpoint, tmp_path / "rows.csv", tmp_path / "out.csv", explain=1, chunk_rows=7)
+    table = pd.read_csv(tmp_path / "out.csv", dtype=str, keep_default_na=False)
+    written = pd.read_csv(tmp_path / "rows.csv", dtype=str, keep_default_na=False)
+    assert list(table.columns) == ["row", "city", "hour", "member", "price", "input_prediction", "input_row", "label",
+                                   "prediction", "probability", "pair_1", "contribution_1", "attention_1"]
+    assert list(table["row"]) == [str(r) for r in range(60)]
+    for column in ("city", "hour", "member", "price"):
+        assert list(table[column]) == list(written[column]), column
+    assert list(table["input_prediction"]) == ["theirs"] * 60 and list(table["input_row"]) == list(written["row"])
+    np.testing.assert_allclose(table["label"].astype(float), frame["label"], rtol=1e-6)
+    # Dropped, from the function and from the command line: the scores alone, the same numbers.
+    predict_file(checkpoint, tmp_path / "rows.csv", tmp_path / "bare.csv", explain=1, keep_inputs=False)
+    bare = pd.read_csv(tmp_path / "bare.csv", dtype=str)
+    assert list(bare.columns) == ["row", "label", "prediction", "probability", "pair_1", "contribution_1",
+                                  "attention_1"]
+    assert list(bare["prediction"]) == list(table["prediction"])
+    save_checkpoint(tmp_path / "model.safetensors", checkpoint)
+    for flags, expected in (([], table.columns), (["--drop-inputs"], bare.columns)):
+        code = main(["predict", "--checkpoint", str(tmp_path / "model.safetensors"), "--data",
+                     str(tmp_path / "rows.csv"), "--out", str(tmp_path / "cli.csv"), "--explain", "1", "--quiet",
+                     *flags])
+        assert code == 0, capsys.readouterr().err
+        assert list(pd.read_csv(tmp_path / "cli.csv").columns) == list(expected)
 
 
 def test_the_reader_streams_chunk_by_chunk(sample_afm, tmp_path, monkeypatch):
@@ -309,6 +341,38 @@ def test_the_predict_page_scores_an_upload_and_offers_the_csv_and_the_report(mon
     errors = [e.value for e in at.error]
     assert not at.exception and any("slow.libfm: scoring took longer than 1e-09 s" in e for e in errors), errors
     assert not list(Path(result.path).parent.glob("scored-slow*")), "a stopped scoring left its output"
+
+
+@pytest.mark.slow
+def test_the_predict_page_keeps_the_uploads_columns_unless_told_to_drop_them(tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    from afm.app.jobs import Run
+    from afm.paths import CHECKOUT
+
+    frame = write_csv_rows(tmp_path / "train.csv", 60)
+    run = Run.from_checkpoint(random_checkpoint(load_csv(tmp_path / "train.csv", min_count=1)), "CSV AFM", "test")
+    at = AppTest.from_file(str(CHECKOUT / "app.py"), default_timeout=120).run()
+    at.session_state["runs"][run.name] = run
+    at.session_state["active_run"] = run.name
+    at.switch_page("pages/predict.py").run()
+    at.file_uploader(key="predict_upload").upload("new.csv", (tmp_path / "train.csv").read_bytes()).run()
+    at.number_input(key="predict_explain").set_value(1)
+
+    def score() -> pd.DataFrame:
+        next(b for b in at.button if b.label == "Score the rows").click().run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        return pd.read_csv(at.session_state["predict_result"].path)
+
+    kept = score()
+    assert list(kept.columns) == ["row", "city", "hour", "member", "price", "label", "prediction", "pair_1",
+                                  "contribution_1", "attention_1"]
+    assert list(kept["city"]) == list(frame["city"]) and len(at.get("download_button")) == 2
+    at.checkbox(key="predict_drop_inputs").check().run()
+    assert len(at.get("download_button")) == 1  # the rows scored with their columns are not offered as without
+    dropped = score()
+    assert list(dropped.columns) == ["row", "label", "prediction", "pair_1", "contribution_1", "attention_1"]
+    assert list(dropped["prediction"]) == list(kept["prediction"])
 
 
 @pytest.mark.parametrize("content, message", [

@@ -5,6 +5,7 @@ terms): one object for everyone, no copy per rerun; nothing returned from here i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -25,12 +26,26 @@ from afm.analysis.pairs import (
 from afm.analysis.reference import gradient_boosting_reference
 from afm.app.jobs import Run
 from afm.checkpoint import Checkpoint, load_checkpoint
+from afm.cores import limit_other_openmp
 from afm.data import Dataset, FieldSchema
 from afm.data.arrays import MappedDataset
 from afm.data.bounded import LoadAbandoned, load_bounded
 from afm.data.tabular import csv_columns
 from afm.errors import AFMError
 from afm.models import PredictionTerms
+from afm.scheduler import default_scheduler
+
+
+def budgeted(function):
+    """Compute with a share of the server's cores (afm.cores): the running trainings, tuning studies
+    and other sessions' analyses hold the rest. Under the cache decorator: a cached answer costs nothing."""
+
+    @functools.wraps(function)
+    def within_budget(*args, **kwargs):
+        with default_scheduler().budget.use("analysis") as lease, limit_other_openmp(lease.threads):
+            return function(*args, **kwargs)
+
+    return within_budget
 
 
 def file_stamp(spec: str) -> float:
@@ -108,6 +123,7 @@ def content_key(data: bytes) -> str:
 
 
 @st.cache_resource(show_spinner="Decomposing predictions…", max_entries=24, hash_funcs=BY_CONTENT)
+@budgeted
 def pair_analysis(run: Run, dataset: Dataset, split: str) -> tuple[PredictionTerms, PairSummary]:
     """Per-row terms and the per-pair summary of one run on one split (read-only, shared)."""
     terms = decompose_split(run.model, dataset.splits[split])
@@ -115,6 +131,7 @@ def pair_analysis(run: Run, dataset: Dataset, split: str) -> tuple[PredictionTer
 
 
 @st.cache_data(max_entries=64, hash_funcs=BY_CONTENT)
+@budgeted
 def top_pairs(run: Run, dataset: Dataset, split: str, top: int, min_support: int, by: str):
     """The top feature-value pairs table of one run on one split (the page's sliders change it)."""
     terms, _ = pair_analysis(run, dataset, split)
@@ -122,6 +139,7 @@ def top_pairs(run: Run, dataset: Dataset, split: str, top: int, min_support: int
 
 
 @st.cache_resource(show_spinner="Computing exact Shapley values…", max_entries=16, hash_funcs=BY_CONTENT)
+@budgeted
 def pair_explanation(run: Run, dataset: Dataset, split: str, rows: int, coalitions: str) -> PairExplanation:
     """Every pair view of one run on a seeded sample of `rows` rows of one split (read-only, shared)."""
     return explain_pairs(run.model, dataset.splits[split], dataset.schema, dataset.train, rows=rows,
@@ -130,12 +148,14 @@ def pair_explanation(run: Run, dataset: Dataset, split: str, rows: int, coalitio
 
 @st.cache_resource(show_spinner="Finding where a third field changes a pair's effect…", max_entries=8,
                    hash_funcs=BY_CONTENT)
+@budgeted
 def label_gates(dataset: Dataset) -> GateResult:
     """The training labels' gate table: the data's alone, so every model and setting shares it."""
     return label_gates_of(dataset.train, dataset.schema)
 
 
 @st.cache_resource(show_spinner="Testing whether attention explains…", max_entries=16, hash_funcs=BY_CONTENT)
+@budgeted
 def attention_checks(run: Run, dataset: Dataset, split: str, rows: int, coalitions: str) -> AttentionChecks:
     explanation = pair_explanation(run, dataset, split, rows, coalitions)
     return check_attention(run.model, explanation, dataset.splits[split], dataset.train, run.task,
@@ -143,6 +163,7 @@ def attention_checks(run: Run, dataset: Dataset, split: str, rows: int, coalitio
 
 
 @st.cache_resource(show_spinner="Erasing pairs in each measure's order…", max_entries=16, hash_funcs=BY_CONTENT)
+@budgeted
 def erasure(run: Run, dataset: Dataset, split: str, rows: int, coalitions: str) -> ErasureCurves:
     explanation = pair_explanation(run, dataset, split, rows, coalitions)
     return erasure_of(run.model, explanation, dataset.splits[split], run.task)
@@ -152,6 +173,7 @@ REFERENCE_ROWS = 300_000  # above this many training rows the reference waits to
 
 
 @st.cache_data(show_spinner="Fitting the gradient-boosting reference…", max_entries=8, hash_funcs=BY_CONTENT)
+@budgeted
 def reference(dataset: Dataset, task: str) -> dict:
     """scikit-learn's gradient boosting on this dataset's train split (one fit per dataset and task,
     for every session): the score a model worth explaining should reach (afm.analysis.reference)."""
@@ -159,6 +181,7 @@ def reference(dataset: Dataset, task: str) -> dict:
 
 
 @st.cache_data(show_spinner="Scoring the model…", max_entries=16, hash_funcs=BY_CONTENT)
+@budgeted
 def model_metrics(run: Run, dataset: Dataset, split: str) -> dict:
     return run.evaluate(dataset, split, next(run.model.parameters()).device)
 

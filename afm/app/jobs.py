@@ -10,6 +10,7 @@ Each browser session owns its runs and jobs; nothing here is shared between sess
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import threading
 import time
 import traceback
@@ -17,7 +18,6 @@ import uuid
 from dataclasses import dataclass, field
 
 import pandas as pd
-import torch
 
 from afm.checkpoint import Checkpoint
 from afm.data import Dataset
@@ -37,8 +37,9 @@ class Run(Checkpoint):
 
     name: str = ""
     origin: str = ""  # "trained", "bundled" or "loaded: <file>"
-    # Identifies the run's content for caches shared between sessions: the checkpoint's hash
-    # for loaded ones (every session shares their analyses), a fresh id for trained ones.
+    # Identifies the run's content for caches shared between sessions: the checkpoint's hash for
+    # loaded ones, a hash of the weights and what scores them for trained ones (`weights_key`):
+    # sessions that trained bit-identical models share their analyses.
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @classmethod
@@ -49,7 +50,18 @@ class Run(Checkpoint):
         own = checkpoint if fresh else checkpoint.copy()
         own.model.cpu().eval()
         fields_ = {f.name: getattr(own, f.name) for f in dataclasses.fields(Checkpoint)}
-        return cls(**fields_, name=name, origin=origin, **({"key": key} if key else {}))
+        return cls(**fields_, name=name, origin=origin, key=key or weights_key(own))
+
+
+def weights_key(checkpoint: Checkpoint) -> str:
+    """What the analyses of a model depend on, hashed: its weights bit for bit, its configuration,
+    task and label range (the key of its analyses in the caches every session shares)."""
+    digest = hashlib.sha256(repr((checkpoint.model_config, checkpoint.task, checkpoint.label_range,
+                                  checkpoint.schema.to_json())).encode())
+    for name, tensor in sorted(checkpoint.model.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
 
 
 class TrainingJob:
@@ -82,6 +94,7 @@ class TrainingJob:
         self._running_since: float | None = None
         self._batches_done = 0
         self._epoch_started: float | None = None  # when the running epoch's first batch began
+        self._lease = None  # afm.cores.Lease: the job's share of the server's cores while it runs
 
     def set_recipe(self, recipe: Recipe) -> None:
         """What the job trains now (a study's trial changes it), and its configs for the page."""
@@ -101,6 +114,8 @@ class TrainingJob:
         with self._lock:
             self.progress = (epoch, batch, num_batches)
             self._batches_done += 1
+        if self._lease is not None:
+            self._lease.refresh()  # this thread's share of the cores, as computations come and go
 
     def on_train_start(self, path: dict) -> None:
         self.path = dict(path)  # compiled, distinct_pairs, sparse_gradients: for the page to say
@@ -111,7 +126,6 @@ class TrainingJob:
             self._epoch_started = time.monotonic()  # the next epoch starts now (epoch 0: training starts)
         if record.get("samples_per_second"):
             self.scheduler.record_rate(record["samples_per_second"])
-        torch.set_num_threads(self.scheduler.threads_for(self))  # re-split as jobs come and go
 
     # -- control
     def start(self) -> TrainingJob:
@@ -213,8 +227,8 @@ class TrainingJob:
                 self.status = "running"
                 self._running_since = time.monotonic()
             flush_subnormals()  # this thread's own (afm.numerics); before its workers start
-            torch.set_num_threads(scheduler.threads_for(self))
-            self._train(scheduler)
+            with scheduler.budget.use("training") as self._lease:
+                self._train(scheduler)
         except AFMError as exc:
             self._finish("failed", str(exc))
         except Exception as exc:  # noqa: BLE001 - shown to the user instead of a dead thread

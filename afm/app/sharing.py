@@ -30,11 +30,13 @@ class ScoredRows:
     preview: pd.DataFrame  # its first rows
     run_key: str  # which run scored it, and which upload
     upload_id: str
+    keep_inputs: bool = True  # with the upload's own columns
 
 
-def score_upload(run: Run, uploaded, explain: int, bar) -> ScoredRows:
-    """Score a `st.file_uploader` file with `run`, showing progress on the `st.progress` bar.
-    Errors name the file as the user named it, never a server path."""
+def score_upload(run: Run, uploaded, explain: int, bar, keep_inputs: bool = True) -> ScoredRows:
+    """Score a `st.file_uploader` file with `run`, showing progress on the `st.progress` bar; the
+    CSV's own columns first unless not `keep_inputs`. Errors name the file as the user named it,
+    never a server path."""
     folder = uploads.session_folder()
     source = folder.save(uploaded.name, uploaded.getvalue())
     out = folder.path / f"scored-{source.stem}.csv"
@@ -48,12 +50,12 @@ def score_upload(run: Run, uploaded, explain: int, bar) -> ScoredRows:
         bar.progress(min(read / total, 1.0) if total else 0.0, text=f"{rows:,} rows scored")
 
     try:
-        summary = predict_file(run, source, out, explain=explain, progress=progress)
+        summary = predict_file(run, source, out, explain=explain, progress=progress, keep_inputs=keep_inputs)
     except AFMError as exc:
         raise AFMError(str(exc).replace(str(source), uploaded.name)) from None
     bar.progress(1.0, text=f"{summary['rows']:,} rows scored")
     return ScoredRows(out, f"scored-{Path(uploaded.name).stem}.csv", summary, pd.read_csv(out, nrows=PREVIEW_ROWS),
-                      run.key, uploaded.file_id)
+                      run.key, uploaded.file_id, keep_inputs)
 
 
 @st.cache_data(show_spinner=False, max_entries=8, hash_funcs=cache.BY_CONTENT)

@@ -16,6 +16,7 @@ import traceback
 
 from afm.cli import data, explain, pairs, train, tune
 from afm.cli.arguments import EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USAGE, Parser
+from afm.cores import use_command_line_threads
 from afm.errors import AFMError, is_out_of_memory
 from afm.finite_json import finite
 from afm.numerics import full_speed_floats
@@ -33,8 +34,11 @@ def build_parser() -> Parser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, own_process: bool = False) -> int:
+    """Run one command; `own_process`: this process is the command's own (the `afm` script, `python
+    -m afm`), so its torch threads are set to the cores it may use (afm.cores), said by train and tune."""
     args = build_parser().parse_args(argv)
+    args.threads_note = use_command_line_threads() if own_process else None
     try:
         with full_speed_floats():  # the whole command: no subnormal arithmetic (afm.numerics)
             summary = args.run(args)
@@ -66,4 +70,4 @@ def main(argv: list[str] | None = None) -> int:
 
 def main_exit() -> None:
     """The `afm` console script."""
-    sys.exit(main())
+    sys.exit(main(own_process=True))

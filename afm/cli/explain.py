@@ -29,6 +29,9 @@ def add_commands(commands) -> dict:
     predict.add_argument("--allow-unseen", action="store_true",
                          help="score a file even when a column holds no value seen in training (every cell of "
                               "it unknown); otherwise an error")
+    predict.add_argument("--drop-inputs", action="store_true",
+                         help="leave out a CSV's own columns (by default each scored row keeps them, before the "
+                              "scores)")
     predict.add_argument("--device", default="auto", help="auto, cpu or cuda")
     predict.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
@@ -94,7 +97,7 @@ def command_predict(args) -> dict:
     chunking = {"chunk_rows": args.chunk_rows} if args.chunk_rows else {}
     summary = predict_file(checkpoint, args.data, args.out, explain=args.explain, label=args.label, **chunking,
                            progress=None if args.quiet else _PredictProgress(), explain_by=args.explain_by,
-                           allow_unseen=args.allow_unseen)
+                           allow_unseen=args.allow_unseen, keep_inputs=not args.drop_inputs)
     for line in unseen_warnings(summary["unseen_cells"], summary["rows"]):  # said even with --quiet
         print(f"afm predict: warning: {line}", file=sys.stderr)
     if not args.quiet:

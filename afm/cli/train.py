@@ -134,7 +134,8 @@ def _train(args, recipe, group) -> dict | None:
     header = (f"afm: {recipe.model} on {dataset.name} ({len(dataset.train):,} train rows, "
               f"{dataset.schema.num_fields} fields, {dataset.schema.num_features:,} features), "
               f"k={recipe.embedding_dim}" + (f", t={recipe.attention_dim}" if recipe.model == "afm" else "")
-              + (", FM pretraining first" if recipe.pretrain else "") + processes)
+              + (", FM pretraining first" if recipe.pretrain else "") + processes
+              + (f"; {args.threads_note}" if getattr(args, "threads_note", None) else ""))
     with _FirstInterruptStops() as interrupt:
         fitted = fit_recipe(recipe, dataset, init_from=pretrained.model if pretrained else None,
                             callbacks=[] if quiet else [_ProgressLog(recipe.task, header)],

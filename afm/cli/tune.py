@@ -99,8 +99,8 @@ def command_tune(args) -> dict:
     if not args.quiet:
         fixed = f", k = t = {args.k}" if args.k and args.model == "afm" else f", k = {args.k}" if args.k else ""
         print(f"afm tune: {args.model} on {dataset.name} ({len(dataset.train):,} train rows){fixed}: at most "
-              f"{args.trials} trials in {args.minutes:g} min, seed {args.seed}, {metric} on the validation rows",
-              file=sys.stderr)
+              f"{args.trials} trials in {args.minutes:g} min, seed {args.seed}, {metric} on the validation rows"
+              + (f"; {args.threads_note}" if getattr(args, "threads_note", None) else ""), file=sys.stderr)
     with _StopsTheStudy() as interrupt:
         tuned = tune(dataset, args.model, args.trials, args.minutes, seed=args.seed, task=args.task,
                      device=args.device, k=args.k, epochs=args.epochs, patience=args.patience,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+import pandas as pd
 
 from afm.data.libfm import order_columns_by_field, parse_libfm
 from afm.data.schema import FieldSchema
@@ -46,6 +47,7 @@ class RowChunk:
     lines: np.ndarray  # (n,) 1-based line of each row in the file
     start: int  # how many rows of the file came before this chunk
     bytes_read: int  # how far into the file the reader is (for progress)
+    inputs: pd.DataFrame | None = None  # a CSV's cells as written, every column but the label's (libfm: None)
 
     def __len__(self) -> int:
         return int(self.feature_ids.shape[0])
@@ -99,7 +101,8 @@ def _csv_chunks(handle: BinaryIO, path: Path, encoder: TabularEncoder, label: st
         if label_column in frame.columns:
             labels = label_numbers(frame[label_column], label_column, path, lines, allow_empty=True,
                                    classes=encoder.label_classes)
-        yield RowChunk(ids, values, labels, lines, rows_before, bytes_read)
+        yield RowChunk(ids, values, labels, lines, rows_before, bytes_read,
+                       frame.drop(columns=[label_column]) if label_column in frame.columns else frame)
         rows_before += len(frame)
     if header is None:
         raise DataError(path, "file is empty")
