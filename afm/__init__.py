@@ -11,7 +11,7 @@ from afm.cores import set_openmp_defaults
 
 set_openmp_defaults()  # before torch loads OpenMP: idle workers sleep, never spin (afm.cores)
 
-from afm.api import Explanation  # noqa: E402, TrainedModel, fit, load
+from afm.api import Explanation, TrainedModel, fit, load  # noqa: E402
 from afm.errors import AFMError  # noqa: E402
 from afm.recipe import PRESETS as presets  # noqa: E402
 from afm.recipe import Recipe  # noqa: E402
