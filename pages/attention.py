@@ -25,12 +25,16 @@ dataset = state.require_fit(run, dataset)
 model_name = run.model_config.model
 split = right.radio("Rows from", ["test", "valid", "train"], horizontal=True,
                     format_func=lambda s: f"{s} ({len(dataset.splits[s]):,} rows)")
-with st.expander("How the exact Shapley values are computed: rows explained, coalitions"):
-    result, coalitions = pair_views.explanation(run, dataset, split)
+settings = st.expander("How the exact Shapley values are computed: rows explained, coalitions")
+with settings:
+    rows_explained, coalitions = pair_views.shapley_settings(dataset, split)
 
+# Cheap first: the answer from the exact values and the heatmap; the checks of attention and the
+# reference complete the answer at the end. Every analysis is computed once for the server.
 st.subheader("In short")
-pair_views.in_short(run, dataset, split, result, coalitions)
-
+short = st.empty()
+result = pair_views.explanation(run, dataset, split, rows_explained, coalitions, settings)
+pair_views.in_short(short, run, dataset, split, result, coalitions, complete=False)
 terms, summary = cache.pair_analysis(run, dataset, split)
 names = list(dataset.schema.field_names)
 views = [v for v in pair_views.VIEWS if result is not None or v not in pair_views.SHAPLEY_VIEWS]
@@ -119,3 +123,5 @@ with one_row:
 
 with what_if:
     render_what_if(run, dataset)
+
+pair_views.in_short(short, run, dataset, split, result, coalitions)

@@ -41,8 +41,8 @@ TABLE_LABELS = {"attention_std": "attention spread (std)", "shapley_abs_mean": "
                 "gate_model_strength": "gate strength (model)", "gate_values": "where"}
 
 
-def explanation(run: Run, dataset: Dataset, split: str) -> tuple[PairExplanation | None, str]:
-    """The coalition and row-count widgets, and the exact values they ask for (None above 16 fields)."""
+def shapley_settings(dataset: Dataset, split: str) -> tuple[int, str]:
+    """The coalition and row-count widgets: (rows to explain exactly, coalitions). Nothing is computed."""
     left, right = st.columns([3, 2])
     coalitions = left.radio("Shapley coalitions: a field outside the coalition is", list(COALITIONS),
                             format_func=COALITIONS.get, horizontal=True, key="coalitions",
@@ -51,13 +51,20 @@ def explanation(run: Run, dataset: Dataset, split: str) -> tuple[PairExplanation
     available = len(dataset.splits[split])
     rows = right.number_input("Rows explained exactly", 1, min(available, 4096), min(available, DEFAULT_ROWS),
                               key=f"shapley_rows_{split}", help="A seeded sample of the split; 2^F coalitions a row.")
+    return int(rows), coalitions
+
+
+def explanation(run: Run, dataset: Dataset, split: str, rows: int, coalitions: str,
+                settings) -> PairExplanation | None:
+    """The exact values the settings ask for (computed once for the server: afm.app.cache), said
+    in the `settings` container; None above 16 fields."""
     if dataset.schema.num_fields > MAX_FIELDS:
-        st.info(f"Exact Shapley values need 2^F model evaluations a row; {dataset.schema.num_fields} fields is more "
-                f"than the {MAX_FIELDS} computed exactly, so the Shapley views are off for this data.")
-        return None, coalitions
-    result = cache.pair_explanation(run, dataset, split, int(rows), coalitions)
-    st.caption(result.describe())
-    return result, coalitions
+        settings.info(f"Exact Shapley values need 2^F model evaluations a row; {dataset.schema.num_fields} fields is "
+                      f"more than the {MAX_FIELDS} computed exactly, so the Shapley views are off for this data.")
+        return None
+    result = cache.pair_explanation(run, dataset, split, rows, coalitions)
+    settings.caption(result.describe())
+    return result
 
 
 def heatmap(view: str, summary, result: PairExplanation | None, names: list[str], model_name: str,
@@ -190,18 +197,24 @@ def trust_section(run: Run, dataset: Dataset, split: str, result: PairExplanatio
     st.caption(curves.meaning())
 
 
-def in_short(run: Run, dataset: Dataset, split: str, result: PairExplanation | None, coalitions: str) -> None:
+def in_short(slot, run: Run, dataset: Dataset, split: str, result: PairExplanation | None, coalitions: str,
+             complete: bool = True) -> None:
     """The answer first, in a few sentences (afm.analysis.answer): what the report and
-    `Explanation.summary()` say too, on the same rows."""
+    `Explanation.summary()` say too, on the same rows. Drawn in `slot` twice: at the top of the page
+    from the exact values alone (`complete=False`: cheap), then, once the rest of the page is drawn,
+    with the checks of attention and the gradient-boosting reference (seconds more)."""
     if result is None:
-        st.markdown("This data has more fields than exact Shapley values allow; the heatmap and the tabs below "
-                    "show attention and contributions.")
+        slot.markdown("This data has more fields than exact Shapley values allow; the heatmap and the tabs below "
+                      "show attention and contributions.")
         return
-    checks = cache.attention_checks(run, dataset, split, len(result.rows), coalitions) \
-        if run.model_config.num_pairs >= 2 else None
-    reference = None
-    if split == "test" and len(dataset.test) and len(dataset.train) <= cache.REFERENCE_ROWS:
+    checks = reference = None
+    if complete and run.model_config.num_pairs >= 2:
+        checks = cache.attention_checks(run, dataset, split, len(result.rows), coalitions)
+    if complete and split == "test" and len(dataset.test) and len(dataset.train) <= cache.REFERENCE_ROWS:
         reference = reference_sentence(cache.reference(dataset, run.task), cache.model_metrics(run, dataset, "test"),
                                        run.task)
-    st.markdown("\n".join(f"- {sentence}" for sentence in answer_sentences(result, checks, run.model_config.model,
-                                                                             reference)))
+    said = answer_sentences(result, checks, run.model_config.model, reference)
+    if not complete:
+        said.append("*Whether attention is the reason here, and how gradient boosting does on these rows: "
+                    "computing…*")
+    slot.markdown("\n".join(f"- {sentence}" for sentence in said))
