@@ -83,8 +83,9 @@ def measurements(chosen: dict[str, Run], rows: Rows) -> dict:
 
 
 def _show(figures: dict) -> None:
-    """One heatmap per model: side by side on a wide screen, stacked on a narrow one."""
-    grid = st.grid(len(figures), min_column_width=360)
+    """One heatmap per model: side by side on a wide screen, stacked on a narrow one (800 px, whose
+    page has the whole width once the sidebar is collapsed: two of 376 px there were cramped)."""
+    grid = st.grid(len(figures), min_column_width=400)
     for figure in figures.values():
         grid.plotly_chart(figure, config=state.PLOTLY_CONFIG)
 

@@ -7,6 +7,7 @@ import streamlit as st
 
 from afm.app import cache
 from afm.app.jobs import Run
+from afm.app.screen import collapse_sidebar_when_narrow
 from afm.data import Dataset
 from afm.data.registry import BUNDLED_SAMPLES
 from afm.errors import AFMError
@@ -293,6 +294,7 @@ def sidebar_status(container, show_job: bool = True) -> None:
             job_status(job)
         if st.session_state.get("startup_error"):
             st.warning(f"A bundled checkpoint could not be loaded: {st.session_state.startup_error}")
+        collapse_sidebar_when_narrow(st)  # below 1,000 px the page gets the width (#27)
 
 
 
