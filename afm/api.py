@@ -31,7 +31,6 @@ from afm.analysis.pairs import DEFAULT_ROWS, AttentionChecks, PairExplanation, c
 from afm.analysis.reference import gradient_boosting_reference
 from afm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from afm.data import Dataset, Split, load_dataset
-from afm.data.registry import BUNDLED_SAMPLES
 from afm.data.splits import split_indices
 from afm.data.stream import iter_rows
 from afm.data.tabular import FRAME_SOURCE, TabularEncoder, frame_text, table_dataset
@@ -43,6 +42,7 @@ from afm.metrics import sigmoid
 from afm.predict import UnseenCells, unseen_warnings
 from afm.recipe import Recipe
 from afm.recipe import preset as preset_recipe
+from afm.sizing import AUTO, auto_recipe
 
 Data = pd.DataFrame | str | os.PathLike
 
@@ -63,8 +63,9 @@ def fit(data: Data, label: str | None = None, *, model: str = "afm", preset: str
         **settings) -> TrainedModel:
     """Train `model` on `data` and return it with its checkpoint.
 
-    The recipe: `recipe` when given, else preset `preset` for `model` ("quick" on the bundled
-    samples, the paper's recipe elsewhere, as the app and the CLI), with `settings` (any Recipe
+    The recipe: `recipe` when given, else preset `preset` for `model` (default "auto", as the app
+    and the CLI: quick on the bundled samples, the paper's recipe on Frappe and ml-tag, elsewhere
+    one sized to the data, afm.sizing), with `settings` (any Recipe
     field: `epochs=20`, `lr=0.1`, ...) on top. `task`: "regression" or "binary"; by default
     binary when the labels are two classes (0/1, or two words such as yes/no), else regression.
     Rows are split 70/20/10 with `split_seed` (early stopping on the 20 %, the 10 % held out)."""
@@ -74,10 +75,12 @@ def fit(data: Data, label: str | None = None, *, model: str = "afm", preset: str
             raise ConfigError(f"recipe must be an afm.Recipe, not {type(recipe).__name__}")
         chosen = recipe.replace(**settings, **({"task": task} if task else {}))
     else:
-        name = preset or ("quick" if dataset.name in BUNDLED_SAMPLES else "paper")
         proposed = task or ("binary" if dataset.is_binary and dataset.distinct_labels
                             and len(dataset.distinct_labels) == 2 else "regression")
-        chosen = preset_recipe(name, model, task=proposed, **settings)
+        if preset in (None, AUTO):
+            chosen = auto_recipe(dataset, model, proposed, **settings)[0]
+        else:
+            chosen = preset_recipe(preset, model, task=proposed, **settings)
     return TrainedModel(fit_recipe(chosen, dataset).checkpoint, dataset)
 
 

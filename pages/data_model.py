@@ -13,6 +13,7 @@ from afm.download import download_dataset
 from afm.errors import AFMError
 from afm.presets import PRESET_HELP, PRESET_RECIPES
 from afm.recipe import PRESETS, preset
+from afm.sizing import AUTO, PAPER_DATA, auto_recipe
 
 state.init_state()
 st.title("Data & model")
@@ -60,7 +61,9 @@ with st.expander("Preview (first training rows, decoded; how each CSV column was
 # ----------------------------------------------------------------------------- model
 def preset_form(model_name: str, preset_name: str, device: str) -> None:
     """The training form of a preset: its recipe, every setting editable (afm.app.training)."""
-    base = preset(preset_name, model_name)
+    base, why = auto_recipe(dataset, model_name) if preset_name == AUTO else (preset(preset_name, model_name), None)
+    if why:
+        st.caption(f"Sized to your data: {why}.")
     fm_runs = training.fitting_fm_runs(dataset, base.embedding_dim)
     two_step = base.pretrain
     if two_step and not fm_runs:
@@ -69,7 +72,8 @@ def preset_form(model_name: str, preset_name: str, device: str) -> None:
         "Train the FM first (step 1 of the recipe)", value=two_step and not fm_runs, key=f"fm_first_{preset_name}",
         help="One click for both steps: an FM with this preset's settings and k, then this AFM started from it.")
     with st.form("train_form"):
-        values = training.recipe_widgets(base, f"{preset_name}_{model_name}")
+        sized_to = f"_{dataset.name}_{len(dataset.train)}" if why else ""  # a new upload opens on its own sizes
+        values = training.recipe_widgets(base, f"{preset_name}_{model_name}{sized_to}")
         a, b = st.columns(2)
         init_from = a.selectbox("Start from (FM pretraining)", ["random initialisation"] + fm_runs,
                                 index=len(fm_runs) if model_name == "afm" and fm_runs else 0,
@@ -84,10 +88,9 @@ def preset_form(model_name: str, preset_name: str, device: str) -> None:
     if submitted:
         start = init_from if init_from in fm_runs and not fm_first and model_name != "fm" else None
         if not start and not fm_first:
-            values.pop("match_fm", None)  # p = P means nothing without an FM to start from
+            values["match_fm"] = False  # p = P means nothing without an FM to start from
         try:
-            recipe = preset(preset_name, model_name, **values, task=task, device=device, init_from=start,
-                            pretrain=fm_first)
+            recipe = base.replace(**values, task=task, device=device, init_from=start, pretrain=fm_first)
         except AFMError as exc:
             st.error(f"Cannot start training: {exc}")
         else:
@@ -98,9 +101,11 @@ train_tab, load_tab = st.tabs(["Train a model", "Load a checkpoint"])
 with train_tab:
     left, middle, right = st.columns([1, 2, 1])  # the preset's name is the long one
     model_name = left.selectbox("Model", ["afm", "fm", "fwfm"], format_func=str.upper)
-    # The quick preset suits the small samples; on real data the paper's recipe is the sensible start.
-    preset_name = middle.selectbox("Preset", [*PRESETS, training.TUNE], index=0 if dataset.name in BUNDLED_SAMPLES
-                                   else 1, format_func=training.preset_label, help=PRESET_HELP)
+    # Quick suits the small samples, the paper's recipe its own data (Frappe, ml-tag), the sized one the rest.
+    choices = [AUTO, *PRESETS, training.TUNE]
+    opening = "quick" if dataset.name in BUNDLED_SAMPLES else "paper" if dataset.name in PAPER_DATA else AUTO
+    preset_name = middle.selectbox("Preset", choices, index=choices.index(opening), format_func=training.preset_label,
+                                   help=PRESET_HELP)
     device = training.device_widget(right)
     if preset_name == training.TUNE:
         training.tune_form(dataset, model_name, device, uploaded=source == "upload")

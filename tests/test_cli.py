@@ -25,8 +25,8 @@ def last_json(stdout: str) -> dict:
 
 def test_train_prints_the_json_contract_and_saves_a_checkpoint(tmp_path, capsys):
     out = tmp_path / "fm.safetensors"
-    code, stdout, stderr = run(capsys, "train", "--data", "sample", "--model", "fm", "--k", "8", "--epochs", "2",
-                               "--lr", "0.2", "--batch-size", "512", "--out", str(out))
+    code, stdout, stderr = run(capsys, "train", "--data", "sample", "--preset", "paper", "--model", "fm", "--k", "8",
+                               "--epochs", "2", "--lr", "0.2", "--batch-size", "512", "--out", str(out))
     assert code == 0, stderr
     summary = last_json(stdout)
     for key in ("model", "epochs_run", "best_epoch", "valid_rmse", "test_rmse", "seconds", "samples_per_second",
@@ -40,8 +40,9 @@ def test_train_prints_the_json_contract_and_saves_a_checkpoint(tmp_path, capsys)
 
     # AFM initialised from that FM (the authors' pretraining recipe), then evaluated.
     afm = tmp_path / "afm.safetensors"
-    code, stdout, stderr = run(capsys, "train", "--data", "sample", "--model", "afm", "--init-from", str(out),
-                               "--k", "8", "--t", "8", "--epochs", "1", "--batch-size", "512", "--out", str(afm))
+    code, stdout, stderr = run(capsys, "train", "--data", "sample", "--preset", "paper", "--model", "afm",
+                               "--init-from", str(out), "--k", "8", "--t", "8", "--epochs", "1", "--batch-size", "512",
+                               "--out", str(afm))
     assert code == 0, stderr
     assert last_json(stdout)["distinct_pairs"] is False  # k = t = 8, batch 512: "auto" keeps the faster plain path
     init_rmse = load_checkpoint(afm).history[0]["valid_rmse"]

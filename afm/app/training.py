@@ -95,7 +95,7 @@ def start_training(recipe: Recipe, dataset: Dataset, track_coupling: bool) -> No
         name = f"{recipe.model.upper()} k={k} on {dataset.name} #{number + recipe.pretrain}"
         recipe.model_config(dataset.schema)  # its errors now, before any job is queued
         if recipe.pretrain:  # step 1 now, this AFM when it has finished (afm.app.jobs.FollowUp)
-            st.session_state.follow_up = FollowUp(name, recipe.replace(pretrain=False), tuple(trackers))
+            st.session_state.follow_up = FollowUp(name, recipe, tuple(trackers))  # its start: step 1's run
             job = TrainingJob(f"FM k={k} on {dataset.name} #{number}", dataset, pretraining(recipe),
                               callbacks=trackers)
         else:

@@ -103,7 +103,7 @@ def read_checkpoint(path, device="cpu"):
     return checkpoint
 
 
-def recipe_arguments(sub, preset_default: str | None = "paper") -> None:
+def recipe_arguments(sub, preset_default: str | None = "auto") -> None:
     """A flag for every setting of `afm.recipe.Recipe`, from its fields' metadata (type, range,
     choices, help), plus `--preset` (the recipe the flags change) and `--dropout A,B` (both
     dropouts at once, the authors' `keep` order). A flag not given keeps the preset's value."""
@@ -111,9 +111,11 @@ def recipe_arguments(sub, preset_default: str | None = "paper") -> None:
 
     from afm.recipe import PRESETS, Recipe, flag_of
 
-    sub.add_argument("--preset", choices=(*PRESETS, "none"), default=preset_default,
-                     help=f"the named recipe the other flags change (default {preset_default}: the authors' Frappe "
-                          "recipe for the model; none: the same values, but a pretrained FM takes this recipe's "
+    sub.add_argument("--preset", choices=("auto", *PRESETS, "none"), default=preset_default,
+                     help=f"the named recipe the other flags change (default {preset_default}: sized to the data, "
+                          "k, batch, Adam and L2 on embeddings from its rows and fields, the paper's recipe on "
+                          "Frappe and ml-tag, quick on the bundled samples, said on stderr with why; paper: the "
+                          "authors' Frappe recipe; none: the paper's values, but a pretrained FM takes this recipe's "
                           "lr, batch size and pooled dropout instead of a preset's)")
     for spec in fields(Recipe):
         if spec.name == "preset":
@@ -132,11 +134,11 @@ def recipe_arguments(sub, preset_default: str | None = "paper") -> None:
                           "number sets the pooled one")
 
 
-def recipe_from(args):
-    """The Recipe the command line asks for: `--preset` for `--model`, with the flags given."""
+def _given(args) -> tuple[str, dict]:
+    """The model and the settings the command line gives (flags the user typed)."""
     from dataclasses import fields
 
-    from afm.recipe import Recipe, preset
+    from afm.recipe import Recipe
 
     given = {spec.name: getattr(args, spec.name) for spec in fields(Recipe)
              if spec.name != "preset" and hasattr(args, spec.name)}
@@ -148,7 +150,28 @@ def recipe_from(args):
     model = given.pop("model", "afm")
     if model != "afm" and "dropout_attention" in given and not given["dropout_attention"]:
         given.pop("dropout_attention")  # `--dropout 0,B` on an FM: nothing set on attention
-    return preset(None if args.preset == "none" else args.preset, model, **given)
+    return model, given
+
+
+def recipe_from(args):
+    """The Recipe the command line asks for: `--preset` for `--model`, with the flags given. Before
+    the data is read, `--preset auto` checks the flags on the paper's recipe (`auto_from` decides)."""
+    from afm.recipe import preset
+
+    model, given = _given(args)
+    name = {"none": None, "auto": "paper"}.get(args.preset, args.preset)
+    return preset(name, model, **given)
+
+
+def auto_from(args, dataset) -> tuple[object, str | None]:
+    """The Recipe for `dataset` and why, when `--preset auto` (afm.sizing.auto_recipe); else
+    `recipe_from(args)` and None."""
+    if args.preset != "auto":
+        return recipe_from(args), None
+    from afm.sizing import auto_recipe
+
+    model, given = _given(args)
+    return auto_recipe(dataset, model, given.pop("task", "regression"), **given)
 
 
 def reference_argument(sub) -> None:

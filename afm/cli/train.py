@@ -1,5 +1,6 @@
-"""`afm train`: a flag for every setting of afm.recipe.Recipe (the paper's Frappe recipe by
-default), progress on stderr, a first Ctrl-C or SIGTERM that saves the best epoch, and the summary
+"""`afm train`: a flag for every setting of afm.recipe.Recipe (by default `--preset auto`: sized to
+the data, the paper's recipe on Frappe and ml-tag, afm.sizing; the choice and why on stderr),
+progress on stderr, a first Ctrl-C or SIGTERM that saves the best epoch, and the summary
 line; under torchrun one process of a training over several."""
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def command_train(args) -> dict | None:
 
 def _train(args, recipe, group) -> dict | None:
     from afm.checkpoint import save_checkpoint
-    from afm.cli.arguments import read_checkpoint
+    from afm.cli.arguments import auto_from, read_checkpoint
     from afm.files import check_not_an_input, check_writable_target
     from afm.fitting import fit_recipe
     from afm.train import StopReason
@@ -127,6 +128,7 @@ def _train(args, recipe, group) -> dict | None:
     dataset = load_data(args, schema=pretrained.schema if pretrained else None)
     check_not_an_input(out, {"the data": dataset.location})  # a registry name's folder, found now
     main = group is None or group.is_main
+    recipe, why = auto_from(args, dataset)  # said with the header, once the trainer's checks have passed
     for warning in pretrained.check_fits(dataset) if pretrained is not None else ():
         print(f"afm: warning: {warning}", file=sys.stderr)
     quiet = args.quiet or not main
@@ -135,7 +137,8 @@ def _train(args, recipe, group) -> dict | None:
               f"{dataset.schema.num_fields} fields, {dataset.schema.num_features:,} features), "
               f"k={recipe.embedding_dim}" + (f", t={recipe.attention_dim}" if recipe.model == "afm" else "")
               + (", FM pretraining first" if recipe.pretrain else "") + processes
-              + (f"; {args.threads_note}" if getattr(args, "threads_note", None) else ""))
+              + (f"; {args.threads_note}" if getattr(args, "threads_note", None) else "")
+              + (f"\nafm train: preset auto: {why}" if why else ""))
     with _FirstInterruptStops() as interrupt:
         fitted = fit_recipe(recipe, dataset, init_from=pretrained.model if pretrained else None,
                             callbacks=[] if quiet else [_ProgressLog(recipe.task, header)],
