@@ -18,18 +18,21 @@ parameters are named as the fields; the sampler is Optuna's TPESampler(seed=seed
   lr, batch size and pooled dropout (afm.recipe.pretraining) is trained first and the AFM starts
   from its embeddings and biases (p = 1 as the authors). Pretrained FMs are reused within a study.
 
-The first trial is exactly a preset's recipe (`start`: "quick" on the bundled samples, "paper"
-elsewhere, as the app's form proposes; Optuna is told it clipped into the space, an L2 of 0 as
-0.0001), so a study starts from the known recipe and can only improve on it.
+The first trial is exactly a preset's recipe (`start`; "auto": the one `afm train --preset auto`
+trains: quick on the bundled samples, the paper's on Frappe and ml-tag, elsewhere the recipe sized
+to the data, afm.sizing; Optuna is told it clipped into the space, an L2 of 0 as 0.0001), so a
+study starts from the known recipe (warm start) and can only improve on it.
 Every trial trains for at most `epochs` epochs with early stopping after `patience`. After each
 epoch its validation metric (RMSE, or AUC for the binary task) is reported to the trial; Optuna's
-MedianPruner (PRUNER_STARTUP finished trials, PRUNER_WARMUP epochs of warm-up) prunes a trial
-whose best value so far is worse than the median of the earlier trials at that epoch, and a pruned
-trial stops through fit's `should_stop`. The budget: no trial starts once `trials` have run or
-`minutes` are spent, and the trial running when the minutes run out is stopped there (its best
-epoch counts, as it would for any stopped training). The best trial's model is kept as it was
-trained (not retrained): its checkpoint records its recipe (preset "tuned") and, under
-train_config["tuned"], the trial's parameters and the `afm train` command that rebuilds it.
+HyperbandPruner (successive halving in brackets, from 1 epoch up to `epochs`, a third of each rung
+going on) prunes a trial whose value at a rung's epoch is not among the best third of the trials
+of its bracket that reached it, so most trials cost an epoch or three and the search sees many
+more settings in its minutes; a pruned trial stops through fit's `should_stop`. The budget: no
+trial starts once `trials` have run or `minutes` are spent, and the trial running when the
+minutes run out is stopped there (its best epoch counts, as it would for any stopped training).
+The best trial's model is kept as it was trained (not retrained): its checkpoint records its
+recipe (preset "tuned") and, under train_config["tuned"], the trial's parameters and the
+`afm train` command that rebuilds it.
 """
 
 from __future__ import annotations
@@ -49,13 +52,13 @@ from optuna.trial import TrialState, create_trial
 
 from afm.checkpoint import Checkpoint
 from afm.data import Dataset
-from afm.data.registry import BUNDLED_SAMPLES
 from afm.errors import AFMError, CheckpointError, ConfigError
 from afm.files import write_atomic
 from afm.finite_json import finite
 from afm.fitting import Fitted, fit_recipe
 from afm.metrics import SELECTION_METRIC
 from afm.recipe import AFM_ONLY, PRESETS, Recipe, preset, pretraining
+from afm.sizing import AUTO, auto_recipe
 from afm.train import Callback, StopReason
 from afm.training_plan import preflight, resolve_device
 
@@ -63,7 +66,7 @@ SEARCHED = {spec.name: spec.metadata["search"] for spec in fields(Recipe) if spe
 SIZES = SEARCHED["embedding_dim"][1]
 BATCH_SIZES = SEARCHED["batch_size"][1]
 LR_RANGE = SEARCHED["lr"][1:3]
-PRUNER_STARTUP, PRUNER_WARMUP = 3, 5  # finished trials before pruning starts; epochs a trial always gets
+PRUNER_MIN_EPOCHS, PRUNER_REDUCTION = 1, 3  # Hyperband: the first rung's epochs; 1/3 of a rung goes on
 STUDY_FORMAT, STUDY_VERSION = "afm-study", 1
 TUNED_PRESET = "tuned"
 
@@ -117,22 +120,33 @@ def suggest(trial: optuna.Trial, model: str, fixed: set[str] | frozenset = froze
     return params
 
 
-def start_params(name: str, base: Recipe, fixed: set[str] | frozenset = frozenset()) -> tuple[dict, dict]:
-    """Preset `name`'s values as the study's first trial: (the point of the search space Optuna is
-    given, clipped into its ranges; the values trained, exactly the preset's). Sizes go to the
-    nearest choice; AFM pretrains for the two-step presets (paper, fast), as the authors do."""
-    values = preset(name, base.model)
+def start_params(start: str | Recipe, base: Recipe, fixed: set[str] | frozenset = frozenset()) -> tuple[dict, dict]:
+    """A preset's values (`start`: its name, or a Recipe such as the sized one) as the study's first
+    trial: (the point of the search space Optuna is given, clipped into its ranges; the values
+    trained, exactly the preset's). Sizes go to the nearest choice; AFM pretrains for the paper's
+    two-step presets (paper, fast), as the authors do, and as a pretraining recipe says (the sized
+    AFM also starts as its FM, p = P: `match_fm` goes with the values trained)."""
+    values = preset(start, base.model) if isinstance(start, str) else start
     exact = {}
     for field_name, how in searched(base.model, fixed).items():
         value = getattr(values, field_name)
         if field_name == "pretrain":
-            value = value or name == "paper"
+            value = value or start == "paper"
         elif how[0] == "categorical" and not isinstance(value, (bool, str)):
             value = min(how[1], key=lambda choice, value=value: abs(math.log(choice / value)))
         exact[field_name] = value
     point = {key: min(max(value, SEARCHED[key][1]), SEARCHED[key][2]) if SEARCHED[key][0] == "float" else value
              for key, value in exact.items()}
+    if values.match_fm and exact.get("pretrain"):
+        exact["match_fm"] = True
     return point, exact
+
+
+def start_for(dataset: Dataset, model: str, task: str) -> str | Recipe:
+    """The first trial of `start="auto"`: the recipe `--preset auto` trains (afm.sizing): quick on
+    the bundled samples, paper on Frappe and ml-tag (by name), else the recipe sized to the data."""
+    chosen, _ = auto_recipe(dataset, model, task)
+    return chosen.preset if chosen.preset in PRESETS else chosen
 
 
 def base_recipe(model: str = "afm", task: str = "regression", seed: int = 0, device: str = "auto",
@@ -212,23 +226,23 @@ def tune(dataset: Dataset, model: str = "afm", trials: int = 20, minutes: float 
     base, fixed = base_recipe(model, task, seed, device, k, epochs, patience)
     if not (isinstance(trials, int) and trials >= 1) or not (minutes > 0 and math.isfinite(minutes)):
         raise ConfigError("trials must be >= 1 and minutes > 0")
-    if start == "auto":
-        start = "quick" if dataset.name in BUNDLED_SAMPLES else "paper"
-    if start is not None and start not in PRESETS:
-        raise ConfigError(f"start must be one of {sorted(PRESETS)} or none, not {start!r}")
+    if start is not None and start != AUTO and start not in PRESETS:
+        raise ConfigError(f"start must be auto, one of {sorted(PRESETS)} or none, not {start!r}")
     check_study(dataset, base, fixed)
     metric, lower_is_better = SELECTION_METRIC[task]
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # progress is ours; Optuna's lines would repeat it
     study = optuna.create_study(
         direction="minimize" if lower_is_better else "maximize",
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=_startup(trials), multivariate=True),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP, n_warmup_steps=PRUNER_WARMUP))
+        pruner=pruner(epochs))
     search = _Search(dataset, base, fixed, metric, lower_is_better, list(callbacks), should_stop or (lambda: False),
                      seed_process, _Budget(trials, minutes * 60.0, time.monotonic()), progress)
+    if start == AUTO:
+        start = start_for(dataset, model, task)
     if start is not None:
         point, search.start_exact = start_params(start, base, fixed)
         study.enqueue_trial(point)
-    search.start = start
+    search.start = start if start is None or isinstance(start, str) else start.preset
     while len(search.records) < trials and not search.budget.spent() and not search.outside_stop():
         search.run_trial(study)
         if study_file is not None:
@@ -245,6 +259,17 @@ def check_study(dataset: Dataset, base: Recipe, fixed: frozenset = frozenset()) 
     recipe = trial_recipe(smallest, base)
     preflight(recipe.model_config(dataset.schema), recipe.train_config(), dataset)
     resolve_device(base.device)
+
+
+def pruner(epochs: int) -> optuna.pruners.BasePruner:
+    """Hyperband over epochs (module docstring): successive halving from 1 epoch up to `epochs`."""
+    return optuna.pruners.HyperbandPruner(min_resource=PRUNER_MIN_EPOCHS, max_resource=max(epochs, 2),
+                                          reduction_factor=PRUNER_REDUCTION)
+
+
+def pruner_text(epochs: int) -> str:
+    return (f"HyperbandPruner(min_resource={PRUNER_MIN_EPOCHS}, max_resource={max(epochs, 2)}, "
+            f"reduction_factor={PRUNER_REDUCTION})")
 
 
 def _startup(trials: int) -> int:
@@ -362,7 +387,7 @@ class _Search:
             "fixed": {name: getattr(base, name) for name in sorted(self.fixed)},
             "sampler": f"TPESampler(seed={base.seed}, n_startup_trials={_startup(self.budget.trials)}, "
                        "multivariate=True)",
-            "pruner": f"MedianPruner(n_startup_trials={PRUNER_STARTUP}, n_warmup_steps={PRUNER_WARMUP})",
+            "pruner": pruner_text(base.epochs),
             "dataset": {"name": self.dataset.name, "fingerprint": self.dataset.fingerprint,
                         "rows": {name: len(split) for name, split in self.dataset.splits.items()}},
             "distributions": _distributions(study),

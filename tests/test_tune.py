@@ -117,6 +117,32 @@ def test_the_first_trial_is_the_presets_recipe(preset, model):
         assert tuned.study.trials[0].params["l2_attention"] == (16.0 if preset == "paper" else 0.0001)  # clipped
 
 
+def test_the_first_trial_is_the_sized_recipe_and_hyperband_prunes_short_trials():
+    from afm.sizing import sized_recipe
+
+    dataset = random_dataset(num_rows=1_500)  # not a sample nor the paper's data: sized (k = 8, batch 256)
+    tuned = tune(dataset, "fm", trials=14, minutes=3, seed=0, epochs=9, patience=9)
+    sized = sized_recipe(len(dataset.train), dataset.schema.num_fields, dataset.schema.num_features, "regression",
+                         "fm")[0]
+    first = tuned.history[0]
+    assert tuned.summary["start"] == "auto" and first["state"] == "COMPLETE"
+    assert first["params"] == {name: getattr(sized, name) for name in first["params"]}
+    assert (first["params"]["optimizer"], first["params"]["embedding_dim"]) == ("adam", 8)
+    states = [record["state"] for record in tuned.history]
+    pruned = [record for record in tuned.history if record["state"] == "PRUNED"]
+    assert len(tuned.history) == 14 and pruned, states
+    assert min(record["epochs_run"] for record in pruned) < 3  # cut at the first rungs: 1 or 3 epochs
+    assert tuned.summary["pruner"] == "HyperbandPruner(min_resource=1, max_resource=9, reduction_factor=3)"
+
+
+def test_a_sized_afm_start_trains_its_fm_first_and_starts_as_it():
+    dataset = random_dataset(num_rows=600)
+    tuned = tune(dataset, "afm", trials=1, minutes=1, k=4, epochs=2)
+    params = tuned.history[0]["params"]
+    assert params["pretrain"] and params["match_fm"] and params["optimizer"] == "adam"
+    assert tuned.checkpoint.recipe.match_fm  # trained as the sized recipe: p = P from its FM
+
+
 def test_tune_keeps_the_best_trial_and_its_study_rebuilds(tmp_path):
     dataset = random_dataset(num_rows=600)
     seen = []
@@ -180,7 +206,7 @@ def test_tune_runs_three_trials_in_under_a_minute_and_saves_its_study(tmp_path, 
         assert {"number", "params", "value", "state", "intermediate_values", "seconds"} <= set(trial)
         assert trial["state"] in ("COMPLETE", "PRUNED", "FAIL")
     assert set(study["distributions"]) == {"lr", "dropout_pooled", "dropout_attention", "l2_attention",
-                                           "l2_embedding", "batch_size", "pretrain"}
+                                           "l2_embedding", "batch_size", "pretrain", "optimizer"}
     # The checkpoint is the best trial's model: its valid RMSE is the study's best value.
     checkpoint = load_checkpoint(out)
     dataset = load_dataset("sample")

@@ -29,8 +29,9 @@ def add_commands(commands) -> dict:
     tune.add_argument("--device", default="auto", help="auto, cpu or cuda")
     tune.add_argument("--seed", type=seed, default=0, help="seeds the sampler and every trial's training")
     tune.add_argument("--start", choices=("auto", "quick", "paper", "fast", "none"), default="auto",
-                      help="the preset tried first, so the study starts from a known recipe (auto: quick on the "
-                           "bundled samples, paper elsewhere; none: the sampler chooses every trial)")
+                      help="the preset tried first, so the study starts from a known recipe (auto: the one "
+                           "`afm train --preset auto` trains: quick on the bundled samples, paper on Frappe and "
+                           "ml-tag, else sized to the data; none: the sampler chooses every trial)")
     tune.add_argument("--out", required=True, metavar="CKPT",
                       help="the best trial's checkpoint (.safetensors); the study goes to CKPT.study.json")
     tune.add_argument("--quiet", action="store_true", help="no per-trial progress on stderr")
