@@ -142,6 +142,44 @@ def test_a_running_job_says_how_long_it_has_left():
     assert 0 < epoch1 < run1 and 0 < epoch2 <= run2 < run1  # the second epoch's run estimate is its own
 
 
+def test_the_estimate_counts_each_epochs_time_after_its_training():
+    """#27: 'at most N s' was 0.6 times the Quick preset's time: the coupling tracker runs after
+    every epoch, outside its training seconds and its evaluation. The job measures each epoch's tail
+    (evaluation, trackers, best weights kept) and time_left adds the latest to every epoch to come."""
+    import time
+
+    from afm.app.jobs import time_left
+
+    history = [{"epoch": 0, "eval_seconds": 1.0, "tail_seconds": 3.0},
+               {"epoch": 1, "seconds": 8.0, "eval_seconds": 1.0, "tail_seconds": 4.0}]
+    # Epoch 2 of 4, batch 10 of 40 after 2 s: the rest of it, then its tail and two whole epochs.
+    assert time_left(2, 10, 40, 4, 2.0, history) == pytest.approx((30 * 0.2, 30 * 0.2 + 4.0 + 2 * (8.0 + 4.0)))
+    # The epochs to come go at the mean of the finished ones (the first, compiling, left out): one
+    # fast or slow epoch on a busy machine no longer swings the figure.
+    history += [{"epoch": 2, "seconds": 6.0, "eval_seconds": 1.0, "tail_seconds": 2.0},
+                {"epoch": 3, "seconds": 10.0, "eval_seconds": 1.0, "tail_seconds": 4.0}]
+    tail = (4.0 + 2.0 + 4.0) / 3  # every finished epoch's tail: the first's is not slowed by compiling
+    assert time_left(4, 10, 40, 6, 2.0, history) == pytest.approx((30 * 0.2, 30 * 0.2 + tail + 2 * (8.0 + tail)))
+    # Without a measured tail, the evaluation time (as a history from before #27 has it).
+    assert time_left(2, 40, 40, 4, 8.0, [{"epoch": 1, "seconds": 8.0, "eval_seconds": 1.0}]) == (0.0, 1.0 + 2 * 9.0)
+
+    class SlowTracker:  # like the coupling tracker: 0.2 s after each epoch's evaluation
+        def on_batch_end(self, epoch, batch, num_batches):
+            pass
+
+        def on_epoch_end(self, record):
+            time.sleep(0.2)
+
+    job = TrainingJob("tail", random_dataset(num_rows=600), recipe_for("afm", epochs=2, lr=0.1, batch_size=64))
+    job.extra_callbacks.append(lambda model: SlowTracker())
+    job.start().join(timeout=120)
+    assert job.status == "done"
+    tails = [r["tail_seconds"] for r in job.snapshot()["history"]]
+    evaluations = [r["eval_seconds"] for r in job.snapshot()["history"]]
+    assert len(tails) == 3 and all(t >= 0.2 + e for t, e in zip(tails, evaluations)), (tails, evaluations)
+    assert all(t < 0.2 + e + 1.0 for t, e in zip(tails, evaluations)), (tails, evaluations)  # not the training
+
+
 def test_durations_read_as_a_person_says_them():
     from afm.humanize import duration
 

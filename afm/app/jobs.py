@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from afm.app.pace import time_left
 from afm.checkpoint import Checkpoint
 from afm.data import Dataset
 from afm.errors import AFMError, is_out_of_memory
@@ -119,11 +120,14 @@ class TrainingJob:
 
     def on_train_start(self, path: dict) -> None:
         self.path = dict(path)  # compiled, distinct_pairs, sparse_gradients: for the page to say
+        self._epoch_started = time.monotonic()  # epoch 0's evaluation and trackers start now
 
     def on_epoch_end(self, record: dict) -> None:
-        with self._lock:
-            self.history.append(dict(record))
-            self._epoch_started = time.monotonic()  # the next epoch starts now (epoch 0: training starts)
+        with self._lock:  # the trackers ran before this callback: their time is in the epoch's tail
+            now, started = time.monotonic(), self._epoch_started
+            tail = {"tail_seconds": now - started - record.get("seconds", 0.0)} if started is not None else {}
+            self.history.append({**record, **tail})
+            self._epoch_started = now  # the next epoch starts now (epoch 0: training starts)
         if record.get("samples_per_second"):
             self.scheduler.record_rate(record["samples_per_second"])
 
@@ -405,21 +409,6 @@ def histories_frame(runs: dict[str, Run]) -> pd.DataFrame:
     frames = [pd.DataFrame(run.history).drop(columns=["coupling"], errors="ignore").assign(run=name)
               for name, run in runs.items() if run.history]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def time_left(epoch: int, batch: int, batches: int, epochs: int, seconds_in_epoch: float,
-              history: list[dict]) -> tuple[float, float]:
-    """(seconds left in epoch `epoch`, seconds left in the whole run) when `batch` of its `batches`
-    took `seconds_in_epoch`. A finished epoch's pace (the latest: compiling or a cold cache makes
-    the first slower) counts over the running epoch's own until half of it has run; each epoch
-    still to come adds the latest evaluation time. The run's figure is an upper bound: early
-    stopping may end it sooner."""
-    done = [r for r in history if r.get("epoch", 0) > 0 and r.get("seconds")]
-    own = seconds_in_epoch / batch
-    per_batch = own if not done or 2 * batch >= batches else done[-1]["seconds"] / batches
-    evaluation = history[-1].get("eval_seconds", 0.0) if history else 0.0
-    this_epoch = (batches - batch) * per_batch
-    return this_epoch, this_epoch + evaluation + (epochs - epoch) * (batches * per_batch + evaluation)
 
 
 EPOCH_COLUMNS = ("epoch", "train_rmse", "valid_rmse", "test_rmse", "valid_auc", "test_auc", "valid_logloss",

@@ -173,7 +173,10 @@ def _progress(job: TrainingJob, snapshot: dict) -> None:
     total = job.train_config.epochs
     done = (max(epoch - 1, 0) + (batch / batches if batches else 0)) / total
     left = snapshot["time_left"]
-    left = f"; about {duration(left[0])} left in this epoch, at most {duration(left[1])} in all" if left else ""
+    # "in all" counts from the click (the queue and the start included): the number a user checks (#27)
+    step = " for this step" if st.session_state.follow_up else ""
+    left = (f"; about {duration(left[0])} left in this epoch, at most {duration(left[1])} more "
+            f"({duration(snapshot['elapsed'] + left[1])} in all{step})" if left else "")
     st.progress(min(done, 1.0), text=f"{job.name}: epoch {epoch}/{total}, batch {batch}/{batches} "
                                      f"({duration(snapshot['elapsed'])}{left})")
     st.button("Stop training", on_click=job.request_stop,
