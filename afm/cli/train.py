@@ -133,12 +133,12 @@ def _train(args, recipe, group) -> dict | None:
         print(f"afm: warning: {warning}", file=sys.stderr)
     quiet = args.quiet or not main
     processes = f", {group.world_size} processes ({group.backend})" if group is not None else ""
-    header = (f"afm: {recipe.model} on {dataset.name} ({len(dataset.train):,} train rows, "
+    said = f"afm train: preset auto: {why}\n" if why else ""  # the choice first, then the run's own line
+    header = (f"{said}afm: {recipe.model} on {dataset.name} ({len(dataset.train):,} train rows, "
               f"{dataset.schema.num_fields} fields, {dataset.schema.num_features:,} features), "
               f"k={recipe.embedding_dim}" + (f", t={recipe.attention_dim}" if recipe.model == "afm" else "")
               + (", FM pretraining first" if recipe.pretrain else "") + processes
-              + (f"; {args.threads_note}" if getattr(args, "threads_note", None) else "")
-              + (f"\nafm train: preset auto: {why}" if why else ""))
+              + (f"; {args.threads_note}" if getattr(args, "threads_note", None) else ""))
     with _FirstInterruptStops() as interrupt:
         fitted = fit_recipe(recipe, dataset, init_from=pretrained.model if pretrained else None,
                             callbacks=[] if quiet else [_ProgressLog(recipe.task, header)],
