@@ -30,6 +30,7 @@ st.set_page_config(page_title="AFM Inspector", page_icon=tab_icon(), layout="wid
 clean_up_once_per_server()
 state.init_state()
 page = st.navigation([
+    st.Page("pages/lesson.py", title="Lesson", icon=":material/school:"),
     st.Page("pages/data_model.py", title="Data & model", icon=":material/database:", default=True),
     st.Page("pages/attention.py", title="Attention", icon=":material/grid_on:"),
     st.Page("pages/coupling.py", title="Gradient coupling", icon=":material/link:"),

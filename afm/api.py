@@ -29,7 +29,7 @@ from afm.analysis.answer import answer_sentences, reference_sentence
 from afm.analysis.attention import row_decomposition
 from afm.analysis.pairs import DEFAULT_ROWS, AttentionChecks, PairExplanation, check_attention, explain_pairs
 from afm.analysis.reference import gradient_boosting_reference
-from afm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from afm.checkpoint import Checkpoint, history_frame, load_checkpoint, save_checkpoint
 from afm.data import Dataset, Split, load_dataset
 from afm.data.splits import split_indices
 from afm.data.stream import iter_rows
@@ -108,7 +108,7 @@ class TrainedModel:
     @property
     def history(self) -> pd.DataFrame:
         """One row per epoch: the training curve (epoch 0 is the model before training)."""
-        return pd.DataFrame(self.checkpoint.history)
+        return history_frame(self.checkpoint.history)
 
     def __repr__(self) -> str:
         best = {key: round(value, 4) for key, value in self.checkpoint.best.items()

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
@@ -228,6 +229,14 @@ class Checkpoint:
             "tensors_sha256": tensor_checksum(tensors),
         }
         return save_safetensors(tensors, metadata=metadata)
+
+
+def history_frame(history: list[dict]) -> pd.DataFrame:
+    """One line per epoch of a history, its numbers only: the records the trackers nest inside an
+    epoch (coupling measures, the attention replay's weights) stay in the checkpoint."""
+    table = pd.DataFrame(history)
+    nested = [c for c in table.columns if table[c].map(lambda v: isinstance(v, (dict, list))).any()]
+    return table.drop(columns=nested)
 
 
 def tensor_checksum(tensors: dict[str, torch.Tensor]) -> str:

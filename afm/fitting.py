@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from afm.analysis.attention_replay import PairWeightRecorder
 from afm.checkpoint import Checkpoint, load_checkpoint
 from afm.data import Dataset
 from afm.distributed import ProcessGroup
@@ -34,7 +35,8 @@ def fit_recipe(recipe: Recipe, dataset: Dataset, *, init_from: PairwiseModel | N
     `init_from`: a trained FM (or FwFM/AFM) whose embeddings and biases the model starts from
     (the authors' pretraining), recorded as the recipe's `init_from` name; without it, a `pretrain`
     recipe first trains `pretraining(recipe)` (with the same callbacks and stop) and starts from
-    that. `trackers` make callbacks that need the model (the coupling tracker). The initial weights
+    that. `trackers` make callbacks that need the model (the coupling tracker); the pair-weight
+    recorder (attention replay) is always one. The initial weights
     come from the seed alone (build_model's own generator); `seed_process` also seeds the process's
     random state, which draws dropout masks and batch orders of streamed data: under torchrun by
     rank, so each process draws its own. A shared server (the app's jobs) passes False: its process
@@ -50,7 +52,11 @@ def fit_recipe(recipe: Recipe, dataset: Dataset, *, init_from: PairwiseModel | N
     model = build_model(recipe.model_config(dataset.schema), seed=recipe.seed)
     if init_from is not None:
         model.init_from(init_from, match_fm=recipe.match_fm)
-    everything = [*callbacks, *(make(model) for make in trackers)]
+    # Every AFM and FwFM records its mean pair weights per epoch (attention replay), whoever trains it.
+    replay = PairWeightRecorder.for_dataset(dataset)
+    # First, so that callbacks that copy a record (the app's live job) see the weights in it.
+    made = [make(model) for make in (*([replay] if replay else []), *trackers)]
+    everything = [*(callback for callback in made if callback is not None), *callbacks]
     result = train_model(model, dataset, recipe.train_config(), callbacks=everything, should_stop=should_stop,
                          group=group)
     return Fitted(Checkpoint.from_training(result, dataset, recipe), result, pretrained)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from afm.app.pace import time_left
-from afm.checkpoint import Checkpoint
+from afm.checkpoint import Checkpoint, history_frame
 from afm.data import Dataset
 from afm.errors import AFMError, is_out_of_memory
 from afm.fitting import fit_recipe
@@ -405,8 +405,8 @@ def session_table(runs: dict[str, Run]) -> pd.DataFrame:
 
 
 def histories_frame(runs: dict[str, Run]) -> pd.DataFrame:
-    """Every run's per-epoch history in one long table (coupling details left out)."""
-    frames = [pd.DataFrame(run.history).drop(columns=["coupling"], errors="ignore").assign(run=name)
+    """Every run's per-epoch history in one long table (coupling and replay details left out)."""
+    frames = [history_frame(run.history).assign(run=name)
               for name, run in runs.items() if run.history]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
