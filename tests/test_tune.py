@@ -117,7 +117,7 @@ def test_the_first_trial_is_the_presets_recipe(preset, model):
         assert tuned.study.trials[0].params["l2_attention"] == (16.0 if preset == "paper" else 0.0001)  # clipped
 
 
-def test_the_first_trial_is_the_sized_recipe_and_hyperband_prunes_short_trials():
+def test_the_first_trial_is_the_sized_recipe_and_successive_halving_prunes_short_trials():
     from afm.sizing import sized_recipe
 
     dataset = random_dataset(num_rows=1_500)  # not a sample nor the paper's data: sized (k = 8, batch 256)
@@ -132,7 +132,7 @@ def test_the_first_trial_is_the_sized_recipe_and_hyperband_prunes_short_trials()
     pruned = [record for record in tuned.history if record["state"] == "PRUNED"]
     assert len(tuned.history) == 14 and pruned, states
     assert min(record["epochs_run"] for record in pruned) < 3  # cut at the first rungs: 1 or 3 epochs
-    assert tuned.summary["pruner"] == "HyperbandPruner(min_resource=1, max_resource=9, reduction_factor=3)"
+    assert tuned.summary["pruner"] == "SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)"
 
 
 def test_a_sized_afm_start_trains_its_fm_first_and_starts_as_it():
