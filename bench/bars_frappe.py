@@ -7,10 +7,11 @@ rebuild, see the data's README), so the figures compare, they do not reproduce.
     python bench/bars_frappe.py [--models fm,fwfm,afm] [--epochs 100] [--max-minutes 10]
         [--regularizer 0.01] [--t 64] [--device cpu] [--data-dir DIR]
 
-The regulariser: BARS adds `regularizer x ||E||^2` to the mean loss of a batch; our objective is a
-sum over the batch with 1/2 x l2_embedding x ||E_touched||^2 on the features the batch touches, so
-l2_embedding = 2 x batch x regularizer (the same pull on a touched row; untouched rows are left
-alone). AFM's attention size t is not fixed by the embedding size (BARS' AFM: 64, our default).
+The regulariser: FuxiCTR (BARS' code) adds `regularizer` times the squared norm of the embedding
+tables (halved or not by version) to the mean loss of a batch; our objective is a sum over the
+batch with 1/2 x l2_embedding x ||E_touched||^2 on the features the batch touches, so l2_embedding
+= batch x regularizer (the same pull on a touched row; untouched rows are left alone: weaker). The default 0.01 is
+our choice, not BARS' per-model tuned value. AFM's attention size t: 64 (docs/REPRODUCTION.md).
 `--max-minutes` stops a model's training there (its best epoch counts), so a 2-core run ends.
 Prints one JSON line per model, then the Markdown table.
 """
@@ -36,7 +37,7 @@ BATCH, LR, K, PATIENCE = 4096, 1e-3, 10, 2
 def bars_recipe(model: str, args) -> Recipe:
     afm_only = {"attention_dim": args.t, "l2_attention": 0.0, "dropout_attention": 0.0} if model == "afm" else {}
     return Recipe.of(model=model, task="binary", embedding_dim=K, batch_size=BATCH, optimizer="adam", lr=LR,
-                     dropout_pooled=0.0, l2_embedding=2 * BATCH * args.regularizer, epochs=args.epochs,
+                     dropout_pooled=0.0, l2_embedding=BATCH * args.regularizer, epochs=args.epochs,
                      patience=PATIENCE, device=args.device, preset=None, **afm_only)
 
 
@@ -74,7 +75,7 @@ def main() -> None:
         print(f"| {r['model']} | {r['best_epoch']} / {r['epochs_run']} | {r['stop_reason']} | {r['valid_auc']:.4f} | "
               f"{r['test_auc']:.4f} | {r['test_logloss']:.4f} | {bars} | {r['seconds'] / 60:.1f} |")
     print(f"\n{datetime.now(UTC):%Y-%m-%d}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"regularizer {args.regularizer} (l2_embedding {2 * BATCH * args.regularizer:g}), AFM t = {args.t}")
+          f"regularizer {args.regularizer} (l2_embedding {BATCH * args.regularizer:g}), AFM t = {args.t}")
 
 
 if __name__ == "__main__":
