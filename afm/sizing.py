@@ -84,4 +84,6 @@ def auto_recipe(dataset: Dataset, model: str = "afm", task: str = "regression",
         reason += f"; given: {', '.join(sorted(overrides))}"
     if overrides.get("init_from"):  # an FM to start from is given: none to train first
         overrides = {"pretrain": False, **overrides}
+    elif overrides.get("pretrain") is False:  # no FM at all: nothing to start as
+        overrides = {"match_fm": False, **overrides}
     return sized.replace(**overrides), reason

@@ -61,6 +61,8 @@ def test_the_papers_data_keeps_the_papers_recipe(name, expected):
         assert recipe.embedding_dim == 8 and "given: seed" in reason
         assert recipe.pretrain and recipe.match_fm  # sized AFM: an FM first, started as it
         assert not auto_recipe(dataset, "afm", init_from="fm.safetensors")[0].pretrain  # an FM given: none first
+        alone = auto_recipe(dataset, "afm", pretrain=False)[0]  # no FM asked for: none to start as
+        assert not alone.pretrain and not alone.match_fm
 
 
 def test_the_command_a_sized_recipe_gives_rebuilds_it():
