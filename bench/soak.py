@@ -28,12 +28,17 @@ from pathlib import Path
 
 from afm.app.local_server import CHROMIUM, CHROMIUM_ARGS, app_server, rss_bytes
 
-PAGES = [("Attention", 4), ("Gradient coupling", 1), ("Curves", 1)]  # title, charts to wait for
+# title, charts to wait for (drawn: a chart in a tab that is not open is drawn but hidden), and a
+# text the page shows until it is complete (Attention's answer says "computing…" until its checks
+# of attention and the reference are in)
+PAGES = [("Attention", 4, "computing…"), ("Gradient coupling", 1, None), ("Curves", 1, None)]
 SESSION_TTL = 5  # seconds a closed session lingers on the server in this benchmark
 
 
-async def session(browser, url: str, epochs: int, timeout_ms: int) -> dict:
-    result = {"errors": [], "page_seconds": [], "queue_wait": None}
+async def session(browser, url: str, epochs: int, timeout_ms: int, result: dict) -> dict:
+    """One student; `result` fills as it goes (where it is now, each step's seconds), so that a
+    round that runs out of time still says where each unfinished session was."""
+    result.update(errors=[], page_seconds=[], queue_wait=None, at="opening", steps={})
     context = await browser.new_context(viewport={"width": 1400, "height": 1000})
     page = await context.new_page()
     page.set_default_timeout(timeout_ms)
@@ -58,16 +63,23 @@ async def session(browser, url: str, epochs: int, timeout_ms: int) -> dict:
         await page.get_by_role("button", name="Train", exact=True).click()
         await page.locator("[data-testid='stProgress']").first.wait_for()
         result["queue_wait"] = time.perf_counter() - clicked
+        result["at"] = "training"
         await page.get_by_text("It is now the active model", exact=False).wait_for()
+        result["steps"]["training"] = time.perf_counter() - clicked
         await check("training")
         nav = page.locator("[data-testid='stSidebarNav']")
-        for title, charts in PAGES:
+        for title, charts, pending in PAGES:
+            result["at"] = title
             start = time.perf_counter()
             await nav.get_by_text(title, exact=True).click()
             await page.get_by_role("heading", name=title).first.wait_for()
-            await page.locator(".js-plotly-plot").nth(charts - 1).wait_for()
+            await page.locator(".js-plotly-plot").nth(charts - 1).wait_for(state="attached")
+            if pending:
+                await page.get_by_text(pending).first.wait_for(state="detached")
             result["page_seconds"].append(time.perf_counter() - start)
+            result["steps"][title] = result["page_seconds"][-1]
             await check(title)
+        result["at"] = "done"
     except Exception as exc:  # noqa: BLE001 - a timeout or a crash is what this benchmark counts
         result["errors"].append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     finally:
@@ -80,6 +92,16 @@ def percentile(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def step_summary(results: list[dict]) -> dict:
+    """Each step's p50 and max seconds over the sessions that finished it, and how many did."""
+    names = dict.fromkeys(name for r in results for name in r.get("steps", {}))
+    summary = {}
+    for name in names:
+        times = [r["steps"][name] for r in results if name in r.get("steps", {})]
+        summary[name] = {"done": len(times), "p50": round(percentile(times, 0.5), 1), "max": round(max(times), 1)}
+    return summary
 
 
 def niced_chromium(folder: Path, niceness: int) -> str:
@@ -105,19 +127,28 @@ async def soak(args) -> list[dict]:
                                               args=CHROMIUM_ARGS)
             for number in range(1, args.rounds + 1):
                 started = time.perf_counter()
-                results = await asyncio.wait_for(
-                    asyncio.gather(*(session(browser, url, args.epochs, args.page_timeout * 1000)
-                                     for _ in range(args.sessions))), timeout=args.round_timeout)
+                results = [{} for _ in range(args.sessions)]
+                tasks = [asyncio.create_task(session(browser, url, args.epochs, args.page_timeout * 1000, result))
+                         for result in results]
+                _, unfinished = await asyncio.wait(tasks, timeout=args.round_timeout)
+                for task in unfinished:
+                    task.cancel()
+                await asyncio.gather(*unfinished, return_exceptions=True)
+                for result in results:
+                    if result.get("at") != "done" and not result.get("errors"):
+                        result["errors"].append(f"round timeout while at {result.get('at')}")
                 seconds = time.perf_counter() - started
                 await asyncio.sleep(SESSION_TTL + 10)  # the server drops the closed sessions
                 pages = [s for r in results for s in r["page_seconds"]]
                 waits = [r["queue_wait"] for r in results if r["queue_wait"] is not None]
                 record = {"round": number, "sessions": args.sessions, "seconds": round(seconds, 1),
                           "errors": sum(len(r["errors"]) for r in results),
-                          "page_p50": round(percentile(pages, 0.5), 2), "page_p95": round(percentile(pages, 0.95), 2),
+                          "page_p50": round(percentile(pages, 0.5) or 0, 2),
+                          "page_p95": round(percentile(pages, 0.95) or 0, 2),
                           "longest_queue_wait": round(max(waits), 1) if waits else None,
                           "server_rss_mb": round(rss_bytes(server.pid) / 2**20, 1),
-                          "first_errors": [e for r in results for e in r["errors"]][:5]}
+                          "first_errors": [e for r in results for e in r["errors"]][:5],
+                          "steps": step_summary(results)}
                 print(json.dumps(record), flush=True)
                 rounds.append(record)
             await browser.close()
