@@ -31,9 +31,9 @@ def model_walk_figure(walk: ModelWalk, top: int = 8) -> go.Figure:
     shown = walk.top_pairs(top)  # (top,) pair indices, most weight first
     names = [walk.pair_names[q] for q in shown]
     fields = [f"{f}={v}" if not v.startswith(f) else v for f, v in zip(walk.field_names, walk.value_names)]
-    figure = make_subplots(rows=2, cols=3, horizontal_spacing=0.12, vertical_spacing=0.2, subplot_titles=(
-        "Embeddings e_i = v_i x_i", "(1) pair products e_i ⊙ e_j", "(2) scores a'_ij = hᵀReLU(W(e_i⊙e_j)+b)",
-        "(3) weights a_ij = softmax(a')", "(4) pooled Σ a_ij(e_i⊙e_j), and p", "(5) ŷ = w0 + Σ w_i x_i + pᵀ·pooled"))
+    figure = make_subplots(rows=2, cols=3, horizontal_spacing=0.17, vertical_spacing=0.2, subplot_titles=(
+        "Embeddings e_i = v_i x_i", "(1) pair products e_i ⊙ e_j", "(2) a' = hᵀReLU(W(e_i⊙e_j)+b)",
+        "(3) weights a_ij = softmax(a')", "(4) pooled Σ a(e_i⊙e_j), and p", "(5) ŷ = w0 + Σ w_i x_i + pᵀpooled"))
     figure.add_trace(go.Heatmap(z=walk.embeddings, y=fields, colorscale=DIVERGING, zmid=0, reversescale=True,
                                 showscale=False, hovertemplate="%{y}, dim %{x}: %{z:.3f}<extra></extra>"), 1, 1)
     figure.add_trace(go.Heatmap(z=walk.products[shown], y=names, colorscale=DIVERGING, zmid=0,
@@ -49,7 +49,7 @@ def model_walk_figure(walk: ModelWalk, top: int = 8) -> go.Figure:
     figure.add_trace(go.Bar(x=dims, y=walk.pooled, name="pooled", marker_color="#1f77b4"), 2, 2)
     figure.add_trace(go.Scatter(x=dims, y=walk.projection, name="p", mode="markers", marker=dict(
         color="#ff7f0e", size=8, symbol="diamond")), 2, 2)
-    parts = [("w0", walk.bias), ("Σ w_i x_i", float(walk.first_order.sum())), ("pᵀ·pooled", walk.interaction)]
+    parts = [("w0", walk.bias), ("Σ w_i x_i", float(walk.first_order.sum())), ("pᵀpooled", walk.interaction)]
     figure.add_trace(go.Waterfall(
         x=[name for name, _ in parts] + ["ŷ"], y=[value for _, value in parts] + [walk.prediction],
         measure=["relative"] * len(parts) + ["total"],
@@ -58,7 +58,7 @@ def model_walk_figure(walk: ModelWalk, top: int = 8) -> go.Figure:
     figure.update_layout(height=450, showlegend=False, margin=dict(l=10, r=10, t=40, b=10))
     for row, col in ((1, 1), (1, 2), (1, 3), (2, 1)):  # first field, most-weighted pair on top
         figure.update_yaxes(autorange="reversed", row=row, col=col)
-    figure.update_annotations(font_size=13)
+    figure.update_annotations(font_size=12)
     return figure
 
 

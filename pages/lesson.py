@@ -30,7 +30,7 @@ def go(offset: int) -> None:
 
 number = st.session_state.lesson_step
 step = STEPS[number]
-back, where, ahead, toggle = st.columns([1, 6, 1, 2], vertical_alignment="center")
+back, where, ahead, toggle = st.columns([1.4, 5, 1.4, 2], vertical_alignment="center")
 back.button("← Back", on_click=go, args=(-1,), disabled=number == 0, width="stretch")
 ahead.button("Next →", on_click=go, args=(1,), disabled=number == len(STEPS) - 1, width="stretch",
              type="primary")

@@ -24,19 +24,33 @@ from tests.test_browser import CLIPPED_TEXT, PAGE_HEIGHT, assert_healthy, wait_u
 
 
 @pytest.fixture(scope="module")
-def tab():
+def browser_at():
     with app_server() as (url, _), playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_context(viewport=SCREEN).new_page()
-        page.set_default_timeout(120_000)
-        page.goto(url)
-        page.get_by_role("heading", name="Data & model").first.wait_for()
-        wait_until_idle(page)
-        page.locator("[data-testid='stSidebarNav']").get_by_text("Lesson", exact=True).click()
-        page.get_by_role("heading", name=f"1. {STEPS[0].title}").wait_for()
-        wait_until_idle(page)
-        yield page
+        yield browser, url
         browser.close()
+
+
+def open_lesson(browser_at, viewport: dict):
+    browser, url = browser_at
+    page = browser.new_context(viewport=viewport).new_page()
+    page.set_default_timeout(120_000)
+    page.goto(url)
+    page.get_by_role("heading", name="Data & model").first.wait_for()
+    wait_until_idle(page)
+    if viewport["width"] < 1000:  # the sidebar starts collapsed on a narrow screen: open it
+        page.locator("[data-testid='stExpandSidebarButton']").click()
+    page.locator("[data-testid='stSidebarNav']").get_by_text("Lesson", exact=True).click()
+    page.get_by_role("heading", name=f"1. {STEPS[0].title}").wait_for()
+    wait_until_idle(page)
+    return page
+
+
+@pytest.fixture(scope="module")
+def tab(browser_at):
+    page = open_lesson(browser_at, SCREEN)
+    yield page
+    page.context.close()
 
 
 def step_heading(tab, number: int):
@@ -102,3 +116,24 @@ def test_train_it_live_replays_the_new_models_attention(tab):
     assert_healthy(tab)
     tab.get_by_role("button", name="Back to the bundled AFM").click()
     tab.get_by_text("The bundled AFM's mean attention", exact=False).first.wait_for()
+
+
+def test_every_step_reads_whole_at_800_px(browser_at):
+    """On a narrow screen the columns stack: every figure keeps the content's width, nothing is cut."""
+    tab = open_lesson(browser_at, {"width": 800, "height": 1000})
+    content = tab.locator("[data-testid='stMainBlockContainer']").first
+    for number in range(len(STEPS)):
+        step_heading(tab, number).wait_for()
+        wait_until_idle(tab)
+        tab.locator(".js-plotly-plot").first.wait_for()
+        assert_healthy(tab)
+        assert tab.evaluate(CLIPPED_TEXT) == [], number
+        width = content.bounding_box()["width"]
+        for plot in tab.locator(".js-plotly-plot").all():
+            box = plot.bounding_box()
+            assert box and box["x"] + box["width"] <= 800 and box["width"] > 0.8 * width, (number, box, width)
+        if number == 3:
+            tab.screenshot(path=str(SCREENSHOTS / "lesson_step4_800px.png"), full_page=True)
+        if number < len(STEPS) - 1:
+            tab.get_by_role("button", name="Next →").click()
+    tab.context.close()

@@ -55,6 +55,17 @@ def show(figure, presenter: bool, key: str | None = None) -> None:
     st.plotly_chart(presented(figure, presenter), config=state.PLOTLY_CONFIG, key=key)
 
 
+def side_by_side(figures: list, presenter: bool) -> None:
+    """Two figures beside each other on a wide screen, one under the other on a narrow one; the
+    presenter's screen holds only the last, the one the step is about."""
+    if presenter:
+        show(figures[-1], presenter)
+        return
+    grid = st.grid(len(figures), min_column_width=400)
+    for figure in figures:
+        grid.plotly_chart(figure, config=state.PLOTLY_CONFIG)
+
+
 def scores_line(sample: str, models=("fm", "fwfm", "afm")) -> str:
     data, runs = material(sample)
     return ", ".join(f"{lesson.MODEL_LABELS[m]} {runs[m].best['test_rmse']:.3f}" for m in models)
@@ -82,16 +93,9 @@ def draw_fwfm(presenter: bool) -> None:
     data, runs = material(GATED)
     names = list(data.schema.field_names)
     r = runs["fwfm"].model.fixed_pair_weights().detach().double().numpy()  # (P,) r_fg
-    gate = weights_by_device(GATED)
-    if presenter:
-        show(gate_figure(gate), presenter)
-    else:
-        left, right = st.columns(2)
-        with left:
-            show(field_pair_heatmap(pair_matrix(np.abs(r), len(names)), names, "FwFM's |r| per field pair",
-                                    colorbar="|r|"), presenter)
-        with right:
-            show(gate_figure(gate), presenter)
+    weights = field_pair_heatmap(pair_matrix(np.abs(r), len(names)), names, "FwFM's |r| per field pair",
+                                 colorbar="|r|")
+    side_by_side([weights, gate_figure(weights_by_device(GATED))], presenter)
     st.markdown(f"Test RMSE: **{scores_line(GATED, ('fm', 'fwfm'))}**. Better: hour x device is weighed up. But "
                 "one weight per field pair must split the difference between phone rows (where user x item "
                 "matters) and laptop rows (where it does not).")
@@ -190,12 +194,7 @@ def draw_explain(presenter: bool) -> None:
         flat = np.empty(len(order))
         flat[order] = values
         figures.append(field_pair_heatmap(pair_matrix(flat, len(names)), names, f"{title}, {explanation.rows_label}"))
-    if presenter:
-        show(figures[1], presenter)
-    else:
-        for column, figure in zip(st.columns(2), figures):
-            with column:
-                show(figure, presenter)
+    side_by_side(figures, presenter)
     tau = float(np.nanmedian(checks.agreement.tau[("attention", "|Shapley interaction|")]))
     top_a = list(table.sort_values("attention_mean", ascending=False)["pair"].head(3))
     st.markdown(lesson.reconciled_sentence(checks.baselines.verdict(), tau, top_a, list(table["pair"].head(3))))
