@@ -19,7 +19,7 @@ from afm.models import build_model
 from afm.numerics import full_speed_floats
 from afm.recipe import preset
 from afm.train import batch_objective, make_optimizer
-from afm.training_plan import uses_distinct_pairs
+from afm.training_plan import plan_training
 
 
 def main() -> None:
@@ -37,7 +37,11 @@ def main() -> None:
     model_config, config = chosen.model_config(data.schema), chosen.train_config()
     model = build_model(model_config, seed=0)
     model.train()
-    distinct = uses_distinct_pairs(model, config, data.train, args.batch)
+    # The path the trainer takes (afm.training_plan): distinct pairs and, for Adagrad on a large
+    # table, sparse embedding gradients (a profile of dense ones showed a full-table update per step).
+    path = plan_training(model, data, config, torch.device("cpu"))
+    distinct = path.distinct_pairs
+    model.embedding.sparse = model.linear.sparse = path.sparse_gradients
     batches = ResidentBatches(data.train, range(len(data.train)), torch.device("cpu"), config.task, args.batch, 0)
     optimizer = make_optimizer(model, config)
 
@@ -54,7 +58,8 @@ def main() -> None:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(args.steps):
                 step(*next(stream))
-    print(f"k = t = {args.k}, batch {args.batch}, distinct pairs {distinct}, {args.steps} steps after "
+    print(f"k = t = {args.k}, batch {args.batch}, distinct pairs {distinct}, sparse gradients "
+          f"{path.sparse_gradients}, {args.steps} steps after "
           f"{args.warmup}, {args.threads} threads")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
 
