@@ -27,10 +27,9 @@ epoch its validation metric (RMSE, or AUC for the binary task) is reported to th
 SuccessiveHalvingPruner (rungs at 1, 3, 9, ... epochs) prunes a trial whose value at a rung is
 not among the best third of the trials that reached it (the best one alone while fewer than six
 have), so most trials cost an epoch or three and the search sees many more settings in its minutes
-(Hyperband's brackets, tried first, each promoted its own first trial: no trial of a 2-minute
-study on 21,000 rows was pruned, docs/benchmarks.md); a pruned trial stops through fit's `should_stop`. The budget: no
-trial starts once `trials` have run or `minutes` are spent, and the trial running when the
-minutes run out is stopped there (its best epoch counts, as it would for any stopped training).
+(Hyperband's brackets each kept their own first trial: none pruned, docs/benchmarks.md); a pruned
+trial stops through fit's `should_stop`. No trial starts once `trials` have run or `minutes` are
+spent; the one running then is stopped there (its best epoch counts, as for any stopped training).
 The best trial's model is kept as it was trained (not retrained): its checkpoint records its
 recipe (preset "tuned") and, under train_config["tuned"], the trial's parameters and the
 `afm train` command that rebuilds it.
@@ -359,7 +358,8 @@ class _Search:
         if watcher.pruned_at is not None:
             study.tell(trial, state=TrialState.PRUNED)
             return {**details, "state": "PRUNED", "value": value, "note": f"pruned after epoch {watcher.pruned_at}"}
-        if value is None or not math.isfinite(value) or result.best_epoch == 0:
+        untrained = result.best_epoch == 0 and not fitted.checkpoint.recipe.pretrain  # from an FM: epoch 0 is it
+        if value is None or not math.isfinite(value) or untrained:
             study.tell(trial, state=TrialState.FAIL)
             return {**details, "state": "FAIL", "value": None,
                     "note": result.problem or "no epoch did better than the start"}

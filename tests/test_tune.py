@@ -9,6 +9,7 @@ import shlex
 import numpy as np
 import optuna
 import pytest
+import torch
 
 from afm.analysis.reference import gradient_boosting_reference, numeric_fields
 from afm.app.training import trials_table
@@ -304,3 +305,14 @@ def test_a_tuning_job_takes_one_slot_and_keeps_to_the_servers_caps():
     assert len(snapshot["trial_records"]) == 3 and all(r["epochs_run"] <= 2 for r in snapshot["trial_records"])
     assert job.run.origin == "tuned" and job.run.train_config["preset"] == "tuned"
     assert scheduler.counts() == (0, 0)
+
+
+def test_an_afm_started_as_its_fm_counts_when_no_epoch_beats_the_fm(monkeypatch):
+    """The sized AFM starts as its FM (p = P): if no epoch beats it, the trial's model is that FM's
+    equal, a trained model, not a failed trial (a study of it alone used to end 'no trial trained')."""
+    dataset = random_dataset(num_rows=600)
+    monkeypatch.setattr("afm.train.make_optimizer", lambda model, config: torch.optim.SGD(model.parameters(), lr=0.0))
+    tuned = tune(dataset, "afm", trials=1, minutes=1, k=4, epochs=2, patience=2)
+    record = tuned.history[0]
+    assert record["params"]["match_fm"] and record["best_epoch"] == 0 and record["state"] == "COMPLETE"
+    assert tuned.checkpoint.best["valid_rmse"] == record["value"]
