@@ -81,7 +81,9 @@ async def session(browser, url: str, epochs: int, timeout_ms: int, result: dict)
             await check(title)
         result["at"] = "done"
     except Exception as exc:  # noqa: BLE001 - a timeout or a crash is what this benchmark counts
-        result["errors"].append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        shown = await page.locator("[data-testid='stAlert']").all_inner_texts()  # what the page said instead
+        result["errors"].append(f"at {result['at']}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}; the "
+                                f"page's messages: {' | '.join(t[:160] for t in shown)[:500] or 'none'}")
     finally:
         await context.close()
     return result
