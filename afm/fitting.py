@@ -16,7 +16,7 @@ from afm.distributed import ProcessGroup
 from afm.errors import ConfigError
 from afm.models import PairwiseModel, build_model
 from afm.recipe import Recipe, pretraining
-from afm.train import Callback, TrainResult, seed_everything, train_model
+from afm.train import Callback, StopReason, TrainResult, seed_everything, train_model
 
 
 @dataclass
@@ -59,6 +59,10 @@ def fit_recipe(recipe: Recipe, dataset: Dataset, *, init_from: PairwiseModel | N
     everything = [*(callback for callback in made if callback is not None), *callbacks]
     result = train_model(model, dataset, recipe.train_config(), callbacks=everything, should_stop=should_stop,
                          group=group)
+    if init_from is not None and recipe.match_fm and result.best_epoch == 0:
+        # Started as the trained FM (p = P): no epoch beat it, and the model kept is that start.
+        result.started_trained = True
+        result.problem = result.problem if result.stop_reason == StopReason.DIVERGED else None
     return Fitted(Checkpoint.from_training(result, dataset, recipe), result, pretrained)
 
 

@@ -91,6 +91,9 @@ class TrainResult:
     # What went wrong and what to change: with DIVERGED, and whenever no epoch did better than
     # epoch 0, the model before training (`untrained`), which is then the model returned.
     problem: str | None = None
+    # Whether the starting point was itself a trained model (an AFM started as the FM it came from):
+    # then an epoch 0 that no epoch beats is that model, kept as it is, not an untrained one.
+    started_trained: bool = False
 
     @property
     def best(self) -> dict:
@@ -100,7 +103,7 @@ class TrainResult:
     def untrained(self) -> bool:
         """Training ran one epoch or more and none did better than the starting point: the model
         returned (and saved) is the one training started from, never to be shown as trained."""
-        return self.best_epoch == 0 and self.epochs_run >= 1
+        return self.best_epoch == 0 and self.epochs_run >= 1 and not self.started_trained
 
     @property
     def epochs_run(self) -> int:

@@ -215,17 +215,22 @@ def upload_files(tmp_path) -> dict[str, Path]:
     return files
 
 
-@pytest.mark.parametrize("kind", ["csv", "libfm", "yes-no"])
-def test_upload_a_file_and_train_with_every_widget_at_its_default(server, browser, tmp_path, kind):
-    """A user's first file through the real page: pick Upload, choose the file, press Train."""
-    path = upload_files(tmp_path)[kind]
-    tab = new_tab(browser, 1400, 2200)
+def upload_on_the_data_page(tab, server: str, path: Path) -> None:
+    """A fresh session's first steps with a file: open the app, pick *Upload a file*, choose it."""
     tab.goto(server)
     tab.get_by_role("heading", name="Data & model").first.wait_for()
     wait_until_idle(tab)
     tab.get_by_role("radiogroup").first.get_by_text("Upload a file", exact=True).click()
     wait_until_idle(tab)
     tab.locator("[data-testid='stFileUploader'] input[type=file]").set_input_files(str(path))
+
+
+@pytest.mark.parametrize("kind", ["csv", "libfm", "yes-no"])
+def test_upload_a_file_and_train_with_every_widget_at_its_default(server, browser, tmp_path, kind):
+    """A user's first file through the real page: pick Upload, choose the file, press Train."""
+    path = upload_files(tmp_path)[kind]
+    tab = new_tab(browser, 1400, 2200)
+    upload_on_the_data_page(tab, server, path)
     label = {"csv": "score", "yes-no": "bought"}.get(kind)
     if label:  # no column is named like a label: the page asks, and the user picks it
         tab.get_by_text("Which column should the model predict?", exact=False).wait_for()

@@ -201,6 +201,20 @@ def test_a_training_that_never_beats_epoch_0_says_its_model_is_untrained(tiny_da
     assert not asked_for_none.untrained and asked_for_none.problem is None
 
 
+def test_an_afm_that_never_beats_the_fm_it_started_as_is_that_fm_not_an_untrained_model(tiny_dataset):
+    """A two-step recipe's AFM starts as its trained FM (p = P): when no epoch beats that start, the
+    model kept is the FM's own, said as trained; without match_fm (p = 1, its pair sum divided by P)
+    an epoch 0 that no epoch beats is still an untrained model."""
+    fm = fit_recipe(Recipe.of(model="fm", embedding_dim=4, epochs=3, lr=0.1, batch_size=16), tiny_dataset)
+    tiny_dataset.valid.labels[:] = -tiny_dataset.valid.labels  # every epoch now makes validation worse
+    base = Recipe.of(model="afm", embedding_dim=4, attention_dim=4, epochs=3, lr=0.3, batch_size=16, patience=10)
+    started = fit_recipe(base.replace(init_from="the FM", match_fm=True), tiny_dataset, init_from=fm.checkpoint.model)
+    assert started.result.best_epoch == 0 and started.result.epochs_run == 3
+    assert not started.result.untrained and started.result.problem is None
+    plain = fit_recipe(base.replace(init_from="the FM"), tiny_dataset, init_from=fm.checkpoint.model)
+    assert plain.result.best_epoch == 0 and plain.result.untrained
+
+
 def test_empty_validation_split_is_refused(tiny_dataset):
     empty = tiny_dataset.valid.take(np.array([], dtype=np.int64))
     data = Dataset("x", tiny_dataset.schema, {"train": tiny_dataset.train, "valid": empty, "test": tiny_dataset.test},

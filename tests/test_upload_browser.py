@@ -16,7 +16,7 @@ playwright = pytest.importorskip("playwright.sync_api", reason="Playwright's Pyt
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no Chromium (apt-get install chromium)")]
 
-from tests.test_browser import assert_healthy, wait_until_idle  # noqa: E402
+from tests.test_browser import assert_healthy, upload_on_the_data_page, wait_until_idle  # noqa: E402
 
 
 def clicks_csv(path: Path, seed: int) -> Path:
@@ -42,12 +42,7 @@ def test_an_upload_keeps_its_label_and_stays_across_pages_and_a_second_session_s
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         first = browser.new_context(viewport={"width": 1400, "height": 1400}).new_page()
         first.set_default_timeout(120_000)
-        first.goto(url)
-        first.get_by_role("heading", name="Data & model").first.wait_for()
-        wait_until_idle(first)
-        first.get_by_role("radiogroup").first.get_by_text("Upload a file", exact=True).click()
-        wait_until_idle(first)
-        first.locator("[data-testid='stFileUploader'] input[type=file]").set_input_files(str(path))
+        upload_on_the_data_page(first, url, path)
         first.get_by_text("train rows", exact=True).wait_for()
         wait_until_idle(first)
         assert_healthy(first)
