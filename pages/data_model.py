@@ -61,7 +61,11 @@ with st.expander("Preview (first training rows, decoded; how each CSV column was
 # ----------------------------------------------------------------------------- model
 def preset_form(model_name: str, preset_name: str, device: str) -> None:
     """The training form of a preset: its recipe, every setting editable (afm.app.training)."""
-    base, why = auto_recipe(dataset, model_name) if preset_name == AUTO else (preset(preset_name, model_name), None)
+    # The task the form shows (the user's choice, else the proposed one): the sizing's reason names its metric.
+    task_now = st.session_state.get(f"task_{dataset.fingerprint}") or \
+        ("regression", "binary")[training.proposed_task(dataset, source == "upload")[0]]
+    base, why = auto_recipe(dataset, model_name, task_now) if preset_name == AUTO else \
+        (preset(preset_name, model_name), None)
     if why:
         st.caption(f"Sized to your data: {why}.")
     fm_runs = training.fitting_fm_runs(dataset, base.embedding_dim)

@@ -489,6 +489,8 @@ def test_an_uploaded_csv_with_two_valued_labels_is_proposed_the_binary_task(nega
     no_errors(at)
     assert [r for r in at.radio if r.label == "Task"][0].value == "binary"
     assert any(f"with 1 as the positive class and {negative} as the negative" in c.value for c in at.caption)
+    sized = [c.value for c in at.caption if c.value.startswith("Sized to your data")]
+    assert sized and "AUC" in sized[0] and "RMSE" not in sized[0], sized  # the reason names the task's metric
     job = train_and_collect(at)
     assert job.run.task == "binary" and "valid_auc" in job.run.best
     at.switch_page("pages/curves.py").run()  # the binary run is the one on this data: Curves opens on AUC
