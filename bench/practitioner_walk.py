@@ -65,7 +65,7 @@ def walk(url: str, csv: Path, browser) -> dict:
     start = time.perf_counter()
     tab.locator("[data-testid='stSidebarNav']").get_by_text("Attention", exact=True).click()
     tab.get_by_role("heading", name="In short").first.wait_for()
-    tab.get_by_text("gradient boosting", exact=False).first.wait_for()
+    tab.get_by_text("gradient boosting's on the same split", exact=False).first.wait_for()  # the answer's last part
     idle(tab)
     times["attention_to_whole_answer"] = time.perf_counter() - start
     said["attention_height_px"] = tab.evaluate(PAGE_HEIGHT)
