@@ -274,8 +274,8 @@ def tune_form(dataset: Dataset, model: str, device: str, uploaded: bool) -> None
     """The Tune choice: how many trials and minutes (and a fixed k, the epochs per trial, the seed)."""
     st.caption("Optuna's TPE sampler searches Adagrad or Adam, lr, k and t, the dropouts, L2 on attention and on the "
                "embeddings, the batch size and, for AFM, whether to pretrain an FM first, on the validation rows, "
-               "starting from the recipe sized to the data; Hyperband stops trials that fall behind after 1 epoch, "
-               "then 3, 9, ..., so most of the budget goes to the promising ones. "
+               "starting from the recipe sized to the data; successive halving stops trials that fall behind "
+               "after 1 epoch, then 3, 9, ..., so most of the budget goes to the promising ones. "
                "One training slot for the whole study; the best trial becomes a run (`python -m afm tune` does "
                "the same from the command line).")
     with st.form("tune_form"):
