@@ -18,7 +18,8 @@ from afm.sizing import AUTO, PAPER_DATA, auto_recipe
 state.init_state()
 st.title("Data & model")
 st.caption("Pick the data, then train FM, FwFM or AFM on it, or load a saved checkpoint. "
-           "The other pages inspect the *active* model.")
+           "The other pages inspect the *active* model. New to AFM, or teaching it? The **Lesson** page walks "
+           "through why attention helps FM, and when it does not, in 8 steps on the bundled models.")
 
 # ----------------------------------------------------------------------------- data
 for key in ("dataset_source", "data_dir", "label_column"):  # first visit: start from the defaults
