@@ -84,6 +84,11 @@ def test_a_dataset_without_validation_rows_records_no_replay():
     assert PairWeightRecorder.for_dataset(data) is None
 
 
+def test_a_very_wide_dataset_records_no_replay_to_keep_its_checkpoint_small():
+    assert PairWeightRecorder.for_dataset(random_dataset(num_rows=60, field_sizes=(2,) * 46)) is not None  # 1,035
+    assert PairWeightRecorder.for_dataset(random_dataset(num_rows=60, field_sizes=(2,) * 47)) is None  # 1,081
+
+
 @pytest.fixture(scope="module")
 def bundled():
     data = load_libfm_dir(sample_dir() / "sample", name="sample")

@@ -15,6 +15,9 @@ from afm.data import Dataset
 from afm.models import FM, PairwiseModel
 
 REPLAY_ROWS = 512  # validation rows measured each epoch: enough for a steady mean, a forward pass of cost
+# Above this many field pairs (46 fields) the replay is not recorded: its heatmap cannot be read, and P
+# numbers an epoch would swell the checkpoint's header (a 256-column CSV: 32,640 pairs x 100 epochs).
+REPLAY_MAX_PAIRS = 1_035
 RECORD_KEY = "pair_weights"  # the history records' key: {"mean": (P,), "rows": n}
 
 
@@ -28,9 +31,9 @@ class PairWeightRecorder:
     @classmethod
     def for_dataset(cls, dataset: Dataset):
         """A tracker (model -> recorder) for `fit_recipe`, or None: FM's weights are all 1, and a
-        dataset without validation rows has nothing fixed to measure on."""
+        dataset without validation rows has nothing fixed to measure on, and a very wide one is not recorded."""
         valid = dataset.valid
-        if not len(valid):
+        if not len(valid) or dataset.schema.num_pairs > REPLAY_MAX_PAIRS:
             return None
         ids, values, _ = valid.tensors(np.arange(min(REPLAY_ROWS, len(valid))))
         return lambda model: None if isinstance(model, FM) else cls(model, ids, values)
