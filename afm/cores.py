@@ -1,11 +1,17 @@
 """One budget of the machine's cores for every CPU computation of a process, and OpenMP set so
-that idle workers sleep instead of spinning.
+that idle workers spin only briefly before they sleep.
 
 Why (docs/benchmarks.md, "Sharing the cores"): torch's CPU kernels run on OpenMP (libgomp), whose
-workers, left to its defaults, spin for a few milliseconds after each parallel region waiting for
-the next. Two trainings in two processes on two cores, each with two threads, then spin against
-each other's working threads: each went at a tenth of its pace alone. With OMP_WAIT_POLICY=PASSIVE
-an idle worker sleeps at once, and the two together went as fast as one alone.
+workers, left to its defaults, spin for a few milliseconds (GOMP_SPINCOUNT 300,000) after each
+parallel region waiting for the next. Two trainings in two processes on two cores, each with two
+threads, then spin against each other's working threads: each went at a tenth of its pace alone.
+Sleeping at once (OMP_WAIT_POLICY=PASSIVE) cured that but made every small operator pay a wake-up:
+an elementwise op on a (2,400, 256) tensor took 183 us instead of 53 us, and a batch-128 AFM step
+ran ~30 % slower. So idle workers spin 3,000 times (tens of microseconds: long enough to catch the
+next operator of the same step, short enough not to hold a core another training needs), then
+sleep; libgomp spins at most 1,000 times while its threads outnumber the cores. Two trainings in
+two processes then summed 1.16x one alone, which ran at 0.92x libgomp's default
+(`bench/class_load.py --processes --wait-policy ...`, docs/benchmarks.md).
 
 In one process (the app's server) torch's thread count is per thread (`torch.set_num_threads` sets
 the calling thread's OpenMP team size; a new thread starts from the last value set anywhere). So
@@ -22,19 +28,25 @@ import threading
 from collections import Counter
 from contextlib import contextmanager
 
-# Set (unless the environment already says otherwise) before torch or scikit-learn load OpenMP:
-# libgomp's workers sleep as soon as they are idle (PASSIVE; its default spins about 3 ms), as do
-# Intel OpenMP's (KMP_BLOCKTIME=0, for builds that use it).
-OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
+# Set before torch or scikit-learn load OpenMP: libgomp's workers spin 3,000 times when idle, then
+# sleep (ACTIVE is what lets a GOMP_SPINCOUNT of our own apply while threads outnumber the cores:
+# 1,000 spins then, against 100 under libgomp's default policy); Intel OpenMP's (for builds that use
+# it) spin 1 ms (KMP_BLOCKTIME, its smallest step above 0; not measured here: this CPU build is libgomp's).
+OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "3000", "KMP_BLOCKTIME": "1"}
+# Settings that decide libgomp's spinning together: a user's value for either keeps ours out of both.
+LIBGOMP_SPIN = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
 def set_openmp_defaults(environ=None) -> dict[str, str]:
-    """Put OPENMP_DEFAULTS into the environment where it has no value of its own; returns what
-    the environment says now. Only takes effect when called before OpenMP is loaded."""
+    """Put OPENMP_DEFAULTS into the environment where the user set nothing of their own (libgomp's
+    policy and spin count as one); returns what the environment says now. Only takes effect when
+    called before OpenMP is loaded."""
     environ = os.environ if environ is None else environ
+    users_spin = any(name in environ for name in LIBGOMP_SPIN)
     for name, value in OPENMP_DEFAULTS.items():
-        environ.setdefault(name, value)
-    return {name: environ[name] for name in OPENMP_DEFAULTS}
+        if not (users_spin and name in LIBGOMP_SPIN):
+            environ.setdefault(name, value)
+    return {name: environ[name] for name in OPENMP_DEFAULTS if name in environ}
 
 
 def available_cores() -> int:

@@ -179,18 +179,18 @@ class PairwiseModel(nn.Module):
         """(products (U, k), slot (B, P)): e_i ⊙ e_j of each distinct feature pair of one-hot rows
         once, and where each row's pairs are in it: row b's pair p is products[slot[b, p]]."""
         left, right = self.pair_index
-        n = self.config.num_features
-        # Keys reach n² - 1: int32 while that fits (sorting them is 2-3x faster than int64), else int64.
-        ids = feature_ids.to(torch.int32 if n * n <= torch.iinfo(torch.int32).max else torch.int64)  # (B, F)
-        keys = ids[:, left] * n + ids[:, right]  # (B, P)
-        distinct, slot = torch.unique(keys, return_inverse=True)  # (U,), (B, P)
-        ends = torch.stack((distinct // n, distinct % n)).flatten()  # (2U,)  both sides' feature ids
-        if self.embedding.sparse:
-            rows = self.embedding(ends)  # (2U, k); its gradient is sparse rows
-        else:
-            rows = self.embedding.weight.index_select(0, ends)  # (2U, k); backward: one index_add, no sort
-        rows = rows.view(2, -1, rows.shape[-1])  # (2, U, k)
-        return rows[0] * rows[1], slot  # (U, k), (B, P)
+        # The batch's R features once, each row's fields as positions among them: the table's gradient then
+        # has R rows (sparse ones for afm.row_adagrad, or one index_add), not 2U, and keys reach only R² - 1.
+        features, local = torch.unique(feature_ids, return_inverse=True)  # (R,), (B, F)
+        r = features.numel()
+        # int32 keys while R² fits (sorting them is 2-3x faster than int64), else int64.
+        local = local.to(torch.int32 if r * r <= torch.iinfo(torch.int32).max else torch.int64)  # (B, F)
+        distinct, slot = torch.unique(local[:, left] * r + local[:, right], return_inverse=True)  # (U,), (B, P)
+        ends = torch.stack((distinct // r, distinct % r)).flatten()  # (2U,) both sides, as positions in `features`
+        table = self.embedding(features) if self.embedding.sparse else self.embedding.weight.index_select(0, features)
+        # unbind, not rows[0] and rows[1]: each of those zero-fills a whole (2, U, k) gradient.
+        first, second = table.index_select(0, ends).view(2, -1, table.shape[-1]).unbind(0)  # (U, k) each
+        return first * second, slot  # (U, k), (B, P)
 
     def pool_distinct(self, products: torch.Tensor, slot: torch.Tensor, weights: torch.Tensor,
                       projection: torch.Tensor) -> torch.Tensor:

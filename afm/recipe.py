@@ -117,7 +117,8 @@ class Recipe:
                           "memory-mapped arrays, see `afm encode`)", choices=PATH_CHOICES,
                           app="command line only: the app's data is in memory")
     sparse_embeddings: str = setting("auto", "Sparse embeddings", "Adagrad: embedding gradients as sparse rows "
-                                     "(auto: tables of 20,000+ features)", choices=PATH_CHOICES,
+                                     "(auto: tables of 20,000+ features, or batches that touch at most half "
+                                     "the table on the CPU)", choices=PATH_CHOICES,
                                      app="command line only: the fastest path is picked")
     preset: str | None = setting(None, "Preset", "the named recipe these values started from (information: "
                                  "the values are the recipe)", app="the page's Preset menu")

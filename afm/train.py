@@ -35,6 +35,7 @@ from afm.inference import evaluate_split, split_outputs
 from afm.metrics import SELECTION_METRIC, evaluate_predictions
 from afm.models import PairwiseModel, regularized_parameters
 from afm.numerics import full_speed_floats, warn_if_workers_keep_subnormals
+from afm.row_adagrad import RowAdagrad
 from afm.training_plan import OPTIMIZERS as OPTIMIZERS  # afm.train's names for the CLI and the app
 from afm.training_plan import TASKS as TASKS
 from afm.training_plan import TrainConfig, TrainingPath, plan_training, resolve_device
@@ -116,8 +117,9 @@ DISTRIBUTED_STOP_CHECK_BATCHES = 16  # under DDP, a stop request is agreed on ev
 def make_optimizer(model: PairwiseModel, config: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "adagrad":
-        # TF's Adagrad as the authors used it starts its accumulator at 1e-8.
-        return torch.optim.Adagrad(params, lr=config.lr, initial_accumulator_value=1e-8)
+        # TF's Adagrad as the authors used it starts its accumulator at 1e-8. RowAdagrad is torch's
+        # Adagrad with a step that updates only the rows sparse embedding gradients name.
+        return RowAdagrad(params, lr=config.lr, initial_accumulator_value=1e-8)
     return torch.optim.Adam(params, lr=config.lr)
 
 

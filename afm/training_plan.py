@@ -43,9 +43,10 @@ class TrainConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms for bit-stable reruns
     eval_batch_size: int = 16384  # rows per forward pass when evaluating
     # Adagrad only: embedding gradients as sparse rows, so a step touches only the batch's
-    # features instead of the whole table. Same updates as dense Adagrad (a zero gradient row
-    # changes neither its accumulator nor its weights). "auto": for tables of 20,000+ features,
-    # where it pays (MovieLens-tag's 90,445: 1.6-16x faster); on Frappe's 5,382 dense is ~8 % faster.
+    # features instead of the whole table (afm.row_adagrad). Same updates as dense Adagrad (a zero
+    # gradient row changes neither its accumulator nor its weights). "auto": where a batch touches
+    # at most half the table on the CPU (Frappe, batch 128: 1,280 of 5,382 rows), and for tables of
+    # 20,000+ features anywhere (MovieLens-tag's 90,445: 1.6-16x faster); dense otherwise.
     sparse_embeddings: str = "auto"
     # torch.compile the training step's forward: "on", "off", or "auto" = on CUDA for runs of a
     # million samples or more (compiling costs 5-30 s up front); never on the CPU, where whole
@@ -227,11 +228,15 @@ def should_compile(config: TrainConfig, device: torch.device, train_rows: int) -
     return device.type == "cuda" and config.epochs * train_rows >= COMPILE_MIN_SAMPLES
 
 
-def wants_sparse_gradients(model_config: ModelConfig, config: TrainConfig) -> bool:
-    """Sparse embedding gradients where they pay: Adagrad on tables of SPARSE_MIN_FEATURES+ rows
-    (only the rows a batch touches are updated), or when asked for."""
-    wanted = config.sparse_embeddings == "on" or (config.sparse_embeddings == "auto"
-                                                  and model_config.num_features >= SPARSE_MIN_FEATURES)
+def wants_sparse_gradients(model_config: ModelConfig, config: TrainConfig, device: torch.device,
+                           batch_size: int) -> bool:
+    """Sparse embedding gradients where they pay, or when asked for: Adagrad on tables of
+    SPARSE_MIN_FEATURES+ rows, or on the CPU where a batch's rows touch at most half the table
+    (the k = t = 256, batch-128 AFM step on Frappe: ~15 % faster than dense, docs/benchmarks.md;
+    on CUDA that smaller case is not measured)."""
+    small_batch = device.type == "cpu" and batch_size * model_config.num_fields <= model_config.num_features // 2
+    wanted = config.sparse_embeddings == "on" or (
+        config.sparse_embeddings == "auto" and (model_config.num_features >= SPARSE_MIN_FEATURES or small_batch))
     return wanted and config.optimizer == "adagrad"
 
 
@@ -265,7 +270,7 @@ def plan_training(model: PairwiseModel, dataset: Dataset, config: TrainConfig, d
     preflight(model.config, config, dataset, world_size)
     batch_size = config.batch_size // world_size
     distinct = uses_distinct_pairs(model, config, dataset.train, batch_size)
-    wanted = wants_sparse_gradients(model.config, config)
+    wanted = wants_sparse_gradients(model.config, config, device, batch_size)
     rows = len(dataset.train) // world_size
     # Under DDP, compiling is asked for explicitly only (its graph breaks at every gradient bucket).
     compiled = should_compile(config, device, rows) and (world_size == 1 or config.compile == "on")

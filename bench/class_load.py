@@ -10,15 +10,17 @@ seconds as the pages poll, for `--seconds`; then they are stopped. A job's stead
 its training samples per wall-clock second after the first `--warmup` share of the time
 (evaluations at epoch ends included). The target: the sum with N jobs at least 0.85x one alone.
 `--processes`: each of the N trainings in its own process instead (as command-line trainings
-beside the app), each with `--threads` torch threads (default: every core) and OpenMP's wait
-policy `--wait-policy`: passive (afm's default), active, or default (libgomp's own: idle
-workers spin for a few ms). Prints one JSON line per setting; the last line is one JSON object,
+beside the app), each with `--threads` torch threads (default: every core) and OpenMP's
+environment `--wait-policy`: afm (afm.cores' default: idle workers spin 3,000 times, then
+sleep), passive (sleep at once), active (spin for minutes), default (libgomp's own: spin a few
+ms) or spin10000. Prints one JSON line per setting; the last line is one JSON object,
 {"jobs": {"1": {"sum_pace": ..., "paces": [...]}, ...}, ...}.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -28,7 +30,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-POLICIES = {"passive": "PASSIVE", "active": "ACTIVE", "default": None}
+# OpenMP's environment in each `--processes` training: afm's own default (afm.cores), the two
+# policies it replaced, and libgomp's untouched defaults.
+POLICIES = {"afm": None, "passive": {"OMP_WAIT_POLICY": "PASSIVE"}, "active": {"OMP_WAIT_POLICY": "ACTIVE"},
+            "default": {}, "spin10000": {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "10000"}}
 
 
 class BatchClock:
@@ -104,11 +109,14 @@ def child(seconds: float, threads: int, policy: str, data_dir: str) -> None:
     """One training process (`--processes`): its pace as one JSON line. OpenMP reads its wait policy
     when torch loads, so the environment is set, then torch imported, before afm (which would set
     its own default)."""
-    if POLICIES[policy] is None:
-        os.environ.pop("OMP_WAIT_POLICY", None)
-    else:
-        os.environ["OMP_WAIT_POLICY"] = POLICIES[policy]
-    import torch
+    # afm.cores alone, not the package (whose __init__ loads torch before the environment is set).
+    spec = importlib.util.spec_from_file_location("afm_cores_alone", ROOT / "afm" / "cores.py")
+    cores = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cores)
+    for name in cores.OPENMP_DEFAULTS:
+        os.environ.pop(name, None)
+    os.environ.update(cores.OPENMP_DEFAULTS if POLICIES[policy] is None else POLICIES[policy])
+    import torch  # OpenMP reads the environment set just above
 
     if threads:
         torch.set_num_threads(threads)
@@ -151,7 +159,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"), help="where frappe/ lies")
     parser.add_argument("--processes", action="store_true", help="each training in its own process")
     parser.add_argument("--threads", type=int, default=0, help="--processes: torch threads each (0: every core)")
-    parser.add_argument("--wait-policy", choices=list(POLICIES), default="passive",
+    parser.add_argument("--wait-policy", choices=list(POLICIES), default="afm",
                         help="--processes: OpenMP's wait policy in each process")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

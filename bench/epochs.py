@@ -45,6 +45,21 @@ def recipe(k: int, batch: int, epochs: int, device: str = "cpu"):
                         patience=epochs + 1, device=device, pretrain=False)
 
 
+class PathNote:
+    """A training callback that keeps the path the trainer took (distinct pairs, sparse gradients, compiled)."""
+
+    path: dict = {}
+
+    def on_train_start(self, path: dict) -> None:
+        self.path = path
+
+    def on_batch_end(self, epoch: int, batch: int, batches: int) -> None:
+        pass
+
+    def on_epoch_end(self, record: dict) -> None:
+        pass
+
+
 def ours(impl: str, k: int, batch: int, epochs: int, device: str) -> dict:
     import dataclasses
 
@@ -74,13 +89,17 @@ def ours(impl: str, k: int, batch: int, epochs: int, device: str) -> dict:
                 afm.train.full_speed_floats = contextlib.nullcontext
                 afm.train.warn_if_workers_keep_subnormals = lambda: False
             model = build_model(model_config, seed=0)
-            box["result"] = afm.train.train_model(model, data, config)
+            box["path"] = PathNote()
+            box["result"] = afm.train.train_model(model, data, config, callbacks=[box["path"]])
 
-        thread = threading.Thread(target=train)  # a fresh thread: its workers start in its mode
-        thread.start()
-        thread.join()
+        if impl == "ours-keep-subnormals":
+            thread = threading.Thread(target=train)  # a fresh thread: its workers start in its mode
+            thread.start()
+            thread.join()
+        else:  # the main thread, as `afm train` runs it (a second thread's OpenMP team ran ~20 % slower)
+            train()
         result = box["result"]
-        history, path = result.history, {"compiled": result.compiled, "distinct_pairs": result.distinct_pairs}
+        history, path = result.history, box["path"].path
     seconds = [r["seconds"] for r in history[1:]]
     return {"epoch_seconds": seconds, "rows": len(data.train), "path": path,
             "valid_rmse": [round(r["valid_rmse"], 5) for r in history[1:]]}
@@ -93,7 +112,8 @@ def torchfm(k: int, batch: int, epochs: int, device: str) -> dict:
     np.long = np.int64  # torchfm 0.7.0 still uses np.long, gone in NumPy 2
     from torchfm.model.afm import AttentionalFactorizationMachineModel
 
-    data, model_config, train_config = recipe(k, batch, epochs)
+    data, chosen = recipe(k, batch, epochs)
+    model_config, train_config = chosen.model_config(data.schema), chosen.train_config()
     sizes = field_sizes(data)
     offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
     x = torch.from_numpy(np.asarray(data.train.feature_ids) - offsets).to(device)  # torchfm offsets ids itself
@@ -124,7 +144,8 @@ def deepctr(k: int, batch: int, epochs: int, device: str) -> dict:
     from deepctr_torch.inputs import SparseFeat
     from deepctr_torch.models import AFM
 
-    data, model_config, train_config = recipe(k, batch, epochs)
+    data, chosen = recipe(k, batch, epochs)
+    model_config, train_config = chosen.model_config(data.schema), chosen.train_config()
     sizes = field_sizes(data)
     offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
     local = np.asarray(data.train.feature_ids) - offsets

@@ -5,6 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt -e .
-# OpenMP's idle workers sleep instead of spinning against busy ones (afm.cores; afm sets it too).
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 exec .venv/bin/streamlit run app.py "$@"

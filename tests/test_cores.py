@@ -23,11 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_openmp_defaults_fill_only_what_the_environment_leaves_unset():
-    assert set_openmp_defaults({}) == {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
-    assert set_openmp_defaults({"OMP_WAIT_POLICY": "active"})["OMP_WAIT_POLICY"] == "active"
+    assert set_openmp_defaults({}) == {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "3000", "KMP_BLOCKTIME": "1"}
+    # A user's policy or spin count keeps ours out of both: PASSIVE with our count would spin again.
+    assert set_openmp_defaults({"OMP_WAIT_POLICY": "passive"}) == {"OMP_WAIT_POLICY": "passive", "KMP_BLOCKTIME": "1"}
+    assert set_openmp_defaults({"GOMP_SPINCOUNT": "5"}) == {"GOMP_SPINCOUNT": "5", "KMP_BLOCKTIME": "1"}
+    assert set_openmp_defaults({"KMP_BLOCKTIME": "0"})["KMP_BLOCKTIME"] == "0"
 
 
-def test_importing_afm_makes_openmp_workers_sleep_when_idle():
+def test_importing_afm_makes_openmp_workers_spin_briefly_when_idle():
     """libgomp's own report (OMP_DISPLAY_ENV): without afm it spins 300,000 times before sleeping."""
     code = "import afm, torch; torch.ones(100_000).sum()"
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
@@ -39,8 +42,8 @@ def test_importing_afm_makes_openmp_workers_sleep_when_idle():
         return next(line.split("=")[1].strip(" '") for line in out.stderr.splitlines() if "GOMP_SPINCOUNT" in line)
 
     assert spin_count(code.replace("import afm, ", "import ")) == "300000"  # torch alone: libgomp's default
-    assert spin_count(code) == "0"  # afm first: PASSIVE
-    assert spin_count(code, OMP_WAIT_POLICY="ACTIVE") != "0"  # a value of one's own is kept
+    assert spin_count(code) == "3000"  # afm first: ~30 us
+    assert spin_count(code, OMP_WAIT_POLICY="PASSIVE") == "0"  # a value of one's own is kept
 
 
 def test_command_line_threads_are_the_cores_this_process_may_use():
