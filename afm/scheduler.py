@@ -5,7 +5,8 @@
   afm.cores.CoreBudget for the server), re-split as they come and go.
 - A queued job knows its position and an estimated wait (from the running jobs' measured
   epochs); stopping it in the queue takes effect at once.
-- A job whose page stopped asking about it (a closed tab) for `abandon_seconds` is stopped.
+- A job whose page stopped asking about it for `abandon_seconds` and is no longer connected (a closed
+  tab) is stopped.
 - A shared server may cap every job by epochs and by minutes; the best epoch is kept.
 The policy comes from the environment, in one place (`ServerPolicy.from_env`).
 """
@@ -17,6 +18,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -59,6 +61,7 @@ def _env_number(name: str, kind):
 class SchedulableJob(Protocol):
     status: str
     last_seen: float
+    page_open: Callable[[], bool] | None  # whether the page that started it is still connected, if known
 
     def run_now(self, scheduler: TrainingScheduler) -> None: ...  # trains; returns when finished
 
@@ -195,10 +198,12 @@ class TrainingScheduler:
         now = time.monotonic() if now is None else now
         with self._lock:
             jobs = self._queue + self._running
-        stale = [job for job in jobs if now - job.last_seen > self.policy.abandon_seconds]
+        # Not polled for a while *and* its page gone: a page on a starved browser polls late but stays
+        # connected, and a job stopped under it would end with nobody having asked (bench/soak.py).
+        stale = [job for job in jobs if now - job.last_seen > self.policy.abandon_seconds
+                 and not (job.page_open is not None and job.page_open())]
         for job in stale:
-            if not self.cancel(job):
-                job.request_stop("abandoned")
+            job.request_stop("abandoned")  # a queued job leaves the queue, and its page says why
         return stale
 
 

@@ -9,12 +9,14 @@ own Streamlit session), at the same time:
   2. trains a quick AFM (the Quick preset, `--epochs` epochs) and waits until it is collected,
   3. opens Attention, Gradient coupling and Curves through the sidebar, waiting for each page's
      charts.
-Counted as errors: an exception box, an error box, a timeout. Page time: click to the page's
-content being drawn. Queue wait: click on Train to the first progress bar of that training
-(queued time included). Server memory (RSS) is read after each round, once the round's
-sessions are closed and the server has dropped them (`--server.disconnectedSessionTTL` is set
-short for this, and the script waits for it). The browsers run at a lower priority (`nice`):
-they stand in for the students' own machines. Prints one JSON line per round and a summary.
+Counted as errors: an exception box, an error box, a timeout, a training that was stopped
+instead of finishing (each with what the page showed, and a screenshot in the folder the summary
+names). Page time: click to the page's content being drawn. Queue wait: click on Train to the
+first progress bar of that training, or its outcome if it ends first (queued time included).
+Server memory (RSS) is read after each round, once the round's sessions are closed and the
+server has dropped them (`--server.disconnectedSessionTTL` is set to 60 s for this, and the
+script waits for it). The browsers run at a lower priority (`nice`): they stand in for the
+students' own machines. Prints one JSON line per round and a summary.
 """
 
 from __future__ import annotations
@@ -32,16 +34,59 @@ from afm.app.local_server import CHROMIUM, CHROMIUM_ARGS, app_server, rss_bytes
 # text the page shows until it is complete (Attention's answer says "computing…" until its checks
 # of attention and the reference are in)
 PAGES = [("Attention", 4, "computing…"), ("Gradient coupling", 1, None), ("Curves", 1, None)]
-SESSION_TTL = 5  # seconds a closed session lingers on the server in this benchmark
+# Seconds a disconnected session lingers on the server: long enough that a starved browser which
+# reconnects finds its session (5 s here once made such a page start over, its job abandoned),
+# short enough to read the memory after a round without Streamlit's default 2 minutes.
+SESSION_TTL = 60
+FINISHED = "It is now the active model"  # the outcome of a training that ran to its end (or early stop)
 
 
-async def session(browser, url: str, epochs: int, timeout_ms: int, result: dict) -> dict:
+def watch_the_tab(page, events: list[str]) -> None:
+    """Note what happens to the tab that its content cannot say afterwards: a crash, a script error,
+    a reload, the app's websocket opening and closing (a blank page has one of these behind it)."""
+    started = time.perf_counter()
+
+    def note(what: str) -> None:
+        events.append(f"{time.perf_counter() - started:.0f} s {what}")
+
+    def on_websocket(socket) -> None:
+        note("websocket opened")
+        socket.on("close", lambda _: note("websocket closed"))
+
+    page.on("crash", lambda _: note("the tab crashed"))
+    page.on("pageerror", lambda error: note(f"script error: {str(error)[:160]}"))
+    page.on("framenavigated", lambda frame: note("loaded") if frame == page.main_frame else None)
+    page.on("websocket", on_websocket)
+
+
+async def what_the_page_shows(page, shots: Path, name: str, events: list[str]) -> str:
+    """What a page that failed a step shows: its messages and exceptions, its progress bar twice 10 s
+    apart (a bar that does not move: the page stopped redrawing), whether it looks like a fresh
+    session (Train enabled, no job), and a screenshot."""
+    try:
+        texts = {kind: " | ".join(t[:160] for t in await page.locator(f"[data-testid='{kind}']").all_inner_texts())
+                 for kind in ("stAlert", "stException", "stProgress")}
+        await asyncio.sleep(10)
+        bar_later = " | ".join(await page.locator("[data-testid='stProgress']").all_inner_texts())
+        train = page.get_by_role("button", name="Train", exact=True)
+        fresh = await train.count() > 0 and await train.first.is_enabled()
+        await page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+        return (f"the page's messages: {texts['stAlert'][:400] or 'none'}; exceptions: "
+                f"{texts['stException'][:200] or 'none'}; bar: {texts['stProgress'][:160] or 'none'} -> "
+                f"{bar_later[:160] or 'none'} 10 s later; Train enabled: {fresh}; screenshot {shots / name}.png; "
+                f"the tab's events: {' / '.join(events[-10:])}")
+    except Exception as exc:  # noqa: BLE001 - the page may be gone
+        return f"the page could not be read ({type(exc).__name__}); the tab's events: {' / '.join(events[-10:])}"
+
+
+async def session(browser, url: str, epochs: int, timeout_ms: int, result: dict, shots: Path) -> dict:
     """One student; `result` fills as it goes (where it is now, each step's seconds), so that a
     round that runs out of time still says where each unfinished session was."""
     result.update(errors=[], page_seconds=[], queue_wait=None, at="opening", steps={})
     context = await browser.new_context(viewport={"width": 1400, "height": 1000})
     page = await context.new_page()
     page.set_default_timeout(timeout_ms)
+    watch_the_tab(page, result.setdefault("events", []))
 
     async def check(where: str) -> None:
         for selector, kind in (("[data-testid='stException']", "exception"), ("[data-testid='stAlertContentError']",
@@ -61,11 +106,17 @@ async def session(browser, url: str, epochs: int, timeout_ms: int, result: dict)
         await epochs_box.press("Tab")
         clicked = time.perf_counter()
         await page.get_by_role("button", name="Train", exact=True).click()
-        await page.locator("[data-testid='stProgress']").first.wait_for()
-        result["queue_wait"] = time.perf_counter() - clicked
         result["at"] = "training"
-        await page.get_by_text("It is now the active model", exact=False).wait_for()
+        # The bar, or the outcome: a training that got a free slot can end before a slow browser
+        # draws its bar (waiting for the bar alone then timed out after the job had finished).
+        outcome = page.get_by_text(FINISHED, exact=False)
+        await page.locator("[data-testid='stProgress']").or_(outcome).first.wait_for()
+        result["queue_wait"] = time.perf_counter() - clicked
+        await outcome.wait_for()
         result["steps"]["training"] = time.perf_counter() - clicked
+        said = await page.locator("[data-testid='stAlert']").filter(has_text=FINISHED).first.inner_text()
+        if " finished: " not in said:  # stopped (abandoned, a time limit) is not a finished training
+            result["errors"].append(f"training: not finished: {said[:200]}")
         await check("training")
         nav = page.locator("[data-testid='stSidebarNav']")
         for title, charts, pending in PAGES:
@@ -81,9 +132,8 @@ async def session(browser, url: str, epochs: int, timeout_ms: int, result: dict)
             await check(title)
         result["at"] = "done"
     except Exception as exc:  # noqa: BLE001 - a timeout or a crash is what this benchmark counts
-        shown = await page.locator("[data-testid='stAlert']").all_inner_texts()  # what the page said instead
-        result["errors"].append(f"at {result['at']}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}; the "
-                                f"page's messages: {' | '.join(t[:160] for t in shown)[:500] or 'none'}")
+        result["errors"].append(f"at {result['at']}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}; "
+                                f"{await what_the_page_shows(page, shots, result['name'], result['events'])}")
     finally:
         await context.close()
     return result
@@ -129,9 +179,9 @@ async def soak(args) -> list[dict]:
                                               args=CHROMIUM_ARGS)
             for number in range(1, args.rounds + 1):
                 started = time.perf_counter()
-                results = [{} for _ in range(args.sessions)]
-                tasks = [asyncio.create_task(session(browser, url, args.epochs, args.page_timeout * 1000, result))
-                         for result in results]
+                results = [{"name": f"round{number}-session{i + 1}"} for i in range(args.sessions)]
+                tasks = [asyncio.create_task(session(browser, url, args.epochs, args.page_timeout * 1000, result,
+                                                     folder)) for result in results]
                 _, unfinished = await asyncio.wait(tasks, timeout=args.round_timeout)
                 for task in unfinished:
                     task.cancel()
@@ -149,8 +199,8 @@ async def soak(args) -> list[dict]:
                           "page_p95": round(percentile(pages, 0.95) or 0, 2),
                           "longest_queue_wait": round(max(waits), 1) if waits else None,
                           "server_rss_mb": round(rss_bytes(server.pid) / 2**20, 1),
-                          "first_errors": [e for r in results for e in r["errors"]][:5],
-                          "steps": step_summary(results)}
+                          "first_errors": [f"{r['name']}: {e}" for r in results for e in r["errors"]][:5],
+                          "steps": step_summary(results), "screenshots": str(folder)}
                 print(json.dumps(record), flush=True)
                 rounds.append(record)
             await browser.close()
@@ -175,7 +225,7 @@ def main() -> None:
                       "page_p95": max(r["page_p95"] for r in rounds),
                       "longest_queue_wait": max((r["longest_queue_wait"] or 0) for r in rounds),
                       "rss_mb_by_round": [r["server_rss_mb"] for r in rounds],
-                      "growth_last_round_mb": growth}))
+                      "growth_last_round_mb": growth, "screenshots": rounds[-1]["screenshots"]}))
 
 
 if __name__ == "__main__":

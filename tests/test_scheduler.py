@@ -83,6 +83,24 @@ def test_a_job_nobody_looks_at_is_stopped_and_keeps_its_best_epoch():
     assert watched.status == "done" and watched.stop_cause is None
 
 
+def test_a_connected_page_keeps_its_job_and_a_queued_job_left_alone_leaves_as_abandoned():
+    """Polls come late from a starved browser: a job whose page is still connected is not stopped; a
+    queued job whose page is gone leaves the queue with the cause said (not "you")."""
+    scheduler = TrainingScheduler(ServerPolicy(slots=1, cores=1, abandon_seconds=1000), watch_every=1000)
+    connected, left = job(scheduler, "connected"), job(scheduler, "left")
+    connected.start()
+    left.start()
+    connected.page_open = lambda: True  # as afm.app.page_watch says of an open tab
+    wait_for(lambda: connected.status == "running")
+    assert left.status == "queued" and left.page_open is None  # started outside a Streamlit script
+    assert scheduler.stop_abandoned(now=time.monotonic() + 5000) == [left]
+    assert left.join(timeout=1) and left.status == "stopped" and left.stop_cause == "abandoned" and left.run is None
+    assert connected.status == "running" and connected.stop_cause is None
+    connected.page_open = lambda: False  # the tab closed
+    assert scheduler.stop_abandoned(now=time.monotonic() + 5000) == [connected]
+    assert connected.join(timeout=60) and connected.stop_cause == "abandoned"
+
+
 def test_server_caps_epochs_and_minutes():
     scheduler = TrainingScheduler(ServerPolicy(slots=1, cores=2, max_epochs=2))
     capped = job(scheduler, "capped", epochs=100).start()

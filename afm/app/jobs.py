@@ -15,11 +15,13 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from afm.app.pace import time_left
+from afm.app.page_watch import current_page_open
 from afm.checkpoint import Checkpoint, history_frame
 from afm.data import Dataset
 from afm.errors import AFMError, is_out_of_memory
@@ -92,6 +94,7 @@ class TrainingJob:
         self.path: dict = {}  # the training path, once train_model has chosen it (on_train_start)
         self.started = time.time()
         self.last_seen = time.monotonic()
+        self.page_open: Callable[[], bool] | None = None  # its page still connected (afm.app.page_watch)
         self._running_since: float | None = None
         self._batches_done = 0
         self._epoch_started: float | None = None  # when the running epoch's first batch began
@@ -136,6 +139,7 @@ class TrainingJob:
         """Check the plan against memory (fails at once, with what to change), apply the server's
         caps, and queue the job."""
         preflight(self.model_config, self.train_config, self.dataset)  # the trainer's own checks, before the queue
+        self.page_open = current_page_open()
         policy = self.scheduler.policy
         if policy.max_epochs and self.recipe.epochs > policy.max_epochs:
             self.set_recipe(self.recipe.replace(epochs=policy.max_epochs))
@@ -154,7 +158,8 @@ class TrainingJob:
             self.scheduler.cancel(self)
 
     def cancel_queued(self) -> None:
-        self.stop_cause = self.stop_cause or "you"
+        with self._lock:
+            self.stop_cause = self.stop_cause or "you"
         self._finish("stopped")
 
     def join(self, timeout: float | None = None) -> bool:

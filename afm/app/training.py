@@ -110,8 +110,9 @@ def start_training(recipe: Recipe, dataset: Dataset, track_coupling: bool) -> No
 
 
 def poll_seconds() -> float | None:
-    """How often the panel redraws: every 2 s while running, 5 s while queued (a class of 20
-    polling at 1 Hz kept a 2-core server busy redrawing: bench/soak.py), never when idle."""
+    """How often the panel redraws: every 2 s for a job running when the page is drawn, 5 s for one
+    queued then (a class of 20 polling at 1 Hz kept a 2-core server busy redrawing: bench/soak.py),
+    never when idle."""
     job = st.session_state.get("job")
     if job is None or job.finished:
         return None
@@ -133,9 +134,10 @@ def job_panel() -> None:
         job = st.session_state.job
         if job is None:
             return
+        # A queued job that starts keeps the queued rate. It once asked for a full rerun here to poll
+        # faster; with the curves' timer running beside it, 11 of 60 soak sessions then ended with a
+        # blank or frozen page (bench/soak.py, docs/benchmarks.md), none of 40 without it.
         snapshot = job.snapshot()
-        if every == 5.0 and snapshot["status"] == "running":
-            st.rerun()  # a queued job started: poll at the running rate
         for note in job.notes:
             st.caption(f"Note: {note}.")
         if not job.finished:
@@ -221,7 +223,8 @@ def _outcome(job: TrainingJob, snapshot: dict) -> None:
     if snapshot["status"] == "failed":
         st.error(f"Training stopped: {snapshot['error']}")
     elif job.run is None:
-        st.info(f"{job.name} was taken out of the queue before it started.")
+        why = "" if snapshot["stop_cause"] in (None, "you") else f" ({STOP_CAUSES[snapshot['stop_cause']]})"
+        st.info(f"{job.name} was taken out of the queue before it started{why}.")
     else:
         best = job.run.best
         verb = STOP_CAUSES.get(snapshot["stop_cause"], "finished")
