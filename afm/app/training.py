@@ -135,8 +135,9 @@ def job_panel() -> None:
         if job is None:
             return
         # A queued job that starts keeps the queued rate. It once asked for a full rerun here to poll
-        # faster; with the curves' timer running beside it, 11 of 60 soak sessions then ended with a
-        # blank or frozen page (bench/soak.py, docs/benchmarks.md), none of 40 without it.
+        # faster: a full rerun asked from this fragment while the curves' timer runs can crash
+        # Streamlit's frontend ("Bad delta path index", a blank page): 11 of 60 soak sessions then,
+        # 3 of 100 with only the rerun at the end left (bench/soak.py, docs/benchmarks.md).
         snapshot = job.snapshot()
         for note in job.notes:
             st.caption(f"Note: {note}.")
