@@ -9,7 +9,7 @@ every mistake a user can make, in one line. scikit-learn estimators: `afm.sklear
 
 from afm.cores import set_openmp_defaults
 
-set_openmp_defaults()  # before torch loads OpenMP: idle workers spin ~0.1 ms, then sleep (afm.cores)
+set_openmp_defaults()  # before torch loads OpenMP: idle workers spin 3,000 times, then sleep (afm.cores)
 
 from afm.api import Explanation, TrainedModel, fit, load  # noqa: E402
 from afm.errors import AFMError  # noqa: E402
