@@ -214,6 +214,27 @@ def test_training_from_the_data_page_fills_the_curves_page():
     assert any(new[0] in trace.name for trace in _figure(at).data)
 
 
+def test_the_training_panel_draws_its_curve_once_an_epoch_not_once_a_poll(monkeypatch):
+    """The panel redraws on one timer; its Plotly figure is built when an epoch is added, and every
+    other redraw sends the one already built (building it took interpreter time from the training)."""
+    import afm.app.training as training
+
+    built = []
+    real = training.learning_curves
+    monkeypatch.setattr(training, "learning_curves", lambda runs, metric: built.append(1) or real(runs, metric))
+    at = app().run()
+    at.selectbox[0].set_value("fm").run()
+    at.number_input(key="recipe_epochs_quick_fm").set_value(2)
+    job = train_and_collect(at)
+    before = len(built)
+    for _ in range(3):  # the panel's polls after the end: the same three epochs (0, 1, 2)
+        at.run()
+    no_errors(at)
+    assert before >= 1 and len(built) == before
+    live = [c for c in charts(at) if json.loads(c.proto.spec)["data"][0]["name"].startswith(job.name)]
+    assert len(live) == 1 and len(json.loads(live[0].proto.spec)["data"][0]["x"]) == 3
+
+
 def test_the_fast_preset_says_its_two_steps_until_a_fitting_fm_exists():
     from afm.presets import PRESET_RECIPES
     from afm.recipe import preset

@@ -119,25 +119,18 @@ def poll_seconds() -> float | None:
     return 2.0 if job.status == "running" else 5.0
 
 
-CURVE_SECONDS = 10.0  # the curve and epoch table change once an epoch: redrawn this often, not every poll
-
-
 def job_panel() -> None:
-    """The running job's progress (light, redrawn every poll), its curve and epoch table (heavier:
-    a Plotly figure and a table sent to the browser, redrawn every CURVE_SECONDS while it runs: a
-    redraw every 2 s halved the pace of a batch-128 training, whose short steps wait for the
-    interpreter); a finished job's run joins the session."""
-    every = poll_seconds()
+    """The running job's progress, curve and epoch table, redrawn by one timer (poll_seconds); a
+    finished job's run joins the session, and the whole page is drawn again to show it active.
+    One timer, not one for the progress and a slower one for the curves: a full rerun asked from
+    one fragment while another's timer runs can crash Streamlit's frontend ("Bad delta path index",
+    a blank page: 3 of 100 soak sessions with two timers, bench/soak.py, docs/benchmarks.md)."""
 
-    @st.fragment(run_every=every)
-    def progress() -> None:
+    @st.fragment(run_every=poll_seconds())
+    def panel() -> None:
         job = st.session_state.job
         if job is None:
             return
-        # A queued job that starts keeps the queued rate. It once asked for a full rerun here to poll
-        # faster: a full rerun asked from this fragment while the curves' timer runs can crash
-        # Streamlit's frontend ("Bad delta path index", a blank page): 11 of 60 soak sessions then,
-        # 3 of 100 with only the rerun at the end left (bench/soak.py, docs/benchmarks.md).
         snapshot = job.snapshot()
         for note in job.notes:
             st.caption(f"Note: {note}.")
@@ -148,16 +141,10 @@ def job_panel() -> None:
             st.rerun()
         if job.finished:
             _outcome(job, snapshot)
+        if snapshot["history"]:
+            _curves(job, snapshot["history"])
 
-    @st.fragment(run_every=CURVE_SECONDS if every else None)
-    def curves() -> None:
-        job = st.session_state.job
-        history = job.snapshot()["history"] if job is not None else []
-        if history:
-            _curves(job, history)
-
-    progress()
-    curves()
+    panel()
 
 
 def _progress(job: TrainingJob, snapshot: dict) -> None:
@@ -192,13 +179,20 @@ def _progress(job: TrainingJob, snapshot: dict) -> None:
 
 
 def _curves(job: TrainingJob, history: list[dict]) -> None:
+    """The curve and the epoch table, built once an epoch: the panel redraws every poll, and building
+    the Plotly figure (~20 ms) every 2 s in each session took interpreter time from batch-128
+    trainings, whose short steps wait for it; sending a built one costs ~1 ms."""
     note = epoch_zero_note(job.model_config.model, job.init_from_name, job.match_fm, job.model_config.num_pairs)
     if note:
         st.caption(note)
-    metric = "rmse" if job.train_config.task == "regression" else "auc"
-    st.plotly_chart(learning_curves({job.name: history}, metric), config=state.PLOTLY_CONFIG,
-                    key=f"live_{job.name}_{len(history)}")
-    st.dataframe(epoch_table(history), hide_index=True, placeholder="")  # epoch 0 has no training numbers
+    built = st.session_state.get("live_curves")
+    if built is None or built[0] != (id(job), len(history)):
+        metric = "rmse" if job.train_config.task == "regression" else "auc"
+        built = (id(job), len(history)), learning_curves({job.name: history}, metric), epoch_table(history)
+        st.session_state.live_curves = built
+    _, figure, table = built
+    st.plotly_chart(figure, config=state.PLOTLY_CONFIG, key=f"live_{job.name}")
+    st.dataframe(table, hide_index=True, placeholder="")  # epoch 0 has no training numbers
 
 
 def _collect(job: TrainingJob) -> None:
