@@ -4,6 +4,7 @@ torch.profiler. A profile, not a speed figure (the profiler adds its own overhea
 figures come from bench/epochs.py.
 
     python bench/profile_step.py --k 256 --batch 1024 --warmup 100 --steps 10 --threads 2
+    python bench/profile_step.py --preset paper --k 256 --batch 128 --warmup 100 --steps 40 --threads 2
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from afm.training_plan import plan_training
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="fast", help="the recipe (afm.recipe presets): fast, paper, ...")
     parser.add_argument("--k", type=int, default=256)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--warmup", type=int, default=100)
@@ -33,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = load_dataset("frappe")
-    chosen = preset("fast", "afm", embedding_dim=args.k, attention_dim=args.k, batch_size=args.batch, device="cpu")
+    chosen = preset(args.preset, "afm", embedding_dim=args.k, attention_dim=args.k, batch_size=args.batch, device="cpu")
     model_config, config = chosen.model_config(data.schema), chosen.train_config()
     model = build_model(model_config, seed=0)
     model.train()
