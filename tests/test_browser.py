@@ -337,3 +337,20 @@ def test_no_request_leaves_the_machine(server, browser):
     elsewhere = [url for url in requested if not url.startswith((server, "data:", "blob:"))]
     assert requested and elsewhere == [], elsewhere
     tab.context.close()
+
+
+@pytest.mark.parametrize("slug,heading", [("lesson", "1. The data and its planted gate"), ("attention", "Attention")])
+def test_a_fresh_servers_first_visitor_at_a_page_address_gets_the_whole_app(browser, slug, heading):
+    """A bookmarked page address opened first on a fresh server: Streamlit used to run that page's
+    file alone (a pages/ folder app), without app.py: files' names for a menu, no sidebar status."""
+    with app_server() as (url, _):
+        tab = new_tab(browser, 1400, 900)
+        tab.goto(f"{url}/{slug}")
+        tab.get_by_role("heading", name=heading).first.wait_for()
+        wait_until_idle(tab)
+        assert_healthy(tab)
+        menu = tab.locator("[data-testid='stSidebarNav']").inner_text()
+        assert "Data & model" in menu and "Gradient coupling" in menu and "data model" not in menu, menu
+        assert "Active model" in tab.locator("[data-testid='stSidebar']").inner_text()
+        assert tab.url == f"{url}/{slug}"
+        tab.context.close()
