@@ -12,14 +12,18 @@ through app.py's `st.navigation`, which opens the same page (tests/test_browser.
 
 def _run_through_the_app() -> None:
     from streamlit import rerun
-    from streamlit.runtime.pages_manager import PagesManager
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+    try:  # Streamlit's own flag (streamlit 1.67, requirements.txt); a version without it has nothing to mend
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:
+        return
     context = get_script_run_ctx(suppress_warning=True)
-    if context is None or not PagesManager.uses_pages_directory:
+    if context is None or not getattr(PagesManager, "uses_pages_directory", False):
         return  # not in a script run (tests, the CLI), or app.py's st.navigation already decided
     PagesManager.uses_pages_directory = False
-    if context.pages_manager.current_page_script_hash != context.pages_manager.main_script_hash:
+    pages = context.pages_manager
+    if pages.current_page_script_hash != pages.main_script_hash:
         rerun()  # a page file ran without app.py: run again through it
 
 

@@ -185,12 +185,12 @@ def _curves(job: TrainingJob, history: list[dict]) -> None:
     note = epoch_zero_note(job.model_config.model, job.init_from_name, job.match_fm, job.model_config.num_pairs)
     if note:
         st.caption(note)
-    built = st.session_state.get("live_curves")
-    if built is None or built[0] != (id(job), len(history)):
+    built = st.session_state.get("live_curves")  # (job, epochs drawn, figure, table)
+    if built is None or built[0] is not job or built[1] != len(history):
         metric = "rmse" if job.train_config.task == "regression" else "auc"
-        built = (id(job), len(history)), learning_curves({job.name: history}, metric), epoch_table(history)
+        built = job, len(history), learning_curves({job.name: history}, metric), epoch_table(history)
         st.session_state.live_curves = built
-    _, figure, table = built
+    _, _, figure, table = built
     st.plotly_chart(figure, config=state.PLOTLY_CONFIG, key=f"live_{job.name}")
     st.dataframe(table, hide_index=True, placeholder="")  # epoch 0 has no training numbers
 
