@@ -73,7 +73,7 @@ class _AFMEstimator(BaseEstimator):
     Parameters (None: the preset's value; see `afm.Recipe` for each setting's meaning and range):
     embedding_dim, attention_dim (AFM), dropout_attention (AFM), dropout_pooled, optimizer, lr,
     batch_size, epochs, patience, l2_attention (AFM), l2_embedding, seed, device, pretrain (AFM),
-    deterministic, compile, distinct_pairs, stream, sparse_embeddings; `preset`: "quick" (the
+    deterministic, compile, distinct_pairs, stream, sparse_embeddings, precision (AFM); `preset`: "quick" (the
     default), "paper", "fast" or None (the Recipe's defaults); `validation_fraction`: the share of
     rows held out for early stopping (at least one row; the model kept is the best epoch on them).
 
@@ -90,7 +90,7 @@ class _AFMEstimator(BaseEstimator):
                  optimizer=None, lr=None, batch_size=None, epochs=None, patience=None, l2_attention=None,
                  l2_embedding=None, seed=None,
                  device=None, pretrain=None, deterministic=None, compile=None, distinct_pairs=None, stream=None,
-                 sparse_embeddings=None, preset="quick", validation_fraction=0.2):
+                 sparse_embeddings=None, precision=None, preset="quick", validation_fraction=0.2):
         self.embedding_dim = embedding_dim
         self.attention_dim = attention_dim
         self.dropout_attention = dropout_attention
@@ -110,6 +110,7 @@ class _AFMEstimator(BaseEstimator):
         self.distinct_pairs = distinct_pairs
         self.stream = stream
         self.sparse_embeddings = sparse_embeddings
+        self.precision = precision
         self.preset = preset
         self.validation_fraction = validation_fraction
 

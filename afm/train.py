@@ -37,6 +37,7 @@ from afm.models import PairwiseModel, regularized_parameters
 from afm.numerics import full_speed_floats, warn_if_workers_keep_subnormals
 from afm.row_adagrad import RowAdagrad
 from afm.training_plan import OPTIMIZERS as OPTIMIZERS  # afm.train's names for the CLI and the app
+from afm.training_plan import PRECISIONS as PRECISIONS
 from afm.training_plan import TASKS as TASKS
 from afm.training_plan import TrainConfig, TrainingPath, plan_training, resolve_device
 
@@ -185,6 +186,7 @@ class _Trainer:
         if path.sparse_gradients:
             torch.sparse.check_sparse_tensor_invariants.disable()  # the default, said explicitly: no warning
         model.embedding.sparse = model.linear.sparse = path.sparse_gradients
+        model.training_dtype = torch.bfloat16 if path.bfloat16_attention else None
         wrapped = group.wrap(model)
         # The distinct-pair count U changes every batch: compile for any shape at once, not once per U.
         self.forward = torch.compile(wrapped, dynamic=True if path.distinct_pairs else None) if path.compiled \
@@ -295,6 +297,7 @@ class _Trainer:
         model = self.model
         model.load_state_dict(self.best_state)
         model.embedding.sparse = model.linear.sparse = False
+        model.training_dtype = None
         rate = self.samples_seen / self.train_seconds if self.train_seconds > 0 else 0.0
         return TrainResult(model, self.history, self.best_epoch, reason, str(self.path.device), self.train_seconds,
                            rate, self.config, compiled=self.path.compiled, distinct_pairs=self.path.distinct_pairs,

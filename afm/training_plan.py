@@ -24,6 +24,7 @@ COMPILE_MIN_SAMPLES = 1_000_000
 
 TASKS = ("regression", "binary")
 OPTIMIZERS = ("adagrad", "adam")
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass
@@ -60,6 +61,11 @@ class TrainConfig:
     # Batches streamed from the data in shuffled blocks (afm.batches) instead of all rows moved
     # to the device: "auto" = when the training rows are memory-mapped arrays (`afm encode`).
     stream: str = "auto"
+    # AFM's attention network in training steps (W e + b and h^T ReLU(.), the step's three large
+    # matrix products): "float32", or "bfloat16", whose products run 2x float32's on CPUs with
+    # AVX512-BF16 or AMX and on GPUs (scores, softmax, pooling, gradients' sums and the weights stay
+    # float32; evaluation and every analysis compute in float32). Paper recipe on Frappe: docs/benchmarks.md.
+    precision: str = "float32"
 
     def __post_init__(self):
         checks = [
@@ -82,6 +88,7 @@ class TrainConfig:
             (self.sparse_embeddings in ("auto", "on", "off"), "sparse_embeddings must be auto, on or off"),
             (self.distinct_pairs in ("auto", "on", "off"), "distinct_pairs must be auto, on or off"),
             (self.stream in ("auto", "on", "off"), "stream must be auto, on or off"),
+            (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -258,10 +265,28 @@ class TrainingPath:
     distinct_pairs: bool  # each distinct feature pair of a batch computed once
     sparse_gradients: bool  # embedding gradients as sparse rows
     compiled: bool  # the training forward through torch.compile
+    bfloat16_attention: bool = False  # AFM's attention network's products in bfloat16 (`precision`)
 
     def describe(self) -> dict:
         return {"compiled": self.compiled, "distinct_pairs": self.distinct_pairs,
-                "sparse_gradients": self.sparse_gradients}
+                "sparse_gradients": self.sparse_gradients, "bfloat16_attention": self.bfloat16_attention}
+
+
+def check_precision(config: TrainConfig, device: torch.device) -> bool:
+    """Whether the training's attention products run in bfloat16; refused where they would be slower
+    than float32's (no bfloat16 instructions): the one reason to ask for them is speed."""
+    if config.precision == "float32":
+        return False
+    if device.type == "cuda":
+        native, where = torch.cuda.is_bf16_supported(), torch.cuda.get_device_name(device)
+    else:  # oneDNN's bfloat16 products on the CPU: AVX512-BF16 or AMX, else emulated
+        native = any(getattr(torch.cpu, name, lambda: False)() for name in
+                     ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+        where = "this CPU (it has neither AVX512-BF16 nor AMX)"
+    if not native:
+        raise ConfigError(f"precision bfloat16 would be slower than float32 on {where}; use precision float32 "
+                          "(--precision float32)")
+    return True
 
 
 def plan_training(model: PairwiseModel, dataset: Dataset, config: TrainConfig, device: torch.device,
@@ -277,4 +302,5 @@ def plan_training(model: PairwiseModel, dataset: Dataset, config: TrainConfig, d
     # Sparse gradients do not go through the compiler (a compiled step keeps dense ones), nor
     # through NCCL (it has no sparse all-reduce).
     sparse = wanted and not compiled and backend != "nccl"
-    return TrainingPath(device, batch_size, uses_streaming(dataset, config), distinct, sparse, compiled)
+    bfloat16 = check_precision(config, device) and model.config.model == "afm"
+    return TrainingPath(device, batch_size, uses_streaming(dataset, config), distinct, sparse, compiled, bfloat16)

@@ -7,6 +7,8 @@ path) against torchfm 0.7.0 and DeepCTR-Torch 0.3.0 over the same epochs.
 
 Settings are k (= t):batch. Implementations (`--impls`):
   ours-eager, ours-compiled   afm.train.train_model with compile off / on (what `afm train` runs)
+  ours-bf16                   ours-eager with the recipe's precision bfloat16 (`afm train --precision
+                              bfloat16`: AFM's attention products in bfloat16; skipped where refused)
   ours-job                    afm.app.jobs.TrainingJob through the server's scheduler (the app's path)
   ours-keep-subnormals        ours-eager in a thread that keeps subnormal floats (the pace before
                               afm.numerics: on CPUs with slow subnormals, the difference)
@@ -31,7 +33,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-IMPLS = ("ours-eager", "ours-compiled", "ours-job", "ours-keep-subnormals", "torchfm", "deepctr")
+IMPLS = ("ours-eager", "ours-bf16", "ours-compiled", "ours-job", "ours-keep-subnormals", "torchfm", "deepctr")
 
 
 def recipe(k: int, batch: int, epochs: int, device: str = "cpu"):
@@ -78,7 +80,8 @@ def ours(impl: str, k: int, batch: int, epochs: int, device: str) -> dict:
         history, path = job.run.history, job.path
     else:
         compile_mode = {"ours-compiled": "on"}.get(impl, "off")
-        config = dataclasses.replace(train_config, compile=compile_mode)
+        precision = "bfloat16" if impl == "ours-bf16" else train_config.precision
+        config = dataclasses.replace(train_config, compile=compile_mode, precision=precision)
         box = {}
 
         def train():

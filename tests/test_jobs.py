@@ -99,7 +99,8 @@ def test_the_job_tells_the_page_which_training_path_was_chosen():
                                                                   compile="off", distinct_pairs="on"))
     assert job.snapshot()["path"] == {}
     job.start().join(timeout=60)
-    assert job.snapshot()["path"] == {"compiled": False, "distinct_pairs": True, "sparse_gradients": False}
+    assert job.snapshot()["path"] == {"compiled": False, "distinct_pairs": True, "sparse_gradients": False,
+                                      "bfloat16_attention": False}
 
 
 def test_time_left_follows_the_pace_so_far():

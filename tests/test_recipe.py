@@ -64,7 +64,8 @@ def test_one_set_of_defaults_the_papers_per_model():
     assert Recipe(model="afm").epochs == Recipe(model="fm").epochs == 100
 
 
-@pytest.mark.parametrize("setting, value", [("l2_attention", 1.0), ("dropout_attention", 0.1), ("pretrain", True)])
+@pytest.mark.parametrize("setting, value", [("l2_attention", 1.0), ("dropout_attention", 0.1), ("pretrain", True),
+                                            ("precision", "bfloat16")])
 def test_the_afm_only_rule_is_one_error_everywhere(setting, value, capsys):
     with pytest.raises(ConfigError) as made:
         Recipe(model="fm", **{setting: value})
@@ -82,6 +83,7 @@ def test_a_model_change_takes_that_models_defaults_and_unknown_settings_are_one_
     afm = preset("paper", "afm")
     fm = afm.replace(model="fm")
     assert fm.lr == 0.05 and fm.l2_attention == 0.0 and fm.dropout_pooled == 0.5
+    assert preset("paper", "afm", precision="bfloat16").replace(model="fm").precision == "float32"  # AFM's own
     with pytest.raises(ConfigError, match="unknown recipe settings \\['k'\\]"):
         Recipe.of(k=8)
     with pytest.raises(ConfigError, match="embedding_dim \\(--k\\) must be a whole number"):
@@ -89,14 +91,14 @@ def test_a_model_change_takes_that_models_defaults_and_unknown_settings_are_one_
 
 
 recipes = st.builds(
-    lambda model, k, t, lr, batch, epochs, seed, optimizer, task, drop, l2, name: preset(
+    lambda model, k, t, lr, batch, epochs, seed, optimizer, task, drop, l2, name, precision: preset(
         name, model, embedding_dim=k, attention_dim=t, lr=lr, batch_size=batch, epochs=epochs, seed=seed,
         optimizer=optimizer, task=task, dropout_pooled=drop,
-        **({"l2_attention": l2, "dropout_attention": drop / 2} if model == "afm" else {})),
+        **({"l2_attention": l2, "dropout_attention": drop / 2, "precision": precision} if model == "afm" else {})),
     st.sampled_from(MODEL_NAMES), st.integers(1, 512), st.integers(1, 512),
     st.floats(1e-4, 10, allow_nan=False), st.integers(1, 10_000), st.integers(0, 500), st.integers(0, 2**32 - 1),
     st.sampled_from(("adagrad", "adam")), st.sampled_from(("regression", "binary")), st.floats(0, 0.9),
-    st.floats(0, 100), st.sampled_from((None, *PRESETS)))
+    st.floats(0, 100), st.sampled_from((None, *PRESETS)), st.sampled_from(("float32", "bfloat16")))
 
 
 @settings(max_examples=60, deadline=None)

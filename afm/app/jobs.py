@@ -122,7 +122,7 @@ class TrainingJob:
             self._lease.refresh()  # this thread's share of the cores, as computations come and go
 
     def on_train_start(self, path: dict) -> None:
-        self.path = dict(path)  # compiled, distinct_pairs, sparse_gradients: for the page to say
+        self.path = dict(path)  # compiled, distinct_pairs, sparse_gradients, bfloat16_attention
         self._epoch_started = time.monotonic()  # epoch 0's evaluation and trackers start now
 
     def on_epoch_end(self, record: dict) -> None:

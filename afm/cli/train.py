@@ -37,8 +37,8 @@ class _ProgressLog:
         self.last_draw = 0.0
 
     def on_train_start(self, path: dict) -> None:
-        taken = [name.replace("_", " ") for name in ("distinct_pairs", "sparse_gradients", "compiled")
-                 if path.get(name)]
+        taken = [name.replace("_", " ") for name in ("distinct_pairs", "sparse_gradients", "compiled",
+                                                     "bfloat16_attention") if path.get(name)]
         self.stream.write(f"{self.header}" + (f"; {', '.join(taken)}" if taken else "") + "\n")
         self.stream.flush()
 
