@@ -125,8 +125,8 @@ class Recipe:
                                      app="command line only: the fastest path is picked")
     precision: str = setting("float32", "Precision", "AFM's attention network in training steps: float32, or "
                              "bfloat16, whose matrix products run 2x on CPUs with AVX512-BF16 or AMX and on recent "
-                             "GPUs (paper recipe on Frappe: 1.3x the step, same RMSE; evaluation and every analysis "
-                             "stay float32; AFM only)", choices=PRECISIONS)
+                             "GPUs (the paper's recipe on Frappe: epochs ~1.2x as fast, the same RMSE); evaluation "
+                             "and every analysis stay float32 (AFM only)", choices=PRECISIONS)
     preset: str | None = setting(None, "Preset", "the named recipe these values started from (information: "
                                  "the values are the recipe)", app="the page's Preset menu")
 
