@@ -137,12 +137,12 @@ class Recipe:
         for spec in fields(self):
             object.__setattr__(self, spec.name, _checked(spec, getattr(self, spec.name)))
         if self.model != "afm":
-            set_here = [f"{spec.name} ({flag_of(spec)})" for spec in fields(self)
+            set_here = [spec for spec in fields(self)
                         if spec.name in AFM_ONLY and getattr(self, spec.name) != AFM_UNSET[spec.name]]
             if set_here:
-                unset = ", ".join(f"{name.split()[0]} = {AFM_UNSET[name.split()[0]]}" for name in set_here)
-                raise ConfigError(f"{', '.join(set_here)} applies to AFM only, not {self.model} (leave it out, "
-                                  f"or {unset})")
+                named = ", ".join(f"{spec.name} ({flag_of(spec)})" for spec in set_here)
+                unset = ", ".join(f"{spec.name} = {AFM_UNSET[spec.name]}" for spec in set_here)
+                raise ConfigError(f"{named} applies to AFM only, not {self.model} (leave it out, or {unset})")
         if self.match_fm and not (self.init_from or self.pretrain):
             raise ConfigError("match_fm needs a start: init_from an FM checkpoint, or pretrain")
         if self.init_from and self.pretrain:

@@ -185,8 +185,7 @@ class _Trainer:
                          for name in ("valid", "test")} if not path.streamed and group.world_size == 1 else None
         if path.sparse_gradients:
             torch.sparse.check_sparse_tensor_invariants.disable()  # the default, said explicitly: no warning
-        model.embedding.sparse = model.linear.sparse = path.sparse_gradients
-        model.training_dtype = torch.bfloat16 if path.bfloat16_attention else None
+        path.set_up(model)
         wrapped = group.wrap(model)
         # The distinct-pair count U changes every batch: compile for any shape at once, not once per U.
         self.forward = torch.compile(wrapped, dynamic=True if path.distinct_pairs else None) if path.compiled \
@@ -296,8 +295,7 @@ class _Trainer:
                        "or the epochs, or check the labels")
         model = self.model
         model.load_state_dict(self.best_state)
-        model.embedding.sparse = model.linear.sparse = False
-        model.training_dtype = None
+        self.path.tear_down(model)
         rate = self.samples_seen / self.train_seconds if self.train_seconds > 0 else 0.0
         return TrainResult(model, self.history, self.best_epoch, reason, str(self.path.device), self.train_seconds,
                            rate, self.config, compiled=self.path.compiled, distinct_pairs=self.path.distinct_pairs,

@@ -271,22 +271,37 @@ class TrainingPath:
         return {"compiled": self.compiled, "distinct_pairs": self.distinct_pairs,
                 "sparse_gradients": self.sparse_gradients, "bfloat16_attention": self.bfloat16_attention}
 
+    def set_up(self, model: PairwiseModel) -> None:
+        """Put `model` on this path's gradients and attention dtype for its steps (`tear_down` undoes it)."""
+        model.embedding.sparse = model.linear.sparse = self.sparse_gradients
+        model.training_dtype = torch.bfloat16 if self.bfloat16_attention else None
 
-def check_precision(config: TrainConfig, device: torch.device) -> bool:
-    """Whether the training's attention products run in bfloat16; refused where they would be slower
-    than float32's (no bfloat16 instructions): the one reason to ask for them is speed."""
+    @staticmethod
+    def tear_down(model: PairwiseModel) -> None:
+        model.embedding.sparse = model.linear.sparse = False
+        model.training_dtype = None
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 products natively: a GPU with bfloat16, or a CPU with AVX512-BF16
+    or AMX (oneDNN's bfloat16 products elsewhere are emulated, 2.7-7x slower than float32's)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return any(getattr(torch.cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported",
+                                                                       "_is_amx_tile_supported"))
+
+
+def uses_bfloat16_attention(model: PairwiseModel, config: TrainConfig, device: torch.device) -> bool:
+    """Whether AFM's attention products run in bfloat16 (`precision`); refused where they would be
+    slower than float32's: the one reason to ask for them is speed."""
     if config.precision == "float32":
         return False
-    if device.type == "cuda":
-        native, where = torch.cuda.is_bf16_supported(), torch.cuda.get_device_name(device)
-    else:  # oneDNN's bfloat16 products on the CPU: AVX512-BF16 or AMX, else emulated
-        native = any(getattr(torch.cpu, name, lambda: False)() for name in
-                     ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-        where = "this CPU (it has neither AVX512-BF16 nor AMX)"
-    if not native:
+    if not native_bfloat16(device):
+        where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+            "this CPU (it has neither AVX512-BF16 nor AMX)"
         raise ConfigError(f"precision bfloat16 would be slower than float32 on {where}; use precision float32 "
                           "(--precision float32)")
-    return True
+    return model.config.model == "afm"
 
 
 def plan_training(model: PairwiseModel, dataset: Dataset, config: TrainConfig, device: torch.device,
@@ -302,5 +317,5 @@ def plan_training(model: PairwiseModel, dataset: Dataset, config: TrainConfig, d
     # Sparse gradients do not go through the compiler (a compiled step keeps dense ones), nor
     # through NCCL (it has no sparse all-reduce).
     sparse = wanted and not compiled and backend != "nccl"
-    bfloat16 = check_precision(config, device) and model.config.model == "afm"
-    return TrainingPath(device, batch_size, uses_streaming(dataset, config), distinct, sparse, compiled, bfloat16)
+    return TrainingPath(device, batch_size, uses_streaming(dataset, config), distinct, sparse, compiled,
+                        uses_bfloat16_attention(model, config, device))

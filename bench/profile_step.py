@@ -53,8 +53,7 @@ def main() -> None:
     # table, sparse embedding gradients (a profile of dense ones showed a full-table update per step).
     path = plan_training(model, data, config, torch.device("cpu"))
     distinct = path.distinct_pairs
-    model.embedding.sparse = model.linear.sparse = path.sparse_gradients
-    model.training_dtype = torch.bfloat16 if path.bfloat16_attention else None
+    path.set_up(model)
     batches = ResidentBatches(data.train, range(len(data.train)), torch.device("cpu"), config.task, args.batch, 0)
     optimizer = make_optimizer(model, config)
 

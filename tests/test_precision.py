@@ -12,11 +12,10 @@ from afm.errors import ConfigError
 from afm.models import ModelConfig, build_model
 from afm.recipe import preset
 from afm.train import TrainConfig, train_model
-from afm.training_plan import check_precision
+from afm.training_plan import native_bfloat16, uses_bfloat16_attention
 from tests.conftest import random_dataset
 
-NATIVE_BF16 = any(getattr(torch.cpu, name, lambda: False)()
-                  for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+NATIVE_BF16 = native_bfloat16(torch.device("cpu"))
 needs_native_bf16 = pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has neither AVX512-BF16 nor AMX: "
                                                                "bfloat16 is refused here (tested below)")
 
@@ -115,8 +114,9 @@ def test_a_bfloat16_recipe_is_in_its_checkpoint_and_learns_as_well_as_float32(tm
 def test_a_cpu_without_bfloat16_instructions_refuses_it_in_one_line(monkeypatch):
     for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
         monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
+    model = afm_model()
     with pytest.raises(ConfigError) as refused:
-        check_precision(TrainConfig(precision="bfloat16"), torch.device("cpu"))
+        uses_bfloat16_attention(model, TrainConfig(precision="bfloat16"), torch.device("cpu"))
     assert "neither AVX512-BF16 nor AMX" in str(refused.value) and "--precision float32" in str(refused.value)
     assert "\n" not in str(refused.value)
-    assert check_precision(TrainConfig(), torch.device("cpu")) is False  # float32 asks nothing of the machine
+    assert uses_bfloat16_attention(model, TrainConfig(), torch.device("cpu")) is False  # float32 asks nothing
